@@ -1,0 +1,426 @@
+// Package nbd implements the server side of the Network Block Device
+// protocol (fixed newstyle handshake, structured replies, TLS) over any
+// block.Device.
+package nbd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+
+	"github.com/blockrep/blockrep/block"
+)
+
+// Export is one named device offered to clients.
+type Export struct {
+	// Name is what clients ask for. The server's DefaultExport answers the
+	// empty name.
+	Name string
+	// Description is sent to clients that ask for NBD_INFO_DESCRIPTION.
+	Description string
+	// Device serves the requests.
+	Device block.Device
+	// ReadOnly refuses writes with EPERM and advertises NBD_FLAG_READ_ONLY.
+	ReadOnly bool
+	// RequireTLS refuses the export to clients that have not done STARTTLS.
+	RequireTLS bool
+	// MinBlockSize, PreferredBlockSize and MaxBlockSize are advertised with
+	// NBD_INFO_BLOCK_SIZE. Clients that asked for them must respect them;
+	// zero selects 1, 4096 and 32 MiB.
+	MinBlockSize, PreferredBlockSize, MaxBlockSize uint32
+	// MultiConn advertises NBD_FLAG_CAN_MULTI_CONN. Set it only when a FLUSH
+	// on one connection persists writes completed on every connection, as
+	// fdatasync on a shared file does.
+	MultiConn bool
+	// InlineMax is the largest request served directly by the connection's
+	// reader; larger ones go to a worker so that the reader keeps pulling
+	// requests. Zero sends every request to a worker: right for devices whose
+	// operations wait on something slow (a network peer).
+	InlineMax int
+}
+
+// Config configures a Server.
+type Config struct {
+	// TLS enables NBD_OPT_STARTTLS. Nil refuses it.
+	TLS *tls.Config
+	// DefaultExport is served to clients that ask for the empty name.
+	DefaultExport string
+	// MaxInFlightBytes bounds the request buffers held by all connections at
+	// once. Zero selects 256 MiB.
+	MaxInFlightBytes int64
+	// Logger receives connection events. Nil discards them.
+	Logger *slog.Logger
+}
+
+// ClientInfo describes one connected client, for status displays.
+type ClientInfo struct {
+	ID           uint64    `json:"id"`
+	Remote       string    `json:"remote"`
+	Export       string    `json:"export"`
+	TLS          bool      `json:"tls"`
+	Since        time.Time `json:"since"`
+	Reads        uint64    `json:"reads"`
+	Writes       uint64    `json:"writes"`
+	BytesRead    uint64    `json:"bytes_read"`
+	BytesWritten uint64    `json:"bytes_written"`
+	Flushes      uint64    `json:"flushes"`
+	Errors       uint64    `json:"errors"`
+}
+
+
+// Server serves exports over NBD. Create it with NewServer.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	budget *semaphore.Weighted
+	pool   bufPool
+	// ctx is cancelled when Shutdown gives up waiting: blocked work stops.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	exports   map[string]*Export
+	listeners map[net.Listener]struct{}
+	conns     map[uint64]*clientConn
+	nextID    uint64
+	closing   bool
+	connWG    sync.WaitGroup
+}
+
+// NewServer returns a server with no exports.
+func NewServer(cfg Config) *Server {
+	if cfg.MaxInFlightBytes <= 0 {
+		cfg.MaxInFlightBytes = 256 << 20
+	}
+	if cfg.MaxInFlightBytes < defaultMaxBlk {
+		// One maximal request must always fit.
+		cfg.MaxInFlightBytes = defaultMaxBlk
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		cfg:       cfg,
+		log:       log,
+		budget:    semaphore.NewWeighted(cfg.MaxInFlightBytes),
+		ctx:       ctx,
+		cancel:    cancel,
+		exports:   make(map[string]*Export),
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[uint64]*clientConn),
+	}
+}
+
+// AddExport offers e to clients. Names are unique.
+func (s *Server) AddExport(e *Export) error {
+	if e == nil || e.Device == nil {
+		return errors.New("nbd: export without a device")
+	}
+	if len(e.Name) > maxStringLen {
+		return fmt.Errorf("nbd: export name longer than %d bytes", maxStringLen)
+	}
+	if e.RequireTLS && s.cfg.TLS == nil {
+		return fmt.Errorf("nbd: export %q requires TLS but the server has no TLS configuration", e.Name)
+	}
+	min, pref, max := blockSizes(e)
+	if min&(min-1) != 0 || pref&(pref-1) != 0 || pref > max || uint64(e.Device.Size())%uint64(min) != 0 {
+		return fmt.Errorf("nbd: export %q: block sizes min %d, preferred %d, max %d do not fit a device of %d bytes", e.Name, min, pref, max, e.Device.Size())
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, dup := s.exports[e.Name]; dup {
+		return fmt.Errorf("nbd: export %q already exists", e.Name)
+	}
+	s.exports[e.Name] = e
+	return nil
+}
+
+func (s *Server) lookup(name string) (*Export, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if name == "" {
+		name = s.cfg.DefaultExport
+	}
+	e, ok := s.exports[name]
+	return e, ok
+}
+
+func (s *Server) exportList() []*Export {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list := make([]*Export, 0, len(s.exports))
+	for _, e := range s.exports {
+		list = append(list, e)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].Name < list[j].Name })
+	return list
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("nbd: server closed")
+
+// Serve accepts connections on l until Shutdown. It returns
+// ErrServerClosed after Shutdown and the accept error otherwise.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "err", err, "in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		if !s.track(c) {
+			_ = c.Close()
+			return ErrServerClosed
+		}
+	}
+}
+
+// track registers c and starts serving it.
+func (s *Server) track(c net.Conn) bool {
+	cc, ok := s.register(c)
+	if !ok {
+		return false
+	}
+	go s.serveTracked(cc)
+	return true
+}
+
+// ServeConn serves one already accepted connection and returns when it
+// ends. It is for callers that accept connections themselves.
+func (s *Server) ServeConn(c net.Conn) {
+	cc, ok := s.register(c)
+	if !ok {
+		_ = c.Close()
+		return
+	}
+	s.serveTracked(cc)
+}
+
+func (s *Server) register(c net.Conn) (*clientConn, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return nil, false
+	}
+	s.nextID++
+	cc := &clientConn{id: s.nextID, raw: c, since: time.Now()}
+	if a := c.RemoteAddr(); a != nil && a.String() != "" && a.String() != "@" {
+		cc.remote = a.String()
+	} else if a := c.LocalAddr(); a != nil {
+		cc.remote = a.Network() + ":" + a.String()
+	}
+	s.conns[cc.id] = cc
+	s.connWG.Add(1)
+	return cc, true
+}
+
+func (s *Server) serveTracked(cc *clientConn) {
+	defer s.connWG.Done()
+	s.serveConn(cc)
+	s.mu.Lock()
+	delete(s.conns, cc.id)
+	s.mu.Unlock()
+}
+
+func (s *Server) serveConn(cc *clientConn) {
+	defer cc.close()
+	log := s.log.With("client", cc.id, "remote", cc.remote)
+	_ = cc.raw.SetDeadline(time.Now().Add(handshakeTimeout))
+	n, err := s.negotiate(s.ctx, cc.raw)
+	if err != nil {
+		if err == errAbort {
+			log.Debug("handshake ended by client")
+		} else {
+			log.Info("handshake failed", "err", err)
+		}
+		return
+	}
+	_ = cc.raw.SetDeadline(time.Time{})
+	var t transport
+	if !n.tls {
+		if ft := newFDTransport(cc.raw); ft != nil {
+			t = ft
+		}
+	}
+	if t == nil {
+		t = &connTransport{conn: n.conn, raw: cc.raw}
+	}
+	if !cc.startTransmission(t, n) {
+		return
+	}
+	log.Info("client connected", "export", n.export.Name, "tls", n.tls, "structured", n.structured)
+	sess := newSession(s, cc, t, n)
+	if err := sess.run(); err != nil {
+		log.Info("client disconnected", "err", err)
+		return
+	}
+	log.Info("client disconnected")
+}
+
+// Shutdown stops accepting, lets every connection finish the requests it
+// has read and send their replies, and closes it. When ctx ends first, the
+// remaining connections are cut.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		_ = l.Close()
+	}
+	for _, cc := range s.conns {
+		cc.stopReading()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.connWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+	}
+	s.cancel()
+	s.mu.Lock()
+	for _, cc := range s.conns {
+		cc.abort()
+	}
+	s.mu.Unlock()
+	<-done
+	return ctx.Err()
+}
+
+// Clients lists the connections in the transmission phase.
+func (s *Server) Clients() []ClientInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list := make([]ClientInfo, 0, len(s.conns))
+	for _, cc := range s.conns {
+		if info, ok := cc.info(); ok {
+			list = append(list, info)
+		}
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].ID < list[j].ID })
+	return list
+}
+
+// clientConn is one accepted connection and its counters.
+type clientConn struct {
+	id     uint64
+	raw    net.Conn
+	remote string
+	since  time.Time
+
+	reads, writes, bytesRead, bytesWritten, flushes, errors atomic.Uint64
+
+	mu       sync.Mutex
+	t        transport // set in the transmission phase
+	export   string
+	tls      bool
+	stopping bool
+	closed   bool
+}
+
+func (cc *clientConn) startTransmission(t transport, n *negotiation) bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.stopping {
+		return false
+	}
+	cc.t, cc.export, cc.tls = t, n.export.Name, n.tls
+	return true
+}
+
+// stopReading makes the connection drain: in the handshake it is closed, in
+// transmission its reader sees end of input.
+func (cc *clientConn) stopReading() {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cc.stopping = true
+	if cc.closed {
+		return
+	}
+	if cc.t == nil {
+		_ = cc.raw.Close()
+		return
+	}
+	cc.t.closeRead()
+}
+
+func (cc *clientConn) abort() {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.closed {
+		return
+	}
+	// Only wake blocked I/O: the descriptor stays open until the owner
+	// closes it, so that no late read or write lands on a reused number.
+	if cc.t != nil {
+		cc.t.abort()
+		return
+	}
+	_ = cc.raw.Close()
+}
+
+func (cc *clientConn) close() {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cc.closed = true
+	_ = cc.raw.Close()
+}
+
+func (cc *clientConn) info() (ClientInfo, bool) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.t == nil || cc.closed {
+		return ClientInfo{}, false
+	}
+	return ClientInfo{
+		ID: cc.id, Remote: cc.remote, Export: cc.export, TLS: cc.tls, Since: cc.since,
+		Reads: cc.reads.Load(), Writes: cc.writes.Load(),
+		BytesRead: cc.bytesRead.Load(), BytesWritten: cc.bytesWritten.Load(),
+		Flushes: cc.flushes.Load(), Errors: cc.errors.Load(),
+	}, true
+}

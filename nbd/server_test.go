@@ -1,0 +1,434 @@
+package nbd
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/blockrep/blockrep/block/blocktest"
+)
+
+const testSize = 8 << 20
+
+type fixture struct {
+	srv  *Server
+	addr string
+	mem  *blocktest.Mem
+	ro   *blocktest.Mem
+}
+
+// startServer serves a writable export "disk" (the default) and a
+// read-only export "ro" on a loopback port.
+func startServer(t *testing.T, inlineMax int) *fixture {
+	t.Helper()
+	f := &fixture{mem: blocktest.NewMem(testSize), ro: blocktest.NewMem(testSize)}
+	f.srv = NewServer(Config{DefaultExport: "disk"})
+	for _, e := range []*Export{
+		{Name: "disk", Description: "test disk", Device: f.mem, MinBlockSize: 512, MultiConn: true, InlineMax: inlineMax},
+		{Name: "ro", Device: f.ro, ReadOnly: true, InlineMax: inlineMax},
+	} {
+		if err := f.srv.AddExport(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.addr = l.Addr().String()
+	done := make(chan error, 1)
+	go func() { done <- f.srv.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := f.srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-done; err != ErrServerClosed {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
+	return f
+}
+
+// Both dispatch modes must behave the same: inline in the reader and
+// everything at workers.
+var modes = []struct {
+	name      string
+	inlineMax int
+}{{"inline", 128 << 10}, {"workers", 0}}
+
+func TestHandshakeOptions(t *testing.T) {
+	f := startServer(t, 128<<10)
+	c := dialTest(t, f.addr)
+
+	rs := c.opt(optList, nil)
+	var names []string
+	for _, r := range rs[:len(rs)-1] {
+		if r.typ != repServer {
+			t.Fatalf("LIST reply type %#x", r.typ)
+		}
+		names = append(names, string(r.data[4:4+int(be32len(r.data))]))
+	}
+	if got := len(names); got != 2 || names[0] != "disk" || names[1] != "ro" {
+		t.Fatalf("LIST = %q", names)
+	}
+	if r := c.opt(optList, []byte{1}); r[0].typ != repErrInvalid {
+		t.Fatalf("LIST with data: %#x", r[0].typ)
+	}
+	if r := c.opt(optInfo, goData("nope")); r[0].typ != repErrUnknown || !bytes.Contains(r[0].data, []byte("nope")) {
+		t.Fatalf("INFO unknown export: %#x %q", r[0].typ, r[0].data)
+	}
+	if r := c.opt(optStartTLS, nil); r[0].typ != repErrUnsup {
+		t.Fatalf("STARTTLS without certificate: %#x", r[0].typ)
+	}
+	if r := c.opt(99, []byte("junk")); r[0].typ != repErrUnsup {
+		t.Fatalf("unknown option: %#x", r[0].typ)
+	}
+	if r := c.opt(optSetMetaContext, metaData("disk", metaContextAllocation)); r[0].typ != repErrInvalid {
+		t.Fatalf("SET_META_CONTEXT before structured replies: %#x", r[0].typ)
+	}
+	if r := c.opt(optInfo, []byte{0, 0, 0, 9, 'x'}); r[0].typ != repErrInvalid {
+		t.Fatalf("truncated INFO: %#x", r[0].typ)
+	}
+	// INFO with every info type: name, description and block sizes.
+	rs = c.opt(optInfo, goData("", infoName, infoDescription, infoBlockSize))
+	got := map[uint16][]byte{}
+	for _, r := range rs {
+		if r.typ == repInfo {
+			got[be16val(r.data)] = r.data[2:]
+		}
+	}
+	if string(got[infoName]) != "disk" || string(got[infoDescription]) != "test disk" {
+		t.Fatalf("INFO name/description = %q/%q", got[infoName], got[infoDescription])
+	}
+	if bs := got[infoBlockSize]; len(bs) != 12 || be32len(bs) != 512 || be32len(bs[4:]) != 4096 || be32len(bs[8:]) != 32<<20 {
+		t.Fatalf("INFO block size = %x", bs)
+	}
+	// The connection survived all of that: GO still works.
+	size, flags := c.negotiateGo("disk", true)
+	if size != testSize {
+		t.Fatalf("size %d", size)
+	}
+	want := uint16(tflagHasFlags | tflagSendFlush | tflagSendFUA | tflagSendTrim | tflagSendWriteZeros | tflagSendFastZero | tflagCanMultiConn | tflagSendCache | tflagSendDF)
+	if flags != want {
+		t.Fatalf("transmission flags %#x, want %#x", flags, want)
+	}
+}
+
+func be32len(p []byte) uint32 { return uint32(p[0])<<24 | uint32(p[1])<<16 | uint32(p[2])<<8 | uint32(p[3]) }
+func be16val(p []byte) uint16 { return uint16(p[0])<<8 | uint16(p[1]) }
+
+func TestExportNameOption(t *testing.T) {
+	f := startServer(t, 128<<10)
+	for _, noZeroes := range []bool{true, false} {
+		c, err := net.Dial("tcp", f.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc := &testClient{t: t, c: c}
+		var greet [18]byte
+		tc.readFull(greet[:])
+		flags := uint32(clientFixedNewstyle)
+		if noZeroes {
+			flags |= clientNoZeroes
+		}
+		tc.write(be32(flags))
+		tc.sendOpt(optExportName, []byte("ro"))
+		n := 10
+		if !noZeroes {
+			n += 124
+		}
+		buf := make([]byte, n)
+		tc.readFull(buf)
+		if be32len(buf[4:]) != testSize || be16val(buf[8:])&tflagReadOnly == 0 {
+			t.Fatalf("EXPORT_NAME reply %x", buf[:10])
+		}
+		if r := tc.do(cmdWrite, 0, 0, 512, make([]byte, 512)); r.errno != errPerm {
+			t.Fatalf("write to read-only export: errno %d", r.errno)
+		}
+		c.Close()
+	}
+	// An unknown name has no error reply: the server closes.
+	c := dialTest(t, f.addr)
+	c.sendOpt(optExportName, []byte("nope"))
+	var b [1]byte
+	if _, err := c.c.Read(b[:]); err == nil {
+		t.Fatal("connection stayed open after EXPORT_NAME of an unknown export")
+	}
+}
+
+func TestReadWrite(t *testing.T) {
+	for _, m := range modes {
+		for _, structured := range []bool{false, true} {
+			t.Run(m.name+map[bool]string{false: "/simple", true: "/structured"}[structured], func(t *testing.T) {
+				f := startServer(t, m.inlineMax)
+				c := dialTest(t, f.addr)
+				c.negotiateGo("disk", structured, infoBlockSize)
+				for _, n := range []int{512, 4096, 64 << 10, 1 << 20, 32 << 20} {
+					data := bytes.Repeat([]byte{byte(n >> 9), 0xa5, byte(n)}, n/3+1)[:n]
+					off := uint64(testSize - n)
+					if n == 32<<20 {
+						// Larger than the device: exercises the ENOSPC path
+						// with a maximal payload that must be skipped.
+						if r := c.do(cmdWrite, 0, 0, uint32(n), data); r.errno != errNoSpc {
+							t.Fatalf("write past end: errno %d", r.errno)
+						}
+						continue
+					}
+					if r := c.do(cmdWrite, 0, off, uint32(n), data); r.errno != 0 {
+						t.Fatalf("write %d: errno %d", n, r.errno)
+					}
+					r := c.do(cmdRead, 0, off, uint32(n), nil)
+					if r.errno != 0 || !bytes.Equal(r.data, data) {
+						t.Fatalf("read %d back: errno %d, equal %v", n, r.errno, bytes.Equal(r.data, data))
+					}
+					if !bytes.Equal(f.mem.Bytes()[off:off+uint64(n)], data) {
+						t.Fatalf("device does not hold the %d bytes written", n)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestRequestErrorsKeepConnection(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			f := startServer(t, m.inlineMax)
+			c := dialTest(t, f.addr)
+			c.negotiateGo("disk", true, infoBlockSize)
+			cases := []struct {
+				name    string
+				cmd     uint16
+				off     uint64
+				length  uint32
+				payload bool
+				want    uint32
+			}{
+				{"read past end", cmdRead, testSize - 512, 1024, false, errInval},
+				{"read offset overflow", cmdRead, 1<<64 - 512, 1024, false, errInval},
+				{"write past end", cmdWrite, testSize, 4096, true, errNoSpc},
+				{"trim past end", cmdTrim, testSize - 512, 4096, false, errNoSpc},
+				{"misaligned read", cmdRead, 100, 512, false, errInval},
+				{"misaligned write", cmdWrite, 512, 100, true, errInval},
+				{"read too large", cmdRead, 0, 64 << 20, false, errInval},
+				{"zero-length read", cmdRead, 0, 0, false, errInval},
+				{"unknown command", 42, 0, 512, false, errInval},
+			}
+			for _, tc := range cases {
+				var payload []byte
+				if tc.payload {
+					payload = make([]byte, tc.length)
+				}
+				if r := c.do(tc.cmd, 0, tc.off, tc.length, payload); r.errno != tc.want {
+					t.Errorf("%s: errno %d, want %d", tc.name, r.errno, tc.want)
+				}
+				// The connection still works after each error.
+				if r := c.do(cmdRead, 0, 0, 512, nil); r.errno != 0 || len(r.data) != 512 {
+					t.Fatalf("after %s: read failed: %v", tc.name, r)
+				}
+			}
+			// A failing device gives EIO, not a dropped connection.
+			f.mem.FailNext(blocktest.OpRead, syscall.EIO, 1)
+			if r := c.do(cmdRead, 0, 0, 4096, nil); r.errno != errIO {
+				t.Fatalf("read with failing device: errno %d", r.errno)
+			}
+			f.mem.FailNext(blocktest.OpWrite, syscall.ENOSPC, 1)
+			if r := c.do(cmdWrite, 0, 0, 4096, make([]byte, 4096)); r.errno != errNoSpc {
+				t.Fatalf("write with full device: errno %d", r.errno)
+			}
+			if r := c.do(cmdRead, 0, 0, 4096, nil); r.errno != 0 {
+				t.Fatalf("read after device errors: errno %d", r.errno)
+			}
+		})
+	}
+}
+
+func TestAlignmentOnlyWhenNegotiated(t *testing.T) {
+	f := startServer(t, 128<<10)
+	c := dialTest(t, f.addr)
+	c.negotiateGo("disk", false) // no NBD_INFO_BLOCK_SIZE request
+	if r := c.do(cmdWrite, 0, 3, 5, []byte("hello")); r.errno != 0 {
+		t.Fatalf("unaligned write from a client that did not ask for block sizes: errno %d", r.errno)
+	}
+	if got := string(f.mem.Bytes()[3:8]); got != "hello" {
+		t.Fatalf("device holds %q", got)
+	}
+}
+
+func TestFlushFUATrimZeroes(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			f := startServer(t, m.inlineMax)
+			c := dialTest(t, f.addr)
+			c.negotiateGo("disk", true, infoBlockSize)
+			ones := bytes.Repeat([]byte{1}, 64<<10)
+			c.do(cmdWrite, 0, 0, uint32(len(ones)), ones)
+			flushes := f.mem.Flushes()
+			if r := c.do(cmdFlush, 0, 0, 0, nil); r.errno != 0 || f.mem.Flushes() != flushes+1 {
+				t.Fatalf("FLUSH: errno %d, device flushes %d -> %d", r.errno, flushes, f.mem.Flushes())
+			}
+			fua := f.mem.FUAWrites()
+			if r := c.do(cmdWrite, cmdFlagFUA, 0, 4096, ones[:4096]); r.errno != 0 || f.mem.FUAWrites() != fua+1 {
+				t.Fatalf("FUA write: errno %d, device FUA writes %d -> %d", r.errno, fua, f.mem.FUAWrites())
+			}
+			if r := c.do(cmdTrim, 0, 0, 8192, nil); r.errno != 0 {
+				t.Fatalf("TRIM: errno %d", r.errno)
+			}
+			if r := c.do(cmdWriteZeroes, cmdFlagNoHole, 8192, 4096, nil); r.errno != 0 {
+				t.Fatalf("WRITE_ZEROES: errno %d", r.errno)
+			}
+			flushes = f.mem.Flushes()
+			if r := c.do(cmdWriteZeroes, cmdFlagFUA|cmdFlagFastZero, 12288, 4096, nil); r.errno != 0 || f.mem.Flushes() != flushes+1 {
+				t.Fatalf("WRITE_ZEROES+FUA: errno %d, flushes %d -> %d", r.errno, flushes, f.mem.Flushes())
+			}
+			if !bytes.Equal(f.mem.Bytes()[:16384], make([]byte, 16384)) {
+				t.Fatal("TRIM/WRITE_ZEROES left data behind")
+			}
+			if !bytes.Equal(f.mem.Bytes()[16384:65536], ones[16384:]) {
+				t.Fatal("TRIM/WRITE_ZEROES touched data outside the range")
+			}
+			if r := c.do(cmdCache, 0, 0, 65536, nil); r.errno != 0 {
+				t.Fatalf("CACHE: errno %d", r.errno)
+			}
+		})
+	}
+}
+
+func TestBlockStatus(t *testing.T) {
+	f := startServer(t, 128<<10)
+	c := dialTest(t, f.addr)
+	c.negotiateGo("disk", true, infoBlockSize)
+	// Layout: data [0, 8K), hole [8K, 1M), data [1M, 1M+4K), hole after.
+	c.do(cmdWrite, 0, 0, 8192, bytes.Repeat([]byte{7}, 8192))
+	c.do(cmdWrite, 0, 1<<20, 4096, bytes.Repeat([]byte{7}, 4096))
+	r := c.do(cmdBlockStatus, 0, 0, 2<<20, nil)
+	want := []uint32{8192, 0, 1<<20 - 8192, stateHole | stateZero, 4096, 0, 1<<20 - 4096, stateHole | stateZero}
+	if r.errno != 0 || !equalU32(r.extents, want) {
+		t.Fatalf("BLOCK_STATUS = %v (errno %d), want %v", r.extents, r.errno, want)
+	}
+	r = c.do(cmdBlockStatus, cmdFlagReqOne, 4096, 1<<20, nil)
+	if want := []uint32{4096, 0}; !equalU32(r.extents, want) {
+		t.Fatalf("BLOCK_STATUS REQ_ONE = %v, want %v", r.extents, want)
+	}
+	// Without the context negotiated the command is invalid.
+	c2 := dialTest(t, f.addr)
+	c2.negotiateGo("disk", false)
+	if r := c2.do(cmdBlockStatus, 0, 0, 4096, nil); r.errno != errInval {
+		t.Fatalf("BLOCK_STATUS without context: errno %d", r.errno)
+	}
+}
+
+func equalU32(a, b []uint32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestPipelined sends many requests before reading any reply: each cookie
+// must be answered exactly once, in any order, with the right data.
+func TestPipelined(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			f := startServer(t, m.inlineMax)
+			c := dialTest(t, f.addr)
+			c.negotiateGo("disk", true, infoBlockSize)
+			const n = 200
+			sizes := map[uint64]int{}
+			for i := 0; i < n; i++ {
+				sizes[uint64(2*i+1)] = 4096 << (i % 9)
+			}
+			go func() {
+				for i := 0; i < n; i++ {
+					size := 4096 << (i % 9) // 4K .. 1M
+					off := uint64(i%8) << 20
+					c.send(cmdWrite, 0, uint64(2*i), off, uint32(size), bytes.Repeat([]byte{byte(i)}, size))
+					c.send(cmdRead, 0, uint64(2*i+1), off, uint32(size), nil)
+				}
+			}()
+			seen := map[uint64]bool{}
+			for k := 0; k < 2*n; k++ {
+				r := c.readReply(func(cookie uint64) int { return sizes[cookie] })
+				if seen[r.cookie] {
+					t.Fatalf("cookie %d answered twice", r.cookie)
+				}
+				seen[r.cookie] = true
+				if r.errno != 0 {
+					t.Fatalf("cookie %d: errno %d", r.cookie, r.errno)
+				}
+				if r.cookie%2 == 1 && len(r.data) != sizes[r.cookie] {
+					t.Fatalf("cookie %d: %d bytes, want %d", r.cookie, len(r.data), sizes[r.cookie])
+				}
+			}
+		})
+	}
+}
+
+func TestBadMagicClosesConnection(t *testing.T) {
+	f := startServer(t, 128<<10)
+	c := dialTest(t, f.addr)
+	c.negotiateGo("disk", false)
+	c.write(make([]byte, requestHdrLen))
+	var b [1]byte
+	if _, err := c.c.Read(b[:]); err == nil {
+		t.Fatal("server answered a request with a bad magic instead of closing")
+	}
+	// The server itself is fine.
+	c2 := dialTest(t, f.addr)
+	c2.negotiateGo("disk", false)
+	if r := c2.do(cmdRead, 0, 0, 512, nil); r.errno != 0 {
+		t.Fatalf("read on a new connection: errno %d", r.errno)
+	}
+}
+
+// TestShutdownDrains sends writes and then shuts the server down: every
+// write the server read is answered before the connection closes.
+func TestShutdownDrains(t *testing.T) {
+	f := startServer(t, 0)
+	c := dialTest(t, f.addr)
+	c.negotiateGo("disk", false)
+	const n = 64
+	for i := 0; i < n; i++ {
+		c.send(cmdWrite, 0, uint64(i), uint64(i)*65536, 65536, bytes.Repeat([]byte{byte(i + 1)}, 65536))
+	}
+	// The first reply proves the server is reading; then shut down.
+	first := c.readReply(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go f.srv.Shutdown(ctx)
+	got := 1
+	if first.errno != 0 {
+		t.Fatalf("errno %d", first.errno)
+	}
+	for {
+		var m [16]byte
+		if _, err := ioReadFull(c.c, m[:]); err != nil {
+			break
+		}
+		if be32len(m[4:]) != 0 {
+			t.Fatalf("write failed during shutdown: errno %d", be32len(m[4:]))
+		}
+		got++
+	}
+	// Every acknowledged write is on the device.
+	mem := f.mem.Bytes()
+	acked := 0
+	for i := 0; i < n; i++ {
+		if mem[i*65536] == byte(i+1) {
+			acked++
+		}
+	}
+	if acked < got {
+		t.Fatalf("%d writes acknowledged but only %d on the device", got, acked)
+	}
+}

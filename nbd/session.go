@@ -1,0 +1,500 @@
+package nbd
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/blockrep/blockrep/block"
+)
+
+const (
+	// inbufSize holds a full queue of small requests: 32 4 KiB writes
+	// arrive in one read.
+	inbufSize = 512 << 10
+	// replyBufSize holds a batch of small read replies.
+	replyBufSize = 512 << 10
+	// maxInlineRead bounds reads served into the reply queue directly.
+	maxInlineRead = replyBufSize / 2
+	// slotsPerConn bounds the requests one connection has at workers.
+	slotsPerConn = 128
+	// maxExtents bounds the descriptors in one BLOCK_STATUS reply.
+	maxExtents = 2048
+)
+
+// request is a decoded request header.
+type request struct {
+	flags  uint16
+	cmd    uint16
+	cookie uint64
+	off    uint64
+	length uint32
+}
+
+// session is the transmission phase of one connection.
+type session struct {
+	srv        *Server
+	cc         *clientConn
+	dev        block.Device
+	size       uint64
+	readOnly   bool
+	structured bool
+	metaAlloc  bool
+	align      uint32 // enforced alignment; 1 when the client did not ask for block sizes
+	maxPayload uint32
+	inlineMax  uint32
+	log        *slog.Logger
+
+	in      inbuf
+	out     replyWriter
+	slots   chan struct{}
+	workers sync.WaitGroup
+	extents []uint32 // BLOCK_STATUS descriptor scratch, reader only
+	warned  atomic.Uint64
+}
+
+func newSession(srv *Server, cc *clientConn, t transport, n *negotiation) *session {
+	e := n.export
+	min, _, max := blockSizes(e)
+	s := &session{
+		srv:        srv,
+		cc:         cc,
+		dev:        e.Device,
+		size:       uint64(e.Device.Size()),
+		readOnly:   e.ReadOnly,
+		structured: n.structured,
+		metaAlloc:  n.metaAlloc,
+		align:      1,
+		maxPayload: max,
+		log:        srv.log.With("client", cc.id, "remote", cc.remote, "export", e.Name),
+		slots:      make(chan struct{}, slotsPerConn),
+	}
+	if n.blockSizes {
+		s.align = min
+	}
+	if e.InlineMax > 0 {
+		s.inlineMax = uint32(min32(e.InlineMax, maxInlineRead))
+	}
+	s.out.t = t
+	s.out.buf = make([]byte, 0, replyBufSize)
+	s.out.busy = true
+	s.in = inbuf{src: t, buf: make([]byte, inbufSize), idle: s.out.readerIdle, busy: s.out.readerBusy}
+	return s
+}
+
+func min32(a, b int) int {
+	if a < b {
+		return a
+	}
+	return b
+}
+
+// run serves requests until the client disconnects or the stream breaks,
+// then waits for the requests still at workers and sends their replies.
+func (s *session) run() error {
+	err := s.loop()
+	s.out.readerIdle()
+	s.workers.Wait()
+	s.out.readerIdle()
+	if err == io.EOF {
+		err = nil
+	}
+	if err == nil {
+		s.out.mu.Lock()
+		err = s.out.err
+		s.out.mu.Unlock()
+	}
+	return err
+}
+
+func (s *session) loop() error {
+	for {
+		h, err := s.in.next(requestHdrLen)
+		if err != nil {
+			return err
+		}
+		if m := binary.BigEndian.Uint32(h[0:]); m != requestMagic {
+			return fmt.Errorf("nbd: bad request magic %#x", m)
+		}
+		r := request{
+			flags:  binary.BigEndian.Uint16(h[4:]),
+			cmd:    binary.BigEndian.Uint16(h[6:]),
+			cookie: binary.BigEndian.Uint64(h[8:]),
+			off:    binary.BigEndian.Uint64(h[16:]),
+			length: binary.BigEndian.Uint32(h[24:]),
+		}
+		if r.cmd == cmdDisc {
+			return nil
+		}
+		if err := s.dispatch(&r); err != nil {
+			return err
+		}
+	}
+}
+
+// dispatch serves or hands off one request. It returns an error only when
+// the stream itself is broken.
+func (s *session) dispatch(r *request) error {
+	if errno, msg := s.check(r); errno != 0 {
+		if r.cmd == cmdWrite {
+			if err := s.in.discard(int64(r.length)); err != nil {
+				return err
+			}
+		}
+		s.cc.errors.Add(1)
+		s.replyErr(r, errno, msg)
+		return nil
+	}
+	switch r.cmd {
+	case cmdWrite:
+		return s.write(r)
+	case cmdRead:
+		return s.read(r)
+	case cmdFlush:
+		return s.spawn(r, 0, func(*[]byte) error {
+			s.cc.flushes.Add(1)
+			return s.dev.Flush()
+		})
+	case cmdTrim, cmdWriteZeroes, cmdCache:
+		if s.inlineMax == 0 || r.flags&cmdFlagFUA != 0 {
+			return s.spawn(r, 0, func(*[]byte) error { return s.other(r) })
+		}
+		s.finish(r, s.other(r))
+		return nil
+	case cmdBlockStatus:
+		s.blockStatus(r)
+		return nil
+	}
+	return nil
+}
+
+// check validates a request against the export and the negotiated
+// constraints, returning an NBD errno and a message for the client.
+func (s *session) check(r *request) (uint32, string) {
+	switch r.cmd {
+	case cmdFlush:
+		return 0, ""
+	case cmdRead, cmdWrite, cmdTrim, cmdWriteZeroes, cmdCache:
+	case cmdBlockStatus:
+		if !s.metaAlloc {
+			return errInval, "BLOCK_STATUS needs the base:allocation context"
+		}
+	default:
+		return errInval, fmt.Sprintf("unknown command %d", r.cmd)
+	}
+	writes := r.cmd == cmdWrite || r.cmd == cmdTrim || r.cmd == cmdWriteZeroes
+	if writes && s.readOnly {
+		return errPerm, "export is read-only"
+	}
+	if r.length == 0 {
+		return errInval, cmdName(r.cmd) + " of zero length"
+	}
+	if end := r.off + uint64(r.length); end < r.off || end > s.size {
+		if writes {
+			return errNoSpc, fmt.Sprintf("%s [%d, +%d) past the end of the export (%d bytes)", cmdName(r.cmd), r.off, r.length, s.size)
+		}
+		return errInval, fmt.Sprintf("%s [%d, +%d) past the end of the export (%d bytes)", cmdName(r.cmd), r.off, r.length, s.size)
+	}
+	if s.align > 1 && (r.off%uint64(s.align) != 0 || r.length%s.align != 0) {
+		return errInval, fmt.Sprintf("%s [%d, +%d) not aligned to the minimum block size %d", cmdName(r.cmd), r.off, r.length, s.align)
+	}
+	if (r.cmd == cmdRead || r.cmd == cmdWrite) && r.length > s.maxPayload {
+		return errInval, fmt.Sprintf("%s of %d bytes exceeds the maximum block size %d", cmdName(r.cmd), r.length, s.maxPayload)
+	}
+	return 0, ""
+}
+
+func (s *session) write(r *request) error {
+	n := int(r.length)
+	fua := r.flags&cmdFlagFUA != 0
+	s.cc.writes.Add(1)
+	s.cc.bytesWritten.Add(uint64(n))
+	if !fua && r.length <= s.inlineMax {
+		p, err := s.in.next(n)
+		if err != nil {
+			return err
+		}
+		s.finish(r, s.dev.WriteAt(p, int64(r.off), false))
+		return nil
+	}
+	return s.spawn(r, n, func(buf *[]byte) error {
+		return s.dev.WriteAt(*buf, int64(r.off), fua)
+	})
+}
+
+func (s *session) read(r *request) error {
+	n := int(r.length)
+	s.cc.reads.Add(1)
+	s.cc.bytesRead.Add(uint64(n))
+	if r.length > s.inlineMax {
+		return s.spawn(r, n, nil)
+	}
+	hl := s.readHdrLen()
+	w := &s.out
+	w.mu.Lock()
+	p := w.reserveLocked(hl + n)
+	if err := s.dev.ReadAt(p[hl:], int64(r.off)); err != nil {
+		w.unreserveLocked(hl + n)
+		w.mu.Unlock()
+		s.finish(r, err)
+		return nil
+	}
+	s.putReadHdr(p[:hl], r, n)
+	w.doneLocked()
+	w.mu.Unlock()
+	return nil
+}
+
+// spawn hands a request to a worker goroutine. A request with a payload
+// (n > 0) gets a pooled buffer, filled from the stream for writes; op nil
+// means a READ into that buffer.
+func (s *session) spawn(r *request, n int, op func(buf *[]byte) error) error {
+	weight := int64(n)
+	if weight < 4096 {
+		weight = 4096
+	}
+	if !s.srv.budget.TryAcquire(weight) {
+		s.out.readerIdle()
+		err := s.srv.budget.Acquire(s.srv.ctx, weight)
+		s.out.readerBusy()
+		if err != nil {
+			return err
+		}
+	}
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		s.out.readerIdle()
+		s.slots <- struct{}{}
+		s.out.readerBusy()
+	}
+	var buf *[]byte
+	if n > 0 {
+		buf = s.srv.pool.get(n)
+		if r.cmd == cmdWrite {
+			if err := s.in.readFull(*buf); err != nil {
+				s.srv.pool.put(buf)
+				<-s.slots
+				s.srv.budget.Release(weight)
+				return err
+			}
+		}
+	}
+	req := *r
+	s.workers.Add(1)
+	go func() {
+		defer s.workers.Done()
+		if op == nil {
+			s.readDone(&req, buf)
+		} else {
+			s.finish(&req, op(buf))
+		}
+		if buf != nil {
+			s.srv.pool.put(buf)
+		}
+		<-s.slots
+		s.srv.budget.Release(weight)
+	}()
+	return nil
+}
+
+// readDone serves a READ at a worker and sends the data without copying it
+// into the reply queue.
+func (s *session) readDone(r *request, buf *[]byte) {
+	if err := s.dev.ReadAt(*buf, int64(r.off)); err != nil {
+		s.finish(r, err)
+		return
+	}
+	var hdr [structHdrLen + 8]byte
+	hl := s.readHdrLen()
+	s.putReadHdr(hdr[:hl], r, len(*buf))
+	w := &s.out
+	w.mu.Lock()
+	w.sendLocked(hdr[:hl], *buf)
+	w.mu.Unlock()
+}
+
+// other serves TRIM, WRITE_ZEROES and CACHE.
+func (s *session) other(r *request) error {
+	off, n := int64(r.off), int64(r.length)
+	var err error
+	switch r.cmd {
+	case cmdTrim:
+		err = s.dev.Trim(off, n)
+	case cmdWriteZeroes:
+		err = s.dev.WriteZeroes(off, n, block.ZeroFlags{
+			MayTrim: r.flags&cmdFlagNoHole == 0,
+			Fast:    r.flags&cmdFlagFastZero != 0,
+		})
+	case cmdCache:
+		return s.dev.Cache(off, n)
+	}
+	if err == nil && r.flags&cmdFlagFUA != 0 {
+		err = s.dev.Flush()
+	}
+	return err
+}
+
+func (s *session) blockStatus(r *request) {
+	end := int64(r.off) + int64(r.length)
+	desc := s.extents[:0]
+	limit := maxExtents
+	if r.flags&cmdFlagReqOne != 0 {
+		limit = 1
+	}
+	pos := int64(r.off)
+	var gap bool
+	err := s.dev.Extents(int64(r.off), int64(r.length), func(e block.Extent) bool {
+		if e.Offset > pos {
+			gap = true
+			return false
+		}
+		stop := e.Offset + e.Length
+		if stop > end {
+			stop = end
+		}
+		if stop <= pos {
+			return true
+		}
+		var flags uint32
+		if e.Hole {
+			flags |= stateHole
+		}
+		if e.Zero {
+			flags |= stateZero
+		}
+		// The descriptors sum to at most r.length, so merging cannot
+		// overflow a descriptor's 32-bit length.
+		length := uint32(stop - pos)
+		if k := len(desc); k > 0 && desc[k-1] == flags {
+			desc[k-2] += length
+		} else {
+			if len(desc)/2 == limit {
+				return false
+			}
+			desc = append(desc, length, flags)
+		}
+		pos = stop
+		return pos < end
+	})
+	s.extents = desc
+	if err == nil && (gap || len(desc) == 0) {
+		err = fmt.Errorf("nbd: device reported no extent at offset %d", pos)
+	}
+	if err != nil {
+		s.finish(r, err)
+		return
+	}
+	w := &s.out
+	w.mu.Lock()
+	p := w.reserveLocked(structHdrLen + 4 + 4*len(desc))
+	binary.BigEndian.PutUint32(p[0:], structMagic)
+	binary.BigEndian.PutUint16(p[4:], replyFlagDone)
+	binary.BigEndian.PutUint16(p[6:], replyTypeBlockStatus)
+	binary.BigEndian.PutUint64(p[8:], r.cookie)
+	binary.BigEndian.PutUint32(p[16:], uint32(4+4*len(desc)))
+	binary.BigEndian.PutUint32(p[20:], metaContextAllocID)
+	for i, v := range desc {
+		binary.BigEndian.PutUint32(p[24+4*i:], v)
+	}
+	w.doneLocked()
+	w.mu.Unlock()
+}
+
+func (s *session) readHdrLen() int {
+	if s.structured {
+		return structHdrLen + 8
+	}
+	return simpleHdrLen
+}
+
+func (s *session) putReadHdr(p []byte, r *request, n int) {
+	if s.structured {
+		binary.BigEndian.PutUint32(p[0:], structMagic)
+		binary.BigEndian.PutUint16(p[4:], replyFlagDone)
+		binary.BigEndian.PutUint16(p[6:], replyTypeOffsetData)
+		binary.BigEndian.PutUint64(p[8:], r.cookie)
+		binary.BigEndian.PutUint32(p[16:], uint32(8+n))
+		binary.BigEndian.PutUint64(p[20:], r.off)
+		return
+	}
+	binary.BigEndian.PutUint32(p[0:], simpleMagic)
+	binary.BigEndian.PutUint32(p[4:], 0)
+	binary.BigEndian.PutUint64(p[8:], r.cookie)
+}
+
+// finish sends the reply of a request without payload, or the error reply
+// of any request.
+func (s *session) finish(r *request, err error) {
+	if err == nil {
+		w := &s.out
+		w.mu.Lock()
+		p := w.reserveLocked(simpleHdrLen)
+		binary.BigEndian.PutUint32(p[0:], simpleMagic)
+		binary.BigEndian.PutUint32(p[4:], 0)
+		binary.BigEndian.PutUint64(p[8:], r.cookie)
+		w.doneLocked()
+		w.mu.Unlock()
+		return
+	}
+	errno := errnoOf(err)
+	s.cc.errors.Add(1)
+	if errno == errIO {
+		// A failing disk fails every request: log the first few and then
+		// one in a thousand.
+		if k := s.warned.Add(1); k <= 10 || k%1000 == 0 {
+			s.log.Warn("I/O error", "cmd", cmdName(r.cmd), "offset", r.off, "length", r.length, "err", err, "count", k)
+		}
+	}
+	s.replyErr(r, errno, err.Error())
+}
+
+// replyErr sends an error reply. READs and BLOCK_STATUS with structured
+// replies must get a structured error chunk.
+func (s *session) replyErr(r *request, errno uint32, msg string) {
+	if len(msg) > 4096 {
+		msg = msg[:4096]
+	}
+	w := &s.out
+	w.mu.Lock()
+	if s.structured && (r.cmd == cmdRead || r.cmd == cmdBlockStatus) {
+		p := w.reserveLocked(structHdrLen + 6 + len(msg))
+		binary.BigEndian.PutUint32(p[0:], structMagic)
+		binary.BigEndian.PutUint16(p[4:], replyFlagDone)
+		binary.BigEndian.PutUint16(p[6:], replyTypeError)
+		binary.BigEndian.PutUint64(p[8:], r.cookie)
+		binary.BigEndian.PutUint32(p[16:], uint32(6+len(msg)))
+		binary.BigEndian.PutUint32(p[20:], errno)
+		binary.BigEndian.PutUint16(p[24:], uint16(len(msg)))
+		copy(p[26:], msg)
+	} else {
+		p := w.reserveLocked(simpleHdrLen)
+		binary.BigEndian.PutUint32(p[0:], simpleMagic)
+		binary.BigEndian.PutUint32(p[4:], errno)
+		binary.BigEndian.PutUint64(p[8:], r.cookie)
+	}
+	w.doneLocked()
+	w.mu.Unlock()
+}
+
+// errnoOf maps a device error to the NBD errno the client sees.
+func errnoOf(err error) uint32 {
+	switch {
+	case errors.Is(err, block.ErrReadOnly), errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EROFS):
+		return errPerm
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return errNoSpc
+	case errors.Is(err, block.ErrNotFast), errors.Is(err, syscall.EOPNOTSUPP):
+		return errNotSup
+	case errors.Is(err, block.ErrOutOfRange), errors.Is(err, syscall.EINVAL):
+		return errInval
+	case errors.Is(err, syscall.ENOMEM):
+		return errNoMem
+	}
+	return errIO
+}
