@@ -227,6 +227,8 @@ func (c *testClient) do(cmd, flags uint16, off uint64, length uint32, payload []
 	return r
 }
 
-func (r reply) String() string { return fmt.Sprintf("cookie=%d errno=%d len=%d", r.cookie, r.errno, len(r.data)) }
+func (r reply) String() string {
+	return fmt.Sprintf("cookie=%d errno=%d len=%d", r.cookie, r.errno, len(r.data))
+}
 
 func ioReadFull(c net.Conn, p []byte) (int, error) { return io.ReadFull(c, p) }

@@ -77,7 +77,6 @@ type ClientInfo struct {
 	Errors       uint64    `json:"errors"`
 }
 
-
 // Server serves exports over NBD. Create it with NewServer.
 type Server struct {
 	cfg    Config

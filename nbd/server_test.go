@@ -119,7 +119,9 @@ func TestHandshakeOptions(t *testing.T) {
 	}
 }
 
-func be32len(p []byte) uint32 { return uint32(p[0])<<24 | uint32(p[1])<<16 | uint32(p[2])<<8 | uint32(p[3]) }
+func be32len(p []byte) uint32 {
+	return uint32(p[0])<<24 | uint32(p[1])<<16 | uint32(p[2])<<8 | uint32(p[3])
+}
 func be16val(p []byte) uint16 { return uint16(p[0])<<8 | uint16(p[1]) }
 
 func TestExportNameOption(t *testing.T) {
