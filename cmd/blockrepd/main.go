@@ -1,0 +1,136 @@
+// Command blockrepd is the blockrep daemon: it serves the volumes of one node
+// over NBD and answers blockctl on its control socket.
+//
+// Usage:
+//
+//	blockrepd -config /etc/blockrep/node1.toml [-log-level info] [-log-format text]
+//
+// SIGTERM or SIGINT shuts it down cleanly (NBD clients drain for up to 30 s,
+// volumes are flushed); a second signal exits at once. Exit status: 0 after a
+// clean shutdown, 1 on a runtime error, 2 on a bad command line or
+// configuration.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/blockrep/blockrep/config"
+	"github.com/blockrep/blockrep/internal/buildinfo"
+	"github.com/blockrep/blockrep/internal/logging"
+	"github.com/blockrep/blockrep/node"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("blockrepd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "`path` of the node's TOML configuration (required)")
+	logLevel := fs.String("log-level", "info", "log level: "+logging.Levels)
+	logFormat := fs.String("log-format", "text", "log format: "+logging.Formats)
+	version := fs.Bool("version", false, "print the version and exit")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this loopback `address` (for profiling; off by default)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: blockrepd -config PATH [-log-level LEVEL] [-log-format FORMAT]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *version {
+		fmt.Fprintln(stdout, "blockrepd", buildinfo.Version())
+		return 0
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "blockrepd: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return 2
+	}
+	if *configPath == "" {
+		fmt.Fprintln(stderr, "blockrepd: -config is required")
+		fs.Usage()
+		return 2
+	}
+	logger, err := logging.New(stderr, *logLevel, *logFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "blockrepd: %v\n", err)
+		return 2
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "blockrepd: %v\n", err)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	// After the first signal, restore the default action: a second one
+	// exits at once instead of waiting for the drain.
+	context.AfterFunc(ctx, stop)
+
+	n, err := node.New(cfg, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "blockrepd: %v\n", err)
+		return 1
+	}
+	if *pprofAddr != "" {
+		stopProfiler, err := serveProfiler(*pprofAddr)
+		if err != nil {
+			n.Close()
+			fmt.Fprintf(stderr, "blockrepd: -pprof: %v\n", err)
+			return 2
+		}
+		defer stopProfiler()
+	}
+	if err := n.Run(ctx); err != nil {
+		fmt.Fprintf(stderr, "blockrepd: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// serveProfiler serves the runtime profiles on addr, which must be a
+// loopback address: profiles expose memory contents.
+func serveProfiler(addr string) (stop func(), err error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("%q is not a loopback address", addr)
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	srv := &http.Server{Handler: mux}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(l)
+	}()
+	return func() {
+		_ = srv.Close()
+		<-done
+	}, nil
+}

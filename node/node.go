@@ -1,0 +1,403 @@
+// Package node wires one blockrepd node together: the metadata database, the
+// local stores of the configured volumes, the NBD server that exports them
+// and the control API. It owns every goroutine and file it starts and
+// releases them in a fixed order on shutdown.
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/blockrep/blockrep/api"
+	"github.com/blockrep/blockrep/block"
+	"github.com/blockrep/blockrep/config"
+	"github.com/blockrep/blockrep/internal/buildinfo"
+	"github.com/blockrep/blockrep/internal/unixsock"
+	"github.com/blockrep/blockrep/meta"
+	"github.com/blockrep/blockrep/nbd"
+	"github.com/blockrep/blockrep/raid"
+)
+
+// Shutdown bounds.
+const (
+	// DrainTimeout bounds how long NBD clients get to finish the requests
+	// they have sent before their connections are cut.
+	DrainTimeout = 30 * time.Second
+	// controlTimeout bounds the wait for control API requests in flight.
+	controlTimeout = 5 * time.Second
+)
+
+// InlineMaxLocal is nbd.Export.InlineMax for volumes served straight from a
+// local store: requests up to this size are served by the connection's
+// reader, larger ones by a worker.
+const InlineMaxLocal = 128 << 10
+
+// nbdSocketMode is the permission of NBD unix sockets: whoever can connect
+// can read and write the volume.
+const nbdSocketMode = 0o600
+
+// Node is one running blockrepd node. Create it with New, run it with Run.
+type Node struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	version string
+	started time.Time
+
+	meta    *meta.DB
+	volumes []*volume // in configuration order; fixed after New
+	nbd     *nbd.Server
+	ctl     *http.Server
+
+	nbdListeners []net.Listener
+	ctlListener  *unixsock.Listener
+
+	ran       atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// volume is one opened volume.
+type volume struct {
+	cfg   config.Volume
+	store *raid.File
+	rec   meta.VolumeRecord
+}
+
+var _ api.StatusSource = (*Node)(nil)
+
+// New opens everything the node serves: the metadata database in the data
+// directory (failing fast if another blockrepd holds it), every volume's
+// store, the NBD exports and TLS configuration, the NBD listeners and the
+// control socket. Nothing is served until Run. On error everything opened so
+// far is closed again.
+func New(cfg *config.Config, logger *slog.Logger) (n *Node, err error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	n = &Node{
+		cfg:     cfg,
+		log:     logger,
+		version: buildinfo.Version(),
+		started: time.Now(),
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, n.Close())
+			n = nil
+		}
+	}()
+
+	if err := os.MkdirAll(cfg.Node.DataDir, 0o700); err != nil {
+		return n, fmt.Errorf("data directory: %w", err)
+	}
+	if n.meta, err = meta.Open(filepath.Join(cfg.Node.DataDir, meta.FileName)); err != nil {
+		return n, err
+	}
+	logger.Info("node identity", "node", cfg.Node.Name, "node_id", n.meta.NodeID(), "meta", n.meta.Path(), "version", n.version)
+
+	for _, vc := range cfg.Volumes {
+		v, err := n.openVolume(vc)
+		if err != nil {
+			return n, err
+		}
+		n.volumes = append(n.volumes, v)
+	}
+
+	tlsCfg, err := tlsConfig(cfg.NBD)
+	if err != nil {
+		return n, err
+	}
+	n.nbd = nbd.NewServer(nbdConfig(cfg, tlsCfg, logger.With("component", "nbd")))
+	for _, v := range n.volumes {
+		if err := n.nbd.AddExport(exportFor(v.cfg, v.store)); err != nil {
+			return n, fmt.Errorf("volume %q: %w", v.cfg.Name, err)
+		}
+	}
+	n.ctl = api.NewServer(n, logger.With("component", "api"))
+
+	for _, lc := range cfg.NBD.Listen {
+		l, err := listen(lc)
+		if err != nil {
+			return n, err
+		}
+		n.nbdListeners = append(n.nbdListeners, l)
+	}
+	if n.ctlListener, err = api.Listen(cfg.Node.ControlSocket); err != nil {
+		return n, err
+	}
+	// The socket file goes last on shutdown, after the volumes and meta.db
+	// are closed: Close removes it.
+	n.ctlListener.SetRemoveOnClose(false)
+	return n, nil
+}
+
+// openVolume opens the store of one volume and records it in meta.
+func (n *Node) openVolume(vc config.Volume) (*volume, error) {
+	prev, prevErr := n.meta.Volume(vc.Name)
+	store, err := raid.OpenFile(vc.Path, raid.FileOptions{ReadOnly: vc.ReadOnly, CreateSize: vc.Size})
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: %w", vc.Name, err)
+	}
+	rec, err := n.meta.EnsureVolume(vc.Name, store.Path(), store.Size())
+	if err != nil {
+		_ = store.Close()
+		return nil, fmt.Errorf("volume %q: %w", vc.Name, err)
+	}
+	if prevErr == nil && prev.Path != rec.Path {
+		n.log.Warn("volume backing path changed", "volume", vc.Name, "uuid", rec.UUID, "was", prev.Path, "now", rec.Path)
+	}
+	n.log.Info("volume opened", "volume", vc.Name, "uuid", rec.UUID, "path", rec.Path,
+		"size", rec.Size, "size_human", config.FormatSize(rec.Size), "read_only", vc.ReadOnly,
+		"block_device", store.IsBlockDevice(), "tls", string(vc.TLS))
+	return &volume{cfg: vc, store: store, rec: rec}, nil
+}
+
+// listen opens one NBD listener.
+func listen(lc config.Listener) (net.Listener, error) {
+	if lc.Network == "unix" {
+		l, err := unixsock.Listen(lc.Address, nbdSocketMode)
+		if err != nil {
+			return nil, fmt.Errorf("nbd listen %s: %w", lc, err)
+		}
+		return l, nil
+	}
+	l, err := net.Listen(lc.Network, lc.Address)
+	if err != nil {
+		return nil, fmt.Errorf("nbd listen %s: %w", lc, err)
+	}
+	return l, nil
+}
+
+// nbdConfig derives the NBD server configuration.
+func nbdConfig(cfg *config.Config, tlsCfg *tls.Config, logger *slog.Logger) nbd.Config {
+	return nbd.Config{
+		TLS:              tlsCfg,
+		DefaultExport:    cfg.NBD.DefaultExport,
+		MaxInFlightBytes: cfg.NBD.MaxInFlight,
+		Logger:           logger,
+	}
+}
+
+// exportFor derives the NBD export of a volume served from a local store.
+func exportFor(v config.Volume, dev block.Device) *nbd.Export {
+	return &nbd.Export{
+		Name:               v.Name,
+		Description:        v.Description,
+		Device:             dev,
+		ReadOnly:           v.ReadOnly,
+		RequireTLS:         v.TLS == config.TLSRequired,
+		MinBlockSize:       v.BlockSizeMin,
+		PreferredBlockSize: v.BlockSizePreferred,
+		MaxBlockSize:       v.BlockSizeMax,
+		MultiConn:          v.MultiConn,
+		InlineMax:          InlineMaxLocal,
+	}
+}
+
+// tlsConfig builds the NBD server's TLS configuration, or nil without TLS.
+func tlsConfig(c config.NBD) (*tls.Config, error) {
+	if !c.TLSEnabled() {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("nbd tls: loading tls_cert %s and tls_key %s: %w", c.TLSCert, c.TLSKey, err)
+	}
+	tc := &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+	}
+	if c.TLSClientCA != "" {
+		pem, err := os.ReadFile(c.TLSClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("nbd tls: tls_client_ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("nbd tls: tls_client_ca %s holds no PEM certificate", c.TLSClientCA)
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
+// NBDAddrs returns the addresses the NBD server listens on, in configuration
+// order (with the actual port where the configuration asked for port 0).
+func (n *Node) NBDAddrs() []net.Addr {
+	out := make([]net.Addr, len(n.nbdListeners))
+	for i, l := range n.nbdListeners {
+		out[i] = l.Addr()
+	}
+	return out
+}
+
+// ControlSocket returns the path of the control socket.
+func (n *Node) ControlSocket() string { return n.cfg.Node.ControlSocket }
+
+// Run serves NBD clients and the control API until ctx is cancelled or a
+// listener fails, then shuts down in order: stop accepting, let NBD clients
+// drain (at most DrainTimeout), flush and close every volume, close the
+// metadata database, remove the control socket. It returns nil after a
+// shutdown caused by ctx, the listener's error after a listener failure, and
+// any error of the shutdown steps. Run may be called once.
+func (n *Node) Run(ctx context.Context) error {
+	if !n.ran.CompareAndSwap(false, true) {
+		return errors.New("node: Run called twice")
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, l := range n.nbdListeners {
+		n.log.Info("nbd listening", "addr", addrString(l.Addr()))
+		g.Go(func() error {
+			err := n.nbd.Serve(l)
+			if err == nil || errors.Is(err, nbd.ErrServerClosed) {
+				return nil
+			}
+			return fmt.Errorf("nbd listener %s: %w", addrString(l.Addr()), err)
+		})
+	}
+	n.log.Info("control API listening", "socket", n.ctlListener.Path())
+	g.Go(func() error {
+		err := n.ctl.Serve(n.ctlListener)
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("control socket %s: %w", n.ctlListener.Path(), err)
+	})
+
+	<-gctx.Done()
+	if ctx.Err() != nil {
+		n.log.Info("shutting down", "reason", context.Cause(ctx))
+	} else {
+		n.log.Error("shutting down after a listener failed", "err", context.Cause(gctx))
+	}
+	stopErr := n.stopServing()
+	serveErr := g.Wait()
+	closeErr := n.Close()
+	err := errors.Join(serveErr, stopErr, closeErr)
+	if err == nil {
+		n.log.Info("shutdown complete")
+	}
+	return err
+}
+
+// stopServing stops both servers: NBD drains within DrainTimeout.
+func (n *Node) stopServing() error {
+	var errs []error
+	dctx, cancel := context.WithTimeout(context.Background(), DrainTimeout)
+	defer cancel()
+	start := time.Now()
+	if err := n.nbd.Shutdown(dctx); err != nil {
+		errs = append(errs, fmt.Errorf("nbd: clients did not finish within %v; their connections were cut: %w", DrainTimeout, err))
+	} else {
+		n.log.Info("nbd clients drained", "took", time.Since(start).Round(time.Millisecond))
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+	defer cancel()
+	if err := n.ctl.Shutdown(cctx); err != nil {
+		_ = n.ctl.Close()
+		errs = append(errs, fmt.Errorf("control API shutdown: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Close flushes (fdatasync) and closes every volume, closes the metadata
+// database and removes the control socket. Run calls it; call it directly
+// only for a Node that is never run. It is idempotent and must not be called
+// while Run is serving.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		for _, l := range n.nbdListeners {
+			_ = l.Close() // already closed by a shutdown; needed if Run never ran
+		}
+		if n.ctlListener != nil {
+			_ = n.ctlListener.Close()
+		}
+		for _, v := range n.volumes {
+			if !v.cfg.ReadOnly {
+				if err := v.store.Flush(); err != nil {
+					errs = append(errs, fmt.Errorf("volume %q: %w", v.cfg.Name, err))
+				}
+			}
+		}
+		for _, v := range n.volumes {
+			if err := v.store.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("volume %q: %w", v.cfg.Name, err))
+			}
+		}
+		if n.meta != nil {
+			if err := n.meta.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if n.ctlListener != nil {
+			if err := n.ctlListener.Remove(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+// Status reports the node and its volumes; it implements api.StatusSource.
+func (n *Node) Status(ctx context.Context) (api.Status, error) {
+	now := time.Now()
+	st := api.Status{
+		Node:          n.cfg.Node.Name,
+		NodeID:        n.meta.NodeID(),
+		Version:       n.version,
+		Started:       n.started,
+		UptimeSeconds: now.Sub(n.started).Seconds(),
+		Volumes:       make([]api.VolumeStatus, 0, len(n.volumes)),
+	}
+	byExport := clientsByExport(n.nbd.Clients())
+	for _, v := range n.volumes {
+		clients := byExport[v.cfg.Name]
+		if clients == nil {
+			clients = []nbd.ClientInfo{}
+		}
+		st.Volumes = append(st.Volumes, api.VolumeStatus{
+			Name:        v.cfg.Name,
+			UUID:        v.rec.UUID,
+			Path:        v.rec.Path,
+			Size:        v.rec.Size,
+			ReadOnly:    v.cfg.ReadOnly,
+			BlockDevice: v.store.IsBlockDevice(),
+			TLS:         string(v.cfg.TLS),
+			Clients:     clients,
+		})
+	}
+	return st, nil
+}
+
+// clientsByExport groups clients by the export they use, keeping order.
+func clientsByExport(clients []nbd.ClientInfo) map[string][]nbd.ClientInfo {
+	m := make(map[string][]nbd.ClientInfo)
+	for _, c := range clients {
+		m[c.Export] = append(m[c.Export], c)
+	}
+	return m
+}
+
+// addrString renders a listener address as in the configuration.
+func addrString(a net.Addr) string {
+	if a.Network() == "unix" {
+		return "unix:" + a.String()
+	}
+	return a.String()
+}
