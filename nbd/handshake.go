@@ -234,11 +234,11 @@ func (s *Server) infoOrGo(n *negotiation, opt uint32, data []byte) (bool, error)
 	}
 	// Block sizes go to every client: those that did not ask may still use
 	// them, but only those that asked are held to them.
-	min, pref, max := blockSizes(e)
+	minBlk, prefBlk, maxBlk := blockSizes(e)
 	binary.BigEndian.PutUint16(info[0:], infoBlockSize)
-	binary.BigEndian.PutUint32(info[2:], min)
-	binary.BigEndian.PutUint32(info[6:], pref)
-	binary.BigEndian.PutUint32(info[10:], max)
+	binary.BigEndian.PutUint32(info[2:], minBlk)
+	binary.BigEndian.PutUint32(info[6:], prefBlk)
+	binary.BigEndian.PutUint32(info[10:], maxBlk)
 	if err := n.reply(opt, repInfo, info[:14]); err != nil {
 		return false, err
 	}
@@ -332,21 +332,19 @@ func (n *negotiation) replyErr(opt, typ uint32, msg string) error {
 
 // blockSizes returns the export's advertised minimum, preferred and maximum
 // block sizes with defaults applied.
-func blockSizes(e *Export) (min, pref, max uint32) {
-	min, pref, max = e.MinBlockSize, e.PreferredBlockSize, e.MaxBlockSize
-	if min == 0 {
-		min = 1
+func blockSizes(e *Export) (minBlk, prefBlk, maxBlk uint32) {
+	minBlk, prefBlk, maxBlk = e.MinBlockSize, e.PreferredBlockSize, e.MaxBlockSize
+	if minBlk == 0 {
+		minBlk = 1
 	}
-	if pref == 0 {
-		pref = defaultPrefBlk
+	if prefBlk == 0 {
+		prefBlk = defaultPrefBlk
 	}
-	if pref < min {
-		pref = min
+	prefBlk = max(prefBlk, minBlk)
+	if maxBlk == 0 || maxBlk > defaultMaxBlk {
+		maxBlk = defaultMaxBlk
 	}
-	if max == 0 || max > defaultMaxBlk {
-		max = defaultMaxBlk
-	}
-	return min, pref, max
+	return minBlk, prefBlk, maxBlk
 }
 
 func transmissionFlags(e *Export, structured bool) uint16 {

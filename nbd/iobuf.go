@@ -22,7 +22,10 @@ type inbuf struct {
 func (b *inbuf) buffered() int { return b.w - b.r }
 
 // fill makes at least n bytes available; n must not exceed len(b.buf).
-func (b *inbuf) fill(n int) error {
+// With exact set it reads no more than n: used when a large payload is
+// expected to follow, which is better read straight into its own buffer than
+// copied out of this one.
+func (b *inbuf) fill(n int, exact bool) error {
 	if b.w-b.r >= n {
 		return nil
 	}
@@ -32,7 +35,11 @@ func (b *inbuf) fill(n int) error {
 		b.r = 0
 	}
 	for b.w-b.r < n {
-		m, err := b.read(b.buf[b.w:])
+		dst := b.buf[b.w:]
+		if exact {
+			dst = dst[:n-(b.w-b.r)]
+		}
+		m, err := b.read(dst)
 		b.w += m
 		if err != nil {
 			if b.w-b.r >= n {
@@ -55,9 +62,9 @@ func (b *inbuf) read(p []byte) (int, error) {
 }
 
 // next returns the next n bytes (n <= len(b.buf)). The slice is valid until
-// the next call on b.
-func (b *inbuf) next(n int) ([]byte, error) {
-	if err := b.fill(n); err != nil {
+// the next call on b. With exact set it reads no further than needed.
+func (b *inbuf) next(n int, exact bool) ([]byte, error) {
+	if err := b.fill(n, exact); err != nil {
 		return nil, err
 	}
 	p := b.buf[b.r : b.r+n]
@@ -92,7 +99,7 @@ func (b *inbuf) readFull(p []byte) error {
 func (b *inbuf) discard(n int64) error {
 	for n > 0 {
 		if b.r == b.w {
-			if err := b.fill(1); err != nil {
+			if err := b.fill(1, false); err != nil {
 				return err
 			}
 		}

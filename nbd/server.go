@@ -133,9 +133,9 @@ func (s *Server) AddExport(e *Export) error {
 	if e.RequireTLS && s.cfg.TLS == nil {
 		return fmt.Errorf("nbd: export %q requires TLS but the server has no TLS configuration", e.Name)
 	}
-	min, pref, max := blockSizes(e)
-	if min&(min-1) != 0 || pref&(pref-1) != 0 || pref > max || uint64(e.Device.Size())%uint64(min) != 0 {
-		return fmt.Errorf("nbd: export %q: block sizes min %d, preferred %d, max %d do not fit a device of %d bytes", e.Name, min, pref, max, e.Device.Size())
+	minBlk, prefBlk, maxBlk := blockSizes(e)
+	if minBlk&(minBlk-1) != 0 || prefBlk&(prefBlk-1) != 0 || prefBlk > maxBlk || uint64(e.Device.Size())%uint64(minBlk) != 0 {
+		return fmt.Errorf("nbd: export %q: block sizes min %d, preferred %d, max %d do not fit a device of %d bytes", e.Name, minBlk, prefBlk, maxBlk, e.Device.Size())
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -286,6 +286,7 @@ func (s *Server) serveConn(cc *clientConn) {
 		t = &connTransport{conn: n.conn, raw: cc.raw}
 	}
 	if !cc.startTransmission(t, n) {
+		t.close()
 		return
 	}
 	log.Info("client connected", "export", n.export.Name, "tls", n.tls, "structured", n.structured)
@@ -407,6 +408,10 @@ func (cc *clientConn) close() {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	cc.closed = true
+	if cc.t != nil {
+		cc.t.close()
+		return
+	}
 	_ = cc.raw.Close()
 }
 

@@ -214,7 +214,8 @@ func TestRequestErrorsKeepConnection(t *testing.T) {
 				{"read past end", cmdRead, testSize - 512, 1024, false, errInval},
 				{"read offset overflow", cmdRead, 1<<64 - 512, 1024, false, errInval},
 				{"write past end", cmdWrite, testSize, 4096, true, errNoSpc},
-				{"trim past end", cmdTrim, testSize - 512, 4096, false, errNoSpc},
+				{"trim past end", cmdTrim, testSize - 512, 4096, false, errInval},
+				{"zero past end", cmdWriteZeroes, testSize - 512, 4096, false, errNoSpc},
 				{"misaligned read", cmdRead, 100, 512, false, errInval},
 				{"misaligned write", cmdWrite, 512, 100, true, errInval},
 				{"read too large", cmdRead, 0, 64 << 20, false, errInval},
@@ -233,6 +234,22 @@ func TestRequestErrorsKeepConnection(t *testing.T) {
 				if r := c.do(cmdRead, 0, 0, 512, nil); r.errno != 0 || len(r.data) != 512 {
 					t.Fatalf("after %s: read failed: %v", tc.name, r)
 				}
+			}
+			// Flags a command does not take are refused; for a WRITE the
+			// payload is skipped and the stream stays in step.
+			for _, tc := range []struct {
+				cmd, flags uint16
+			}{{cmdRead, cmdFlagNoHole}, {cmdWrite, cmdFlagFastZero}, {cmdCache, 1 << 9}, {cmdFlush, cmdFlagReqOne}, {cmdTrim, cmdFlagDF}} {
+				var payload []byte
+				if tc.cmd == cmdWrite {
+					payload = make([]byte, 512)
+				}
+				if r := c.do(tc.cmd, tc.flags, 0, 512, payload); r.errno != errInval {
+					t.Errorf("%s with flags %#x: errno %d, want EINVAL", cmdName(tc.cmd), tc.flags, r.errno)
+				}
+			}
+			if r := c.do(cmdRead, cmdFlagFUA|cmdFlagDF, 0, 512, nil); r.errno != 0 {
+				t.Fatalf("READ with FUA|DF: errno %d", r.errno)
 			}
 			// A failing device gives EIO, not a dropped connection.
 			f.mem.FailNext(blocktest.OpRead, syscall.EIO, 1)

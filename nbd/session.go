@@ -19,7 +19,8 @@ const (
 	inbufSize = 512 << 10
 	// replyBufSize holds a batch of small read replies.
 	replyBufSize = 512 << 10
-	// maxInlineRead bounds reads served into the reply queue directly.
+	// maxInlineRead bounds reads served into the reply queue directly;
+	// larger ones are read into a pooled buffer and sent from there.
 	maxInlineRead = replyBufSize / 2
 	// slotsPerConn bounds the requests one connection has at workers.
 	slotsPerConn = 128
@@ -55,12 +56,16 @@ type session struct {
 	slots   chan struct{}
 	workers sync.WaitGroup
 	extents []uint32 // BLOCK_STATUS descriptor scratch, reader only
-	warned  atomic.Uint64
+	// bulk is set after a write too large for the read buffer: the next
+	// one is likely as large, so its header is read alone and its payload
+	// straight into the request buffer.
+	bulk   bool
+	warned atomic.Uint64
 }
 
 func newSession(srv *Server, cc *clientConn, t transport, n *negotiation) *session {
 	e := n.export
-	min, _, max := blockSizes(e)
+	minBlk, _, maxBlk := blockSizes(e)
 	s := &session{
 		srv:        srv,
 		cc:         cc,
@@ -70,28 +75,21 @@ func newSession(srv *Server, cc *clientConn, t transport, n *negotiation) *sessi
 		structured: n.structured,
 		metaAlloc:  n.metaAlloc,
 		align:      1,
-		maxPayload: max,
+		maxPayload: maxBlk,
 		log:        srv.log.With("client", cc.id, "remote", cc.remote, "export", e.Name),
 		slots:      make(chan struct{}, slotsPerConn),
 	}
 	if n.blockSizes {
-		s.align = min
+		s.align = minBlk
 	}
 	if e.InlineMax > 0 {
-		s.inlineMax = uint32(min32(e.InlineMax, maxInlineRead))
+		s.inlineMax = uint32(min(e.InlineMax, defaultMaxBlk))
 	}
 	s.out.t = t
 	s.out.buf = make([]byte, 0, replyBufSize)
 	s.out.busy = true
 	s.in = inbuf{src: t, buf: make([]byte, inbufSize), idle: s.out.readerIdle, busy: s.out.readerBusy}
 	return s
-}
-
-func min32(a, b int) int {
-	if a < b {
-		return a
-	}
-	return b
 }
 
 // run serves requests until the client disconnects or the stream breaks,
@@ -114,7 +112,7 @@ func (s *session) run() error {
 
 func (s *session) loop() error {
 	for {
-		h, err := s.in.next(requestHdrLen)
+		h, err := s.in.next(requestHdrLen, s.bulk)
 		if err != nil {
 			return err
 		}
@@ -173,19 +171,38 @@ func (s *session) dispatch(r *request) error {
 	return nil
 }
 
+// flagsAllowed lists the command flags each command accepts. FUA is valid
+// on every command (the spec says so, even where it has no effect).
+var flagsAllowed = [...]uint16{
+	cmdRead:        cmdFlagFUA | cmdFlagDF,
+	cmdWrite:       cmdFlagFUA,
+	cmdFlush:       cmdFlagFUA,
+	cmdTrim:        cmdFlagFUA,
+	cmdCache:       cmdFlagFUA,
+	cmdWriteZeroes: cmdFlagFUA | cmdFlagNoHole | cmdFlagFastZero,
+	cmdBlockStatus: cmdFlagFUA | cmdFlagReqOne,
+}
+
 // check validates a request against the export and the negotiated
 // constraints, returning an NBD errno and a message for the client.
 func (s *session) check(r *request) (uint32, string) {
+	if int(r.cmd) >= len(flagsAllowed) || r.cmd == cmdDisc {
+		return errInval, fmt.Sprintf("unknown command %d", r.cmd)
+	}
+	allowed := flagsAllowed[r.cmd]
+	if !s.structured {
+		allowed &^= cmdFlagDF
+	}
+	if extra := r.flags &^ allowed; extra != 0 {
+		return errInval, fmt.Sprintf("%s does not take flags %#x", cmdName(r.cmd), extra)
+	}
 	switch r.cmd {
 	case cmdFlush:
 		return 0, ""
-	case cmdRead, cmdWrite, cmdTrim, cmdWriteZeroes, cmdCache:
 	case cmdBlockStatus:
 		if !s.metaAlloc {
 			return errInval, "BLOCK_STATUS needs the base:allocation context"
 		}
-	default:
-		return errInval, fmt.Sprintf("unknown command %d", r.cmd)
 	}
 	writes := r.cmd == cmdWrite || r.cmd == cmdTrim || r.cmd == cmdWriteZeroes
 	if writes && s.readOnly {
@@ -195,10 +212,11 @@ func (s *session) check(r *request) (uint32, string) {
 		return errInval, cmdName(r.cmd) + " of zero length"
 	}
 	if end := r.off + uint64(r.length); end < r.off || end > s.size {
-		if writes {
-			return errNoSpc, fmt.Sprintf("%s [%d, +%d) past the end of the export (%d bytes)", cmdName(r.cmd), r.off, r.length, s.size)
+		errno := uint32(errInval)
+		if r.cmd == cmdWrite || r.cmd == cmdWriteZeroes {
+			errno = errNoSpc
 		}
-		return errInval, fmt.Sprintf("%s [%d, +%d) past the end of the export (%d bytes)", cmdName(r.cmd), r.off, r.length, s.size)
+		return errno, fmt.Sprintf("%s [%d, +%d) past the end of the export (%d bytes)", cmdName(r.cmd), r.off, r.length, s.size)
 	}
 	if s.align > 1 && (r.off%uint64(s.align) != 0 || r.length%s.align != 0) {
 		return errInval, fmt.Sprintf("%s [%d, +%d) not aligned to the minimum block size %d", cmdName(r.cmd), r.off, r.length, s.align)
@@ -214,17 +232,32 @@ func (s *session) write(r *request) error {
 	fua := r.flags&cmdFlagFUA != 0
 	s.cc.writes.Add(1)
 	s.cc.bytesWritten.Add(uint64(n))
-	if !fua && r.length <= s.inlineMax {
-		p, err := s.in.next(n)
+	s.bulk = n > inbufSize/2
+	if fua || r.length > s.inlineMax {
+		return s.spawn(r, n, func(buf *[]byte) error {
+			return s.dev.WriteAt(*buf, int64(r.off), fua)
+		})
+	}
+	if !s.bulk {
+		// The payload is used where it lies in the read buffer.
+		p, err := s.in.next(n, false)
 		if err != nil {
 			return err
 		}
 		s.finish(r, s.dev.WriteAt(p, int64(r.off), false))
 		return nil
 	}
-	return s.spawn(r, n, func(buf *[]byte) error {
-		return s.dev.WriteAt(*buf, int64(r.off), fua)
-	})
+	buf, weight, err := s.acquire(n)
+	if err != nil {
+		return err
+	}
+	if err := s.in.readFull(*buf); err != nil {
+		s.release(buf, weight)
+		return err
+	}
+	s.finish(r, s.dev.WriteAt(*buf, int64(r.off), false))
+	s.release(buf, weight)
+	return nil
 }
 
 func (s *session) read(r *request) error {
@@ -234,6 +267,16 @@ func (s *session) read(r *request) error {
 	if r.length > s.inlineMax {
 		return s.spawn(r, n, nil)
 	}
+	if n > maxInlineRead {
+		buf, weight, err := s.acquire(n)
+		if err != nil {
+			return err
+		}
+		s.readDone(r, buf)
+		s.release(buf, weight)
+		return nil
+	}
+	// Small reads land straight in the reply queue.
 	hl := s.readHdrLen()
 	w := &s.out
 	w.mu.Lock()
@@ -250,21 +293,39 @@ func (s *session) read(r *request) error {
 	return nil
 }
 
-// spawn hands a request to a worker goroutine. A request with a payload
-// (n > 0) gets a pooled buffer, filled from the stream for writes; op nil
-// means a READ into that buffer.
-func (s *session) spawn(r *request, n int, op func(buf *[]byte) error) error {
-	weight := int64(n)
-	if weight < 4096 {
-		weight = 4096
-	}
+// acquire takes n bytes of the server's in-flight budget and, for n > 0, a
+// pooled buffer of that size. Requests without a payload still weigh a page,
+// which bounds how many can be in flight.
+func (s *session) acquire(n int) (*[]byte, int64, error) {
+	weight := int64(max(n, 4096))
 	if !s.srv.budget.TryAcquire(weight) {
 		s.out.readerIdle()
 		err := s.srv.budget.Acquire(s.srv.ctx, weight)
 		s.out.readerBusy()
 		if err != nil {
-			return err
+			return nil, 0, err
 		}
+	}
+	if n == 0 {
+		return nil, weight, nil
+	}
+	return s.srv.pool.get(n), weight, nil
+}
+
+func (s *session) release(buf *[]byte, weight int64) {
+	if buf != nil {
+		s.srv.pool.put(buf)
+	}
+	s.srv.budget.Release(weight)
+}
+
+// spawn hands a request to a worker goroutine. A request with a payload
+// (n > 0) gets a pooled buffer, filled from the stream for writes; op nil
+// means a READ into that buffer.
+func (s *session) spawn(r *request, n int, op func(buf *[]byte) error) error {
+	buf, weight, err := s.acquire(n)
+	if err != nil {
+		return err
 	}
 	select {
 	case s.slots <- struct{}{}:
@@ -273,16 +334,11 @@ func (s *session) spawn(r *request, n int, op func(buf *[]byte) error) error {
 		s.slots <- struct{}{}
 		s.out.readerBusy()
 	}
-	var buf *[]byte
-	if n > 0 {
-		buf = s.srv.pool.get(n)
-		if r.cmd == cmdWrite {
-			if err := s.in.readFull(*buf); err != nil {
-				s.srv.pool.put(buf)
-				<-s.slots
-				s.srv.budget.Release(weight)
-				return err
-			}
+	if r.cmd == cmdWrite {
+		if err := s.in.readFull(*buf); err != nil {
+			<-s.slots
+			s.release(buf, weight)
+			return err
 		}
 	}
 	req := *r
@@ -294,11 +350,8 @@ func (s *session) spawn(r *request, n int, op func(buf *[]byte) error) error {
 		} else {
 			s.finish(&req, op(buf))
 		}
-		if buf != nil {
-			s.srv.pool.put(buf)
-		}
 		<-s.slots
-		s.srv.budget.Release(weight)
+		s.release(buf, weight)
 	}()
 	return nil
 }

@@ -41,9 +41,11 @@ const (
 )
 
 // InlineMaxLocal is nbd.Export.InlineMax for volumes served straight from a
-// local store: requests up to this size are served by the connection's
-// reader, larger ones by a worker.
-const InlineMaxLocal = 128 << 10
+// local store: every request is served by the connection's reader (FLUSH and
+// FUA writes still go to workers). Measured on this project's benchmark:
+// handing writes to goroutines made them contend on the file system's inode
+// lock and cost 20-30 % of 1 MiB sequential throughput.
+const InlineMaxLocal = 32 << 20
 
 // nbdSocketMode is the permission of NBD unix sockets: whoever can connect
 // can read and write the volume.

@@ -303,7 +303,7 @@ func TestExportFor(t *testing.T) {
 	for _, tt := range tests {
 		got := exportFor(tt.vol, dev)
 		tt.want.Device = dev
-		tt.want.InlineMax = 128 << 10
+		tt.want.InlineMax = InlineMaxLocal
 		if !reflect.DeepEqual(*got, tt.want) {
 			t.Errorf("%s: got %+v\nwant %+v", tt.name, *got, tt.want)
 		}

@@ -96,6 +96,20 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 		}
 		return nil, fmt.Errorf("raid: open %s: %w", path, err)
 	}
+	// Two daemons writing one image corrupt it. An advisory lock (exclusive
+	// for writers, shared for readers) makes the second opener fail; it
+	// goes away with the descriptor, so a crash leaves nothing stale.
+	how := unix.LOCK_EX
+	if opts.ReadOnly {
+		how = unix.LOCK_SH
+	}
+	if err := unix.Flock(int(osf.Fd()), how|unix.LOCK_NB); err != nil {
+		osf.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("raid: open %s: in use by another process (it holds a lock on the file): %w", path, err)
+		}
+		return nil, fmt.Errorf("raid: lock %s: %w", path, err)
+	}
 	f, err := newFile(path, osf, opts)
 	if err != nil {
 		osf.Close()

@@ -88,6 +88,10 @@ func run(ctx context.Context, blockrepd, nbdkit, fio, dir string, size int64, ru
 		var refRuns, brRuns []bench.Result
 		for i := 0; i < rounds; i++ {
 			for _, s := range []*bench.Server{ref, br} {
+				// Start every run with no dirty pages: writeback left over
+				// from the previous run would slow whichever server runs
+				// next.
+				syscall.Sync()
 				res, err := bench.RunFio(ctx, fio, s.URI, row, size, runtime)
 				if err != nil {
 					return err

@@ -22,6 +22,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/blockrep/blockrep/config"
@@ -75,6 +76,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "blockrepd: %v\n", err)
 		return 2
+	}
+
+	// A connection's reader blocks in read(2) holding its P. With a single
+	// P (GOMAXPROCS follows the CPU affinity, so one CPU gives one P) the
+	// runtime hands that P off on every wait and sysmon polls every 20 µs;
+	// a second P avoids both.
+	if runtime.GOMAXPROCS(0) < 2 {
+		runtime.GOMAXPROCS(2)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

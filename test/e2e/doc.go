@@ -1,0 +1,13 @@
+// Package e2e is the end-to-end test suite of blockrep: it builds blockrepd
+// and blockctl, starts real daemons from generated configurations on
+// loopback, and drives them with NBD clients that this project did not write
+// (libnbd's nbdinfo, nbdcopy, nbdsh and nbdfuse, qemu-img, fio) and with the
+// kernel (loop device, ext4, e2fsck).
+//
+// A test whose tool is missing is skipped, unless BLOCKREP_REQUIRE_TOOLS=1
+// is set (scripts/test sets it), in which case it fails. Tests that need
+// losetup and mount are skipped when not run as root.
+//
+//	go test -count=1 ./test/e2e/
+//	BLOCKREP_REQUIRE_TOOLS=1 go test -count=1 -v -run TestNbdsh ./test/e2e/
+package e2e
