@@ -50,6 +50,7 @@ func TestFio(t *testing.T) {
 		"--ioengine=nbd",
 		"--rw=randwrite", "--iodepth=16",
 		"--verify=crc32c", "--do_verify=1", "--verify_fatal=1",
+		"--verify_state_save=0", // no state files in the working directory
 		"--output-format=json",
 	}
 	for _, c := range []struct {
