@@ -50,6 +50,9 @@ type Result struct {
 	Bandwidth float64 // bytes per second
 	MeanLat   time.Duration
 	P99Lat    time.Duration
+	// ClientCPU is fio's CPU use in percent of one core: near 100 the
+	// client, not the server, limits the row.
+	ClientCPU float64
 }
 
 // Value returns the number the metric judges; higher is better.
@@ -69,9 +72,11 @@ func (r Result) Value(m Metric) float64 {
 // fioOutput is the part of fio's JSON output that Result needs.
 type fioOutput struct {
 	Jobs []struct {
-		Error int          `json:"error"`
-		Read  fioDirection `json:"read"`
-		Write fioDirection `json:"write"`
+		Error  int          `json:"error"`
+		UsrCPU float64      `json:"usr_cpu"`
+		SysCPU float64      `json:"sys_cpu"`
+		Read   fioDirection `json:"read"`
+		Write  fioDirection `json:"write"`
 	} `json:"jobs"`
 }
 
@@ -112,7 +117,7 @@ func ParseFio(out []byte) (Result, error) {
 	if d.IOPS == 0 {
 		return Result{}, fmt.Errorf("bench: fio did no I/O")
 	}
-	r := Result{IOPS: d.IOPS, Bandwidth: d.BW, MeanLat: time.Duration(d.TotalLatNS.Mean)}
+	r := Result{IOPS: d.IOPS, Bandwidth: d.BW, MeanLat: time.Duration(d.TotalLatNS.Mean), ClientCPU: j.UsrCPU + j.SysCPU}
 	r.P99Lat = time.Duration(d.LatNS.Percentile["99.000000"])
 	return r, nil
 }
@@ -184,13 +189,14 @@ func describe(r Result, m Metric) string {
 
 // WriteTable prints the comparisons as a Markdown table.
 func WriteTable(w io.Writer, refName string, cs []Comparison) {
-	fmt.Fprintf(w, "| row | %s | blockrepd | ratio | target |\n|---|---|---|---|---|\n", refName)
+	fmt.Fprintf(w, "| row | %s | blockrepd | ratio | target | fio CPU (%s / blockrepd) |\n|---|---|---|---|---|---|\n", refName, refName)
 	for _, c := range cs {
 		verdict := "met"
 		if c.Ratio() < c.Row.Target {
 			verdict = "MISSED"
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %.2f× | ≥ %.1f× %s |\n", c.Row.Name,
-			describe(c.Reference, c.Row.Metric), describe(c.Blockrep, c.Row.Metric), c.Ratio(), c.Row.Target, verdict)
+		fmt.Fprintf(w, "| %s | %s | %s | %.2f× | ≥ %.1f× %s | %.0f%% / %.0f%% |\n", c.Row.Name,
+			describe(c.Reference, c.Row.Metric), describe(c.Blockrep, c.Row.Metric), c.Ratio(), c.Row.Target, verdict,
+			c.Reference.ClientCPU, c.Blockrep.ClientCPU)
 	}
 }

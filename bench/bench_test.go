@@ -19,6 +19,9 @@ func TestParseFio(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if r.ClientCPU < 1 || r.ClientCPU > 200 {
+		t.Fatalf("client CPU %v%%", r.ClientCPU)
+	}
 	if int(r.IOPS) != 9164 || int64(r.Bandwidth) != 37538491 || r.MeanLat != 434260*time.Nanosecond || r.P99Lat != 3686400*time.Nanosecond {
 		t.Fatalf("parsed %+v", r)
 	}

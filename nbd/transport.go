@@ -77,20 +77,29 @@ const (
 	shortWaitNano = 100_000
 )
 
+// poll reads what has arrived without waiting; ok is false when nothing
+// has.
+func (t *fdTransport) poll(p []byte) (n int, ok bool, err error) {
+	r, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(t.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), unix.MSG_DONTWAIT, 0, 0)
+	switch {
+	case e == 0 && r == 0:
+		return 0, true, io.EOF
+	case e == 0:
+		return int(r), true, nil
+	case e == unix.EAGAIN || e == unix.EINTR:
+		return 0, false, nil
+	}
+	return 0, true, e
+}
+
 func (t *fdTransport) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	if t.spin {
 		for i := 0; i < spinPolls; i++ {
-			n, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(t.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), unix.MSG_DONTWAIT, 0, 0)
-			switch {
-			case e == 0 && n == 0:
-				return 0, io.EOF
-			case e == 0:
-				return int(n), nil
-			case e != unix.EAGAIN && e != unix.EINTR:
-				return 0, e
+			if n, ok, err := t.poll(p); ok {
+				return n, err
 			}
 		}
 	}
