@@ -181,7 +181,7 @@ func (w *replyWriter) flushLocked() {
 func (w *replyWriter) sendLocked(hdr, data []byte) {
 	copy(w.reserveLocked(len(hdr)), hdr)
 	if w.err == nil {
-		w.err = w.t.writev([][]byte{w.buf, data})
+		w.err = w.t.write2(w.buf, data)
 	}
 	w.buf = w.buf[:0]
 }

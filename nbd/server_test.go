@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -449,5 +450,46 @@ func TestShutdownDrains(t *testing.T) {
 	}
 	if acked < got {
 		t.Fatalf("%d writes acknowledged but only %d on the device", got, acked)
+	}
+}
+
+// TestNoPerRequestBuffers checks that serving large requests reuses pooled
+// buffers: a thousand 1 MiB writes and reads must not allocate anywhere near
+// a thousand megabytes.
+func TestNoPerRequestBuffers(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			f := startServer(t, m.inlineMax)
+			c := dialTest(t, f.addr)
+			c.negotiateGo("disk", true, infoBlockSize)
+			const size, n = 1 << 20, 500
+			write := cat(be32(requestMagic), be16(0), be16(cmdWrite), be64(1), be64(0), be32(size), bytes.Repeat([]byte{9}, size))
+			read := cat(be32(requestMagic), be16(0), be16(cmdRead), be64(2), be64(0), be32(size))
+			reply := make([]byte, size+structHdrLen+8)
+			roundTrip := func() {
+				c.write(write)
+				c.readFull(reply[:simpleHdrLen])
+				if be32len(reply[4:]) != 0 {
+					t.Fatalf("write failed: errno %d", be32len(reply[4:]))
+				}
+				c.write(read)
+				c.readFull(reply)
+				if reply[len(reply)-1] != 9 {
+					t.Fatal("read returned the wrong data")
+				}
+			}
+			roundTrip() // warm the pool
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			for i := 0; i < n; i++ {
+				roundTrip()
+			}
+			runtime.ReadMemStats(&after)
+			perRequest := float64(after.TotalAlloc-before.TotalAlloc) / (2 * n)
+			if perRequest > size/16 {
+				t.Fatalf("%.0f bytes allocated per 1 MiB request: buffers are not reused", perRequest)
+			}
+			t.Logf("%.0f bytes allocated per 1 MiB request", perRequest)
+		})
 	}
 }

@@ -16,8 +16,8 @@ import (
 type transport interface {
 	io.Reader
 	io.Writer
-	// writev writes the buffers in order as one stream.
-	writev(bufs [][]byte) error
+	// write2 writes a and then b, with one system call where it can.
+	write2(a, b []byte) error
 	// closeRead stops further reads: the reader sees EOF and drains.
 	closeRead()
 	// abort wakes any blocked reader or writer with an error.
@@ -134,26 +134,30 @@ func (t *fdTransport) Write(p []byte) (int, error) {
 	return done, nil
 }
 
-func (t *fdTransport) writev(bufs [][]byte) error {
-	for len(bufs) > 0 {
-		n, err := unix.Writev(t.fd, bufs)
-		if err == unix.EINTR {
+func (t *fdTransport) write2(a, b []byte) error {
+	var iov [2]unix.Iovec
+	for len(a)+len(b) > 0 {
+		n := 0
+		for _, p := range [2][]byte{a, b} {
+			if len(p) > 0 {
+				iov[n].Base = &p[0]
+				iov[n].SetLen(len(p))
+				n++
+			}
+		}
+		r, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(t.fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
+		if e == unix.EINTR {
 			continue
 		}
-		if err != nil {
-			return err
+		if e != 0 {
+			return e
 		}
-		for n > 0 && len(bufs) > 0 {
-			if n >= len(bufs[0]) {
-				n -= len(bufs[0])
-				bufs = bufs[1:]
-				continue
-			}
-			bufs[0] = bufs[0][n:]
-			n = 0
-		}
-		for len(bufs) > 0 && len(bufs[0]) == 0 {
-			bufs = bufs[1:]
+		done := int(r)
+		if done >= len(a) {
+			b = b[done-len(a):]
+			a = nil
+		} else {
+			a = a[done:]
 		}
 	}
 	return nil
@@ -173,13 +177,12 @@ type connTransport struct {
 func (t *connTransport) Read(p []byte) (int, error)  { return t.conn.Read(p) }
 func (t *connTransport) Write(p []byte) (int, error) { return t.conn.Write(p) }
 
-func (t *connTransport) writev(bufs [][]byte) error {
-	for _, b := range bufs {
-		if _, err := t.conn.Write(b); err != nil {
-			return err
-		}
+func (t *connTransport) write2(a, b []byte) error {
+	if _, err := t.conn.Write(a); err != nil {
+		return err
 	}
-	return nil
+	_, err := t.conn.Write(b)
+	return err
 }
 
 func (t *connTransport) closeRead() {
