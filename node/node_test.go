@@ -3,19 +3,13 @@ package node
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -27,6 +21,7 @@ import (
 
 	"github.com/blockrep/blockrep/api"
 	"github.com/blockrep/blockrep/config"
+	"github.com/blockrep/blockrep/internal/testpki"
 	"github.com/blockrep/blockrep/meta"
 	"github.com/blockrep/blockrep/nbd"
 	"github.com/blockrep/blockrep/raid"
@@ -386,35 +381,19 @@ func TestTLSRequiredVolume(t *testing.T) {
 	}
 }
 
-// writeCert writes a self-signed CA-capable certificate and its key.
+// writeCert writes a server certificate and its key, and the certificate
+// of the CA that issued them, into dir.
 func writeCert(t *testing.T, dir string) (cert, key, ca string) {
 	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	pki := testpki.NewCA(t, "blockrep test CA")
+	certPEM, keyPEM := pki.Issue(t, "blockrep test", x509.ExtKeyUsageServerAuth)
+	cert, key, ca = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "ca.pem")
+	for path, b := range map[string][]byte{cert: certPEM, key: keyPEM, ca: pki.CertPEM} {
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "blockrep test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, DNSNames: []string{"localhost"},
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return cert, key, cert
+	return cert, key, ca
 }
 
 // A minimal NBD client: fixed newstyle handshake with NBD_OPT_EXPORT_NAME

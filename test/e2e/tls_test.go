@@ -2,88 +2,15 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/blockrep/blockrep/internal/testpki"
 )
-
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue signs a leaf certificate for 127.0.0.1 and localhost, usable by a
-// server or a client, and returns the certificate and key in PEM.
-func (ca *testCA) issue(t *testing.T, cn string, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
-}
 
 // writeFiles creates dir and writes name -> content into it (mode 0600).
 func writeFiles(t *testing.T, dir string, files map[string][]byte) string {
@@ -113,29 +40,29 @@ type tlsSetup struct {
 func newTLSSetup(t *testing.T) *tlsSetup {
 	t.Helper()
 	dir := t.TempDir()
-	ca := newTestCA(t, "blockrep e2e CA")
+	ca := testpki.NewCA(t, "blockrep e2e CA")
 	// Same name as the real CA, so that a client holding a certificate
 	// from it does send that certificate (gnutls only sends one whose
 	// issuer the server names as acceptable), and the server has to
 	// reject it by its signature.
-	other := newTestCA(t, "blockrep e2e CA")
-	sc, sk := ca.issue(t, "blockrepd", x509.ExtKeyUsageServerAuth)
-	cc, ck := ca.issue(t, "e2e client", x509.ExtKeyUsageClientAuth)
-	oc, ok := other.issue(t, "intruder", x509.ExtKeyUsageClientAuth)
+	other := testpki.NewCA(t, "blockrep e2e CA")
+	sc, sk := ca.Issue(t, "blockrepd", x509.ExtKeyUsageServerAuth)
+	cc, ck := ca.Issue(t, "e2e client", x509.ExtKeyUsageClientAuth)
+	oc, ok := other.Issue(t, "intruder", x509.ExtKeyUsageClientAuth)
 	s := &tlsSetup{}
 	server := writeFiles(t, filepath.Join(dir, "server"), map[string][]byte{
-		"ca-cert.pem": ca.pem, "server-cert.pem": sc, "server-key.pem": sk,
+		"ca-cert.pem": ca.CertPEM, "server-cert.pem": sc, "server-key.pem": sk,
 	})
 	s.serverCert = filepath.Join(server, "server-cert.pem")
 	s.serverKey = filepath.Join(server, "server-key.pem")
 	s.caFile = filepath.Join(server, "ca-cert.pem")
 	s.clientDir = writeFiles(t, filepath.Join(dir, "client"), map[string][]byte{
-		"ca-cert.pem": ca.pem, "client-cert.pem": cc, "client-key.pem": ck,
+		"ca-cert.pem": ca.CertPEM, "client-cert.pem": cc, "client-key.pem": ck,
 	})
-	s.anonDir = writeFiles(t, filepath.Join(dir, "anon"), map[string][]byte{"ca-cert.pem": ca.pem})
-	s.wrongCADir = writeFiles(t, filepath.Join(dir, "wrongca"), map[string][]byte{"ca-cert.pem": other.pem})
+	s.anonDir = writeFiles(t, filepath.Join(dir, "anon"), map[string][]byte{"ca-cert.pem": ca.CertPEM})
+	s.wrongCADir = writeFiles(t, filepath.Join(dir, "wrongca"), map[string][]byte{"ca-cert.pem": other.CertPEM})
 	s.otherClientDir = writeFiles(t, filepath.Join(dir, "otherclient"), map[string][]byte{
-		"ca-cert.pem": ca.pem, "client-cert.pem": oc, "client-key.pem": ok,
+		"ca-cert.pem": ca.CertPEM, "client-cert.pem": oc, "client-key.pem": ok,
 	})
 	return s
 }
