@@ -45,6 +45,9 @@ type NBD struct {
 	TLSClientCA string
 	// MaxInFlight bounds the request buffers of all connections, in bytes.
 	MaxInFlight int64
+	// MaxConnections bounds the NBD connections open at once; each holds
+	// about 1 MiB of buffers.
+	MaxConnections int
 	// DefaultExport is the volume served to clients asking for the empty
 	// name; empty refuses the empty name.
 	DefaultExport string
@@ -103,8 +106,11 @@ type Volume struct {
 
 // Defaults and limits.
 const (
-	DefaultNBDListen          = "127.0.0.1:10809"
-	DefaultMaxInFlight        = 256 * MiB
+	DefaultNBDListen   = "127.0.0.1:10809"
+	DefaultMaxInFlight = 256 * MiB
+	// DefaultMaxConnections and MaxConnectionsLimit bound nbd.max_connections.
+	DefaultMaxConnections     = 256
+	MaxConnectionsLimit       = 65536
 	DefaultBlockSizeMin       = 512
 	DefaultBlockSizePreferred = 4096
 	DefaultBlockSizeMax       = 32 * MiB
@@ -207,6 +213,8 @@ func decodeNBD(t *table, n *NBD) {
 	t.str("tls_client_ca", &n.TLSClientCA)
 	n.MaxInFlight = DefaultMaxInFlight
 	t.size("max_inflight", &n.MaxInFlight)
+	n.MaxConnections = DefaultMaxConnections
+	t.integer("max_connections", &n.MaxConnections, 1, MaxConnectionsLimit)
 	t.str("default_export", &n.DefaultExport)
 	t.unknown()
 

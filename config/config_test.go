@@ -38,6 +38,7 @@ tls_cert = "/etc/blockrep/cert.pem"
 tls_key = "/etc/blockrep/key.pem"
 tls_client_ca = "/etc/blockrep/ca.pem"
 max_inflight = "64MiB"
+max_connections = 10
 default_export = "b"
 
 [[volume]]
@@ -65,7 +66,7 @@ block_size_max = "32MiB"
 						{"tcp", "[::1]:10809"}, {"tcp", ":10810"}, {"unix", "/run/blockrep/nbd.sock"},
 					},
 					TLSCert: "/etc/blockrep/cert.pem", TLSKey: "/etc/blockrep/key.pem", TLSClientCA: "/etc/blockrep/ca.pem",
-					MaxInFlight: 64 * MiB, DefaultExport: "b",
+					MaxInFlight: 64 * MiB, MaxConnections: 10, DefaultExport: "b",
 				},
 				Volumes: []Volume{
 					{Name: "a", Path: "/dev/sdb", ReadOnly: true, TLS: TLSRequired, Description: "the a volume",
@@ -116,9 +117,10 @@ tls_key = "/k.pem"
 				Source: "test.toml",
 				Node:   Node{Name: "node1", DataDir: "/var/lib/blockrep/node1", ControlSocket: "/var/lib/blockrep/node1/control.sock"},
 				NBD: NBD{
-					Listen:        []Listener{{"tcp", "127.0.0.1:10809"}},
-					MaxInFlight:   256 * MiB,
-					DefaultExport: "vol0",
+					Listen:         []Listener{{"tcp", "127.0.0.1:10809"}},
+					MaxInFlight:    256 * MiB,
+					MaxConnections: DefaultMaxConnections,
+					DefaultExport:  "vol0",
 				},
 				Volumes: []Volume{{
 					Name: "vol0", Path: "/var/lib/blockrep/node1/vol0.img", TLS: TLSOptional,
@@ -204,6 +206,8 @@ func TestParseBad(t *testing.T) {
 		{"client ca without cert", minimal + "[nbd]\ntls_client_ca = \"/ca.pem\"\n", []string{`nbd.tls_client_ca is set but nbd.tls_cert is not`}},
 		{"relative cert", minimal + "[nbd]\ntls_cert = \"c.pem\"\ntls_key = \"/k.pem\"\n", []string{`nbd.tls_cert: "c.pem" is a relative path`}},
 		{"max_inflight too small", minimal + "[nbd]\nmax_inflight = \"16MiB\"\n", []string{`line 10: nbd.max_inflight 16MiB is too small: at least 32MiB`}},
+		{"max_connections zero", minimal + "[nbd]\nmax_connections = 0\n", []string{`line 10: nbd.max_connections: 0 is out of range: want 1 to 65536`}},
+		{"max_connections not an integer", minimal + "[nbd]\nmax_connections = \"many\"\n", []string{`nbd.max_connections: want an integer, got string "many"`}},
 		{"max_inflight not a size", minimal + "[nbd]\nmax_inflight = true\n", []string{`nbd.max_inflight: want a size (4096 or "10GiB"), got boolean true`}},
 		{"nbd socket is the control socket", minimal + "[nbd]\nlisten = [\"unix:/var/lib/blockrep/node1/control.sock\"]\n",
 			[]string{`nbd.listen: "unix:/var/lib/blockrep/node1/control.sock" is also node.control_socket`}},

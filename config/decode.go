@@ -136,6 +136,25 @@ func (t *table) boolean(k string, dst *bool) {
 	*dst = b
 }
 
+// integer sets *dst to the integer value of k, if present, and checks that
+// it lies in [lo, hi].
+func (t *table) integer(k string, dst *int, lo, hi int) {
+	v, ok := t.get(k)
+	if !ok {
+		return
+	}
+	x, ok := v.(int64)
+	if !ok {
+		t.wrongType(k, "an integer", v)
+		return
+	}
+	if x < int64(lo) || x > int64(hi) {
+		t.p.add(t.key(k), "%s: %d is out of range: want %d to %d", t.key(k), x, lo, hi)
+		return
+	}
+	*dst = int(x)
+}
+
 // size sets *dst to the size value of k, an integer or a string accepted by
 // ParseSize, if present. It reports whether k was present and valid.
 func (t *table) size(k string, dst *int64) bool {

@@ -25,6 +25,7 @@
 //	tls_key = ""         # PEM private key
 //	tls_client_ca = ""   # PEM CA; clients must present a certificate it signed
 //	max_inflight = "256MiB"  # request buffers of all connections; >= 32MiB
+//	max_connections = 256    # NBD connections at once (1..65536); about 1 MiB each
 //	default_export = ""  # volume served for the empty export name;
 //	                     # default: the only volume if there is exactly one
 //

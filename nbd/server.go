@@ -58,6 +58,9 @@ type Config struct {
 	// MaxInFlightBytes bounds the request buffers held by all connections at
 	// once. Zero selects 256 MiB.
 	MaxInFlightBytes int64
+	// MaxConnections bounds the connections open at once (each holds about
+	// 1 MiB of buffers); one more is closed at once. Zero selects 256.
+	MaxConnections int
 	// Logger receives connection events. Nil discards them.
 	Logger *slog.Logger
 }
@@ -94,12 +97,16 @@ type Server struct {
 	nextID    uint64
 	closing   bool
 	connWG    sync.WaitGroup
+	refused   atomic.Uint64 // connections closed for want of a slot
 }
 
 // NewServer returns a server with no exports.
 func NewServer(cfg Config) *Server {
 	if cfg.MaxInFlightBytes <= 0 {
 		cfg.MaxInFlightBytes = 256 << 20
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 256
 	}
 	if cfg.MaxInFlightBytes < defaultMaxBlk {
 		// One maximal request must always fit.
@@ -208,39 +215,55 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 		backoff = 0
-		if !s.track(c) {
+		switch s.track(c) {
+		case trackClosing:
 			_ = c.Close()
 			return ErrServerClosed
+		case trackFull:
+			_ = c.Close()
+			if k := s.refused.Add(1); k <= 10 || k%1000 == 0 {
+				s.log.Warn("connection refused: too many connections", "remote", c.RemoteAddr().String(), "max_connections", s.cfg.MaxConnections, "refused", k)
+			}
 		}
 	}
 }
 
+type trackResult int
+
+const (
+	trackOK trackResult = iota
+	trackClosing
+	trackFull
+)
+
 // track registers c and starts serving it.
-func (s *Server) track(c net.Conn) bool {
-	cc, ok := s.register(c)
-	if !ok {
-		return false
+func (s *Server) track(c net.Conn) trackResult {
+	cc, res := s.register(c)
+	if res == trackOK {
+		go s.serveTracked(cc)
 	}
-	go s.serveTracked(cc)
-	return true
+	return res
 }
 
 // ServeConn serves one already accepted connection and returns when it
 // ends. It is for callers that accept connections themselves.
 func (s *Server) ServeConn(c net.Conn) {
-	cc, ok := s.register(c)
-	if !ok {
+	cc, res := s.register(c)
+	if res != trackOK {
 		_ = c.Close()
 		return
 	}
 	s.serveTracked(cc)
 }
 
-func (s *Server) register(c net.Conn) (*clientConn, bool) {
+func (s *Server) register(c net.Conn) (*clientConn, trackResult) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
-		return nil, false
+		return nil, trackClosing
+	}
+	if len(s.conns) >= s.cfg.MaxConnections {
+		return nil, trackFull
 	}
 	s.nextID++
 	cc := &clientConn{id: s.nextID, raw: c, since: time.Now()}
@@ -251,7 +274,7 @@ func (s *Server) register(c net.Conn) (*clientConn, bool) {
 	}
 	s.conns[cc.id] = cc
 	s.connWG.Add(1)
-	return cc, true
+	return cc, trackOK
 }
 
 func (s *Server) serveTracked(cc *clientConn) {

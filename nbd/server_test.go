@@ -493,3 +493,47 @@ func TestNoPerRequestBuffers(t *testing.T) {
 		})
 	}
 }
+
+func TestMaxConnections(t *testing.T) {
+	srv := NewServer(Config{DefaultExport: "disk", MaxConnections: 1})
+	if err := srv.AddExport(&Export{Name: "disk", Device: blocktest.NewMem(1 << 20), InlineMax: 64 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	defer srv.Shutdown(context.Background())
+
+	first := dialTest(t, l.Addr().String())
+	first.negotiateGo("disk", false)
+	// The second connection is closed before the greeting.
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	var b [1]byte
+	if n, err := c.Read(b[:]); err == nil {
+		t.Fatalf("second connection got %d bytes of greeting; want it closed", n)
+	}
+	// The first still works, and once it leaves a new client gets in.
+	if r := first.do(cmdRead, 0, 0, 512, nil); r.errno != 0 {
+		t.Fatalf("read on the first connection: errno %d", r.errno)
+	}
+	first.send(cmdDisc, 0, 0, 0, 0, nil)
+	first.c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	open := func() int {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.conns)
+	}
+	for open() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	again := dialTest(t, l.Addr().String())
+	again.negotiateGo("disk", false)
+}

@@ -189,6 +189,7 @@ func nbdConfig(cfg *config.Config, tlsCfg *tls.Config, logger *slog.Logger) nbd.
 		TLS:              tlsCfg,
 		DefaultExport:    cfg.NBD.DefaultExport,
 		MaxInFlightBytes: cfg.NBD.MaxInFlight,
+		MaxConnections:   cfg.NBD.MaxConnections,
 		Logger:           logger,
 	}
 }
