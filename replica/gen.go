@@ -44,7 +44,7 @@ import (
 // reported its record durable. A crash between the two steps then leaves
 // either "target still at source.Bitmap" (a bitmap resync again, with an
 // almost empty bitmap) or "equal Current, source still has a Bitmap" (in
-// sync, Decide says None and both call InSync). The other order would leave
+// sync, Decide says Proceed and both call InSync). The other order would leave
 // the target's generation only in the source's History and force a full
 // sync: the unexplained full resyncs DRBD users complain about.
 //
@@ -345,9 +345,9 @@ func ParseSplitBrainPolicy(s string) (SplitBrainPolicy, error) {
 type Action uint8
 
 const (
-	// None: nothing to copy; the connection proceeds (in sync, or one side
+	// Proceed: nothing to copy; the connection proceeds (in sync, or one side
 	// is diskless and uses the other's data).
-	None Action = iota
+	Proceed Action = iota
 	// BecomeSyncSource: the local node sends data to the peer.
 	BecomeSyncSource
 	// BecomeSyncTarget: the local node receives data from the peer; its own
@@ -369,8 +369,8 @@ const (
 // String returns the action's name.
 func (a Action) String() string {
 	switch a {
-	case None:
-		return "None"
+	case Proceed:
+		return "Proceed"
 	case BecomeSyncSource:
 		return "BecomeSyncSource"
 	case BecomeSyncTarget:
@@ -460,7 +460,7 @@ func (d Decision) String() string {
 //
 // The rules, in order (the first that applies decides):
 //
-//  1. Diskless. A diskless side has no data to compare or receive: None if
+//  1. Diskless. A diskless side has no data to compare or receive: Proceed if
 //     the other side has consistent data, Refuse otherwise.
 //  2. New volume (Current == 0, a disk that never held data). Both new:
 //     full sync from the one UpToDate side, else Refuse. One new: full sync
@@ -476,7 +476,7 @@ func (d Decision) String() string {
 //     if the source's Bitmap equals the target's Current (the target was
 //     away, or an interrupted bitmap resync resumes), full otherwise: the
 //     target's own changes, if any, are not trusted.
-//  6. Equal Current: in sync (None) unless a side WasPrimary: then an
+//  6. Equal Current: in sync (Proceed) unless a side WasPrimary: then an
 //     ALResync from the side that was primary. If both were, the UpToDate
 //     one, else the younger primary, is source, merging both bitmaps; a
 //     full tie is Refused, since an identical pair gives no symmetric way to
@@ -496,7 +496,7 @@ func (d Decision) String() string {
 // UpToDate one: that is Refuse (SplitBrain for rule 9), because the cluster
 // committed that the Outdated side misses acknowledged writes.
 //
-// After a None between two disks, both sides call InSync (a leftover Bitmap
+// After a Proceed between two disks, both sides call InSync (a leftover Bitmap
 // is then retired). The caller, not Decide, updates disk states (a target
 // takes its source's disk state when the resync finishes; an in-sync
 // Outdated side may be marked UpToDate by the cluster).
@@ -844,5 +844,5 @@ func syncDecision(localIsSource bool, src, tgt Side, kind ResyncKind, merge bool
 	return Decision{Action: a, Resync: kind, MergeBitmaps: merge, Reason: reason}
 }
 
-func noneDecision(reason string) Decision   { return Decision{Action: None, Reason: reason} }
+func noneDecision(reason string) Decision   { return Decision{Action: Proceed, Reason: reason} }
 func refuseDecision(reason string) Decision { return Decision{Action: Refuse, Reason: reason} }

@@ -567,7 +567,7 @@ func TestDecideRandomSymmetry(t *testing.T) {
 	}
 	// The generator must reach every outcome, or the test proves little.
 	for _, want := range []string{
-		"None/NoResync/false", "Refuse/NoResync/false", "Unrelated/NoResync/false", "SplitBrain/NoResync/false",
+		"Proceed/NoResync/false", "Refuse/NoResync/false", "Unrelated/NoResync/false", "SplitBrain/NoResync/false",
 		"BecomeSyncSource/BitmapResync/false", "BecomeSyncSource/BitmapResync/true",
 		"BecomeSyncSource/FullResync/false", "BecomeSyncSource/ALResync/false", "BecomeSyncSource/ALResync/true",
 	} {
@@ -584,7 +584,7 @@ func TestDecideRandomSymmetry(t *testing.T) {
 // InSync, ResyncDone and Decide the way the volume will. Each node's data is
 // modelled block by block, so the test checks what the pure tests cannot:
 // that the resync set Decide chooses (the source's bitmap, both bitmaps,
-// or everything) really makes the copies identical, that "None" is only
+// or everything) really makes the copies identical, that "Proceed" is only
 // said of identical copies, and that no acknowledged write is lost while
 // the nodes behaved (no forced promotion).
 func TestGenerationsLifecycle(t *testing.T) {
@@ -601,7 +601,7 @@ func TestGenerationsLifecycle(t *testing.T) {
 	}
 	t.Logf("outcomes: %v", seen)
 	for _, want := range []string{
-		"None/NoResync/false",
+		"Proceed/NoResync/false",
 		"BecomeSyncSource/FullResync/false",
 		"BecomeSyncSource/BitmapResync/false",
 		"BecomeSyncSource/BitmapResync/true",
@@ -888,9 +888,9 @@ func (s *genSim) connect() bool {
 	s.logf("connect: %s {%+v} %s {%+v}: %v", a.name, a.side(), b.name, b.side(), d)
 
 	switch d.Action {
-	case None:
+	case Proceed:
 		if a.data != b.data {
-			s.fail("None, but the data differs:\n\t%v\n\t%v", a.data, b.data)
+			s.fail("Proceed, but the data differs:\n\t%v\n\t%v", a.data, b.data)
 		}
 		a.gen, b.gen = a.gen.InSync(), b.gen.InSync()
 		clear(a.bits)
@@ -1046,7 +1046,7 @@ func TestGenStrings(t *testing.T) {
 		{DiskState(9).String(), "DiskState(9)"},
 		{SplitBrainPolicy(0).String(), "disconnect"},
 		{SplitBrainPolicy(9).String(), "SplitBrainPolicy(9)"},
-		{Action(0).String(), "None"},
+		{Action(0).String(), "Proceed"},
 		{Action(9).String(), "Action(9)"},
 		{ResyncKind(0).String(), "NoResync"},
 		{ResyncKind(9).String(), "ResyncKind(9)"},
