@@ -1,0 +1,215 @@
+package wire
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+)
+
+// errPayloadPending reports misuse: Next was called before the previous
+// frame's payload was read, which would desynchronise the stream.
+var errPayloadPending = errors.New("wire: previous frame's payload not read")
+
+// Reader reads frames from a stream.
+//
+// It reads exactly one header and then exactly the payload it announced, never
+// further, so a Reader can be used for the handshake and the stream handed on
+// to another reader without losing bytes. For small frames over a socket, wrap
+// the connection in a bufio.Reader to save system calls (after the handshake).
+//
+// Errors are sticky: after a framing error or a short read the stream is no
+// longer in step with frame boundaries, and every later call returns the same
+// error. A Reader is not safe for concurrent use.
+type Reader struct {
+	r       io.Reader
+	hdr     [HeaderSize]byte
+	buf     []byte // ReadFrame's reusable payload buffer
+	limit   uint32 // payload bound, <= MaxPayload
+	version uint8  // if non-zero, the only version accepted
+	pending Header // header whose payload is still unread
+	unread  bool
+	err     error
+}
+
+// NewReader returns a Reader on r. buf, which may be nil, is the initial
+// payload buffer for ReadFrame (for example, taken from a pool); it grows to
+// the largest payload seen and is then reused, so ReadFrame does not allocate
+// in steady state.
+func NewReader(r io.Reader, buf []byte) *Reader {
+	return &Reader{r: r, buf: buf[:0], limit: MaxPayload}
+}
+
+// SetLimit lowers the largest payload the Reader accepts (bounded by
+// MaxPayload). The handshake uses a small limit so that an unauthenticated
+// peer cannot make us reserve megabytes.
+func (r *Reader) SetLimit(n uint32) {
+	r.limit = min(n, MaxPayload)
+}
+
+// SetVersion makes the Reader accept only frames of version v (the one the
+// handshake negotiated); 0 accepts every supported version.
+func (r *Reader) SetVersion(v uint8) { r.version = v }
+
+func (r *Reader) fail(err error) error {
+	r.err = err
+	return err
+}
+
+// Next reads and checks the next frame header. The frame's payload (Length
+// bytes) must then be read with Payload before Next is called again.
+// It returns io.EOF if the stream ends cleanly between frames and
+// io.ErrUnexpectedEOF if it ends inside one.
+func (r *Reader) Next() (Header, error) {
+	if r.err != nil {
+		return Header{}, r.err
+	}
+	if r.unread {
+		return Header{}, r.fail(errPayloadPending)
+	}
+	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
+		return Header{}, r.fail(err)
+	}
+	h, err := DecodeHeader(r.hdr[:])
+	if err != nil {
+		return Header{}, r.fail(err)
+	}
+	if r.version != 0 && h.Version != r.version {
+		return Header{}, r.fail(fmt.Errorf("%w: frame version %d, link negotiated %d", ErrVersion, h.Version, r.version))
+	}
+	if h.Length > r.limit {
+		return Header{}, r.fail(fmt.Errorf("%w: %d bytes (limit %d)", ErrPayloadTooLarge, h.Length, r.limit))
+	}
+	r.pending = h
+	r.unread = h.Length > 0
+	return h, nil
+}
+
+// Payload reads the payload of the frame Next returned into dst and verifies
+// its checksum if the frame has FlagChecksum. It reuses dst if cap(dst) is
+// large enough and otherwise allocates a buffer of capacity exactly Length,
+// growing it as the bytes arrive; so the caller controls buffer reuse (e.g. a
+// pool of write buffers held until the write is on disk). A frame without
+// payload returns dst[:0].
+func (r *Reader) Payload(dst []byte) ([]byte, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	h := r.pending
+	n := int(h.Length)
+	if !r.unread {
+		n = 0
+	}
+	var err error
+	if cap(dst) >= n {
+		dst = dst[:n]
+		_, err = io.ReadFull(r.r, dst)
+	} else {
+		dst, err = readGrowing(r.r, n)
+	}
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF // the header promised these bytes
+		}
+		return nil, r.fail(err)
+	}
+	r.unread = false
+	if h.Flags&FlagChecksum != 0 {
+		if got := PayloadChecksum(dst); got != h.PayloadCRC {
+			return nil, r.fail(fmt.Errorf("%w: %s seq %d: computed %#08x, header says %#08x",
+				ErrPayloadChecksum, h.Type, h.Seq, got, h.PayloadCRC))
+		}
+	}
+	return dst, nil
+}
+
+// growStep is the first allocation readGrowing makes for a payload.
+const growStep = 64 << 10
+
+// readGrowing reads n bytes into a new buffer that grows (doubling, ending at
+// exactly n) as the bytes arrive, instead of allocating n up front. A peer
+// that announces a 32 MiB payload and then sends nothing costs us 64 KiB, not
+// 32 MiB: memory follows the data actually received.
+func readGrowing(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, 0, min(n, growStep))
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			nb := make([]byte, len(buf), min(n, 2*cap(buf)))
+			copy(nb, buf)
+			buf = nb
+		}
+		m, err := io.ReadFull(r, buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			return nil, err
+		}
+	}
+	return buf, nil
+}
+
+// ReadFrame reads a whole frame into the Reader's own buffer. The payload is
+// valid only until the next call; copy it, or use Next and Payload with your
+// own buffer, to keep it longer.
+func (r *Reader) ReadFrame() (Header, []byte, error) {
+	h, err := r.Next()
+	if err != nil {
+		return Header{}, nil, err
+	}
+	p, err := r.Payload(r.buf)
+	if err != nil {
+		return Header{}, nil, err
+	}
+	if cap(p) > cap(r.buf) {
+		r.buf = p[:0]
+	}
+	return h, p, nil
+}
+
+// Writer writes frames to a stream. Header and payload go out in one
+// net.Buffers write, which is a single writev on a TCP connection, so a frame
+// costs one system call and the payload is never copied. A Writer is not safe
+// for concurrent use: serialise frames in one sender goroutine.
+type Writer struct {
+	w       io.Writer
+	version uint8
+	hdr     [HeaderSize]byte
+	vec     [2][]byte
+	bufs    net.Buffers // kept in the struct so WriteTo does not allocate
+}
+
+// NewWriter returns a Writer on w that encodes frames in MaxVersion until
+// SetVersion says otherwise.
+func NewWriter(w io.Writer) *Writer {
+	return &Writer{w: w, version: MaxVersion}
+}
+
+// SetVersion sets the version stamped on every frame (the negotiated one).
+func (w *Writer) SetVersion(v uint8) { w.version = v }
+
+// WriteFrame writes one frame. It fills in h.Version, h.Length and, if
+// h.Flags has FlagChecksum, h.PayloadCRC (the caller's copy is unchanged),
+// and refuses a header the receiver would refuse, so a local bug surfaces
+// here rather than as a dropped link.
+func (w *Writer) WriteFrame(h Header, payload []byte) error {
+	if len(payload) > MaxPayload {
+		return fmt.Errorf("%w: %d bytes (max %d)", ErrPayloadTooLarge, len(payload), MaxPayload)
+	}
+	h.Version = w.version
+	h.Length = uint32(len(payload))
+	h.PayloadCRC = 0
+	if h.Flags&FlagChecksum != 0 {
+		h.PayloadCRC = PayloadChecksum(payload)
+	}
+	if err := h.Validate(); err != nil {
+		return err
+	}
+	h.MarshalTo(w.hdr[:])
+	w.vec[0], w.vec[1] = w.hdr[:], payload
+	w.bufs = w.vec[:]
+	if len(payload) == 0 {
+		w.bufs = w.vec[:1]
+	}
+	_, err := w.bufs.WriteTo(w.w)
+	w.vec[1] = nil // do not pin the caller's payload
+	return err
+}
