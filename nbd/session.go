@@ -154,13 +154,10 @@ func (s *session) dispatch(r *request) error {
 	case cmdRead:
 		return s.read(r)
 	case cmdFlush:
-		return s.spawn(r, 0, func(*[]byte) error {
-			s.cc.flushes.Add(1)
-			return s.dev.Flush()
-		})
+		return s.spawn(r, 0)
 	case cmdTrim, cmdWriteZeroes, cmdCache:
 		if s.inlineMax == 0 || r.flags&cmdFlagFUA != 0 {
-			return s.spawn(r, 0, func(*[]byte) error { return s.other(r) })
+			return s.spawn(r, 0)
 		}
 		s.finish(r, s.other(r))
 		return nil
@@ -234,9 +231,7 @@ func (s *session) write(r *request) error {
 	s.cc.bytesWritten.Add(uint64(n))
 	s.bulk = n > inbufSize/2
 	if fua || r.length > s.inlineMax {
-		return s.spawn(r, n, func(buf *[]byte) error {
-			return s.dev.WriteAt(*buf, int64(r.off), fua)
-		})
+		return s.spawn(r, n)
 	}
 	if !s.bulk {
 		// The payload is used where it lies in the read buffer.
@@ -265,7 +260,7 @@ func (s *session) read(r *request) error {
 	s.cc.reads.Add(1)
 	s.cc.bytesRead.Add(uint64(n))
 	if r.length > s.inlineMax {
-		return s.spawn(r, n, nil)
+		return s.spawn(r, n)
 	}
 	if n > maxInlineRead {
 		buf, weight, err := s.acquire(n)
@@ -320,9 +315,8 @@ func (s *session) release(buf *[]byte, weight int64) {
 }
 
 // spawn hands a request to a worker goroutine. A request with a payload
-// (n > 0) gets a pooled buffer, filled from the stream for writes; op nil
-// means a READ into that buffer.
-func (s *session) spawn(r *request, n int, op func(buf *[]byte) error) error {
+// (n > 0) gets a pooled buffer, filled from the stream for writes.
+func (s *session) spawn(r *request, n int) error {
 	buf, weight, err := s.acquire(n)
 	if err != nil {
 		return err
@@ -341,19 +335,28 @@ func (s *session) spawn(r *request, n int, op func(buf *[]byte) error) error {
 			return err
 		}
 	}
-	req := *r
 	s.workers.Add(1)
-	go func() {
-		defer s.workers.Done()
-		if op == nil {
-			s.readDone(&req, buf)
-		} else {
-			s.finish(&req, op(buf))
-		}
-		<-s.slots
-		s.release(buf, weight)
-	}()
+	go s.work(*r, buf, weight)
 	return nil
+}
+
+// work serves one request at a worker goroutine. The request is passed by
+// value so that the reader's copy, on the hot path, stays off the heap.
+func (s *session) work(r request, buf *[]byte, weight int64) {
+	defer s.workers.Done()
+	switch r.cmd {
+	case cmdRead:
+		s.readDone(&r, buf)
+	case cmdWrite:
+		s.finish(&r, s.dev.WriteAt(*buf, int64(r.off), r.flags&cmdFlagFUA != 0))
+	case cmdFlush:
+		s.cc.flushes.Add(1)
+		s.finish(&r, s.dev.Flush())
+	default:
+		s.finish(&r, s.other(&r))
+	}
+	<-s.slots
+	s.release(buf, weight)
 }
 
 // readDone serves a READ at a worker and sends the data without copying it

@@ -73,8 +73,8 @@ func newFDTransport(conn net.Conn) *fdTransport {
 // the wake-up, which at queue depth 1 is a fifth of the round trip. After a
 // long wait (an idle client) the reader blocks at once and burns nothing.
 const (
-	spinPolls     = 32
-	shortWaitNano = 100_000
+	spinPolls = 32
+	shortWait = 100 * time.Microsecond
 )
 
 // poll reads what has arrived without waiting; ok is false when nothing
@@ -114,7 +114,7 @@ func (t *fdTransport) Read(p []byte) (int, error) {
 		case n == 0:
 			return 0, io.EOF
 		}
-		t.spin = time.Since(start) < shortWaitNano
+		t.spin = time.Since(start) < shortWait
 		return n, nil
 	}
 }
