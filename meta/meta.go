@@ -13,10 +13,16 @@
 //	        created  RFC 3339  when the volume was first seen
 //	        path     string    the backing file or device last opened
 //	        size     uint64    size in bytes, big-endian; never changes
+//	        state/             opaque key/value records (VolumeTx.Get/Put)
+//	        pages/<set>/       page sets, page i under uint64 big-endian i
+//	        logs/<log>/        append-only record logs, record under its
+//	                           sequence number, uint64 big-endian
 //
 // State that belongs to a volume (generation identifiers, bitmaps, the
-// activity log) goes under its bucket as further keys or sub-buckets, so that
-// dropping a volume is one DeleteBucket.
+// activity log) goes under its bucket, in the sub-buckets above, so that
+// dropping a volume is one DeleteBucket. This package stores their bytes
+// (see UpdateVolume in volstate.go); the replica package decides what they
+// mean.
 //
 // The database is locked while open: a second process opening the same file
 // fails after one second with ErrLocked instead of hanging.
