@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -539,4 +540,81 @@ func TestMaxConnections(t *testing.T) {
 	}
 	again := dialTest(t, l.Addr().String())
 	again.negotiateGo("disk", false)
+}
+
+// gatedDevice holds every write until the gate opens, so that a test can
+// have requests in flight at a moment of its choosing.
+type gatedDevice struct {
+	*blocktest.Mem
+	gate    chan struct{}
+	pending atomic.Int32
+}
+
+func (d *gatedDevice) WriteAt(p []byte, off int64, fua bool) error {
+	d.pending.Add(1)
+	<-d.gate
+	return d.Mem.WriteAt(p, off, fua)
+}
+
+// TestShutdownAnswersInFlight shuts the server down while writes are in
+// flight at the device: Shutdown waits for them, every one is answered with
+// success, and only then is the connection closed.
+func TestShutdownAnswersInFlight(t *testing.T) {
+	dev := &gatedDevice{Mem: blocktest.NewMem(1 << 20), gate: make(chan struct{})}
+	srv := NewServer(Config{DefaultExport: "disk"})
+	if err := srv.AddExport(&Export{Name: "disk", Device: dev}); err != nil { // InlineMax 0: writes at workers
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	c := dialTest(t, l.Addr().String())
+	c.negotiateGo("disk", false)
+	const n = 8
+	for i := 0; i < n; i++ {
+		c.send(cmdWrite, 0, uint64(i), uint64(i)*4096, 4096, bytes.Repeat([]byte{byte(i + 1)}, 4096))
+	}
+	for deadline := time.Now().Add(10 * time.Second); dev.pending.Load() < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d writes reached the device", dev.pending.Load(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- srv.Shutdown(ctx)
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("Shutdown returned (%v) while writes were still in flight", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(dev.gate)
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	seen := map[uint64]bool{}
+	for i := 0; i < n; i++ {
+		r := c.readReply(nil)
+		if r.errno != 0 {
+			t.Fatalf("write %d: errno %d", r.cookie, r.errno)
+		}
+		seen[r.cookie] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("answered %d distinct writes, want %d", len(seen), n)
+	}
+	var b [1]byte
+	if _, err := c.c.Read(b[:]); err == nil {
+		t.Fatal("connection still open after shutdown")
+	}
+	for i := 0; i < n; i++ {
+		if got := dev.Bytes()[i*4096]; got != byte(i+1) {
+			t.Fatalf("write %d not on the device", i)
+		}
+	}
 }
