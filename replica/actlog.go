@@ -60,6 +60,11 @@ const (
 	alMaxRecordItems = 1 << 24 // sanity bound on counts read from disk
 )
 
+var (
+	alRecord       = recordKind{magic: alMagic, version: alVersion, name: "an activity log", corrupt: ErrALCorrupt}
+	alChangeRecord = recordKind{magic: alChangeMagic, version: alChangeVersion, name: "an activity log change", corrupt: ErrALCorrupt}
+)
+
 // Errors returned by ActivityLog, for errors.Is.
 var (
 	// ErrALFull means a write needs a cold extent made hot but every hot
@@ -462,8 +467,6 @@ func (al *ActivityLog) Apply(c *ALChange) error {
 // every change up to Seq.
 func (al *ActivityLog) MarshalBinary() ([]byte, error) {
 	data := make([]byte, alHeaderLen+8*len(al.index))
-	copy(data, alMagic)
-	binary.LittleEndian.PutUint32(data[4:], alVersion)
 	binary.LittleEndian.PutUint32(data[12:], uint32(al.capacity))
 	binary.LittleEndian.PutUint64(data[16:], uint64(al.deviceSize))
 	binary.LittleEndian.PutUint64(data[24:], uint64(al.extentSize))
@@ -474,7 +477,7 @@ func (al *ActivityLog) MarshalBinary() ([]byte, error) {
 	for i, s := 0, al.lru; i < len(al.index); i, s = i+1, al.slots[s].prev {
 		binary.LittleEndian.PutUint64(data[alHeaderLen+8*i:], al.slots[s].ext)
 	}
-	binary.LittleEndian.PutUint32(data[8:], crcSkipping(data, 8))
+	alRecord.seal(data)
 	return data, nil
 }
 
@@ -486,17 +489,8 @@ func (al *ActivityLog) MarshalBinary() ([]byte, error) {
 // larger capacity, unmarshal it into a zero ActivityLog. Damaged data fails
 // with ErrALCorrupt. On error the log is unchanged.
 func (al *ActivityLog) UnmarshalBinary(data []byte) error {
-	if len(data) < alHeaderLen {
-		return fmt.Errorf("%w: %d bytes, shorter than the %d-byte header", ErrALCorrupt, len(data), alHeaderLen)
-	}
-	if string(data[:4]) != alMagic {
-		return fmt.Errorf("%w: not an activity log (magic %q, want %q)", ErrALCorrupt, data[:4], alMagic)
-	}
-	if v := binary.LittleEndian.Uint32(data[4:]); v != alVersion {
-		return fmt.Errorf("%w: format version %d, this build reads version %d", ErrALCorrupt, v, alVersion)
-	}
-	if stored, sum := binary.LittleEndian.Uint32(data[8:]), crcSkipping(data, 8); stored != sum {
-		return fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", ErrALCorrupt, stored, sum)
+	if err := alRecord.open(data, alHeaderLen); err != nil {
+		return err
 	}
 	capacity := int64(binary.LittleEndian.Uint32(data[12:]))
 	deviceSize := int64(binary.LittleEndian.Uint64(data[16:]))
@@ -539,8 +533,6 @@ func (al *ActivityLog) UnmarshalBinary(data []byte) error {
 // MarshalBinary encodes the change as a self-checking record.
 func (c *ALChange) MarshalBinary() ([]byte, error) {
 	data := make([]byte, alChangeHeadLen+8*(len(c.Added)+len(c.Evicted)))
-	copy(data, alChangeMagic)
-	binary.LittleEndian.PutUint32(data[4:], alChangeVersion)
 	binary.LittleEndian.PutUint32(data[12:], uint32(len(c.Added)))
 	binary.LittleEndian.PutUint32(data[16:], uint32(len(c.Evicted)))
 	binary.LittleEndian.PutUint64(data[24:], c.Seq)
@@ -549,7 +541,7 @@ func (c *ALChange) MarshalBinary() ([]byte, error) {
 		binary.LittleEndian.PutUint64(data[p:], e)
 		p += 8
 	}
-	binary.LittleEndian.PutUint32(data[8:], crcSkipping(data, 8))
+	alChangeRecord.seal(data)
 	return data, nil
 }
 
@@ -557,17 +549,8 @@ func (c *ALChange) MarshalBinary() ([]byte, error) {
 // damaged record fails with ErrALCorrupt and leaves c unchanged. Whether the
 // change fits a log is checked by ActivityLog.Apply.
 func (c *ALChange) UnmarshalBinary(data []byte) error {
-	if len(data) < alChangeHeadLen {
-		return fmt.Errorf("%w: change of %d bytes, shorter than the %d-byte header", ErrALCorrupt, len(data), alChangeHeadLen)
-	}
-	if string(data[:4]) != alChangeMagic {
-		return fmt.Errorf("%w: not an activity log change (magic %q, want %q)", ErrALCorrupt, data[:4], alChangeMagic)
-	}
-	if v := binary.LittleEndian.Uint32(data[4:]); v != alChangeVersion {
-		return fmt.Errorf("%w: change format version %d, this build reads version %d", ErrALCorrupt, v, alChangeVersion)
-	}
-	if stored, sum := binary.LittleEndian.Uint32(data[8:]), crcSkipping(data, 8); stored != sum {
-		return fmt.Errorf("%w: change checksum mismatch (stored %08x, computed %08x)", ErrALCorrupt, stored, sum)
+	if err := alChangeRecord.open(data, alChangeHeadLen); err != nil {
+		return err
 	}
 	na := int64(binary.LittleEndian.Uint32(data[12:]))
 	ne := int64(binary.LittleEndian.Uint32(data[16:]))

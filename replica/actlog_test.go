@@ -441,10 +441,6 @@ func TestActivityLogUnmarshalErrors(t *testing.T) {
 		}
 	}
 	good, _ := al.MarshalBinary()
-	resum := func(d []byte) []byte {
-		binary.LittleEndian.PutUint32(d[8:], crcSkipping(d, 8))
-		return d
-	}
 	edit := func(f func(d []byte) []byte) []byte { return f(slices.Clone(good)) }
 
 	tests := []struct {
@@ -456,14 +452,14 @@ func TestActivityLogUnmarshalErrors(t *testing.T) {
 	}{
 		{"empty", nil, nil, ErrALCorrupt, "shorter than the 48-byte header"},
 		{"bad magic", edit(func(d []byte) []byte { copy(d, "BRBM"); return d }), nil, ErrALCorrupt, "not an activity log"},
-		{"future version", edit(func(d []byte) []byte { d[4] = 9; return resum(d) }), nil, ErrALCorrupt, "version 9"},
+		{"future version", edit(func(d []byte) []byte { d[4] = 9; return reseal(d) }), nil, ErrALCorrupt, "version 9"},
 		{"flipped extent bit", edit(func(d []byte) []byte { d[alHeaderLen] ^= 1; return d }), nil, ErrALCorrupt, "checksum mismatch"},
 		{"truncated", good[:len(good)-8], nil, ErrALCorrupt, "checksum mismatch"},
-		{"truncated, checksum fixed", edit(func(d []byte) []byte { return resum(d[:len(d)-8]) }), nil, ErrALCorrupt, "for 3 hot extents"},
-		{"more hot than capacity", edit(func(d []byte) []byte { binary.LittleEndian.PutUint32(d[12:], 2); return resum(d) }), nil, ErrALCorrupt, "capacity 2"},
-		{"extent past the end", edit(func(d []byte) []byte { binary.LittleEndian.PutUint64(d[alHeaderLen:], 64); return resum(d) }), nil, ErrALCorrupt, "hot extent 64 past the last of 64"},
-		{"duplicate extent", edit(func(d []byte) []byte { copy(d[alHeaderLen:], d[alHeaderLen+8:alHeaderLen+16]); return resum(d) }), nil, ErrALCorrupt, "listed twice"},
-		{"bad extent size", edit(func(d []byte) []byte { binary.LittleEndian.PutUint64(d[24:], 4096); return resum(d) }), nil, ErrALCorrupt, "extent size 4096"},
+		{"truncated, checksum fixed", edit(func(d []byte) []byte { return reseal(d[:len(d)-8]) }), nil, ErrALCorrupt, "for 3 hot extents"},
+		{"more hot than capacity", edit(func(d []byte) []byte { binary.LittleEndian.PutUint32(d[12:], 2); return reseal(d) }), nil, ErrALCorrupt, "capacity 2"},
+		{"extent past the end", edit(func(d []byte) []byte { binary.LittleEndian.PutUint64(d[alHeaderLen:], 64); return reseal(d) }), nil, ErrALCorrupt, "hot extent 64 past the last of 64"},
+		{"duplicate extent", edit(func(d []byte) []byte { copy(d[alHeaderLen:], d[alHeaderLen+8:alHeaderLen+16]); return reseal(d) }), nil, ErrALCorrupt, "listed twice"},
+		{"bad extent size", edit(func(d []byte) []byte { binary.LittleEndian.PutUint64(d[24:], 4096); return reseal(d) }), nil, ErrALCorrupt, "extent size 4096"},
 		{"other device size", good, mustAL(t, 128*mib, mib, 4), ErrALGeometry,
 			"persisted log is for 67108864 bytes in 1048576-byte extents, the volume has 134217728 bytes in 1048576-byte extents"},
 		{"other extent size", good, mustAL(t, 64*mib, 4*mib, 4), ErrALGeometry, "in 4194304-byte extents"},

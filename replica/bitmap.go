@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"math/bits"
 )
 
@@ -47,18 +46,7 @@ const (
 
 const wordsPerPage = BitmapPageSize / 8
 
-// castagnoli is the CRC-32C table shared by every persisted record of the
-// package: the polynomial has hardware support on amd64 and arm64.
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// crcSkipping returns the CRC-32C of data without the 4-byte checksum field
-// at offset at, so that the stored checksum covers its own header too: a
-// corrupted block size or device size is detected, not misread as a
-// different geometry.
-func crcSkipping(data []byte, at int) uint32 {
-	c := crc32.Checksum(data[:at], castagnoli)
-	return crc32.Update(c, castagnoli, data[at+4:])
-}
+var bitmapRecord = recordKind{magic: bitmapMagic, version: bitmapVersion, name: "a bitmap", corrupt: ErrBitmapCorrupt}
 
 // Errors returned by Bitmap, for errors.Is.
 var (
@@ -327,14 +315,12 @@ func (b *Bitmap) Union(other *Bitmap) error {
 // for another geometry.
 func (b *Bitmap) MarshalBinary() ([]byte, error) {
 	data := make([]byte, bitmapHeaderLen+8*len(b.words))
-	copy(data, bitmapMagic)
-	binary.LittleEndian.PutUint32(data[4:], bitmapVersion)
 	binary.LittleEndian.PutUint32(data[12:], uint32(b.blockSize))
 	binary.LittleEndian.PutUint64(data[16:], uint64(b.deviceSize))
 	for i, w := range b.words {
 		binary.LittleEndian.PutUint64(data[bitmapHeaderLen+8*i:], w)
 	}
-	binary.LittleEndian.PutUint32(data[8:], crcSkipping(data, 8))
+	bitmapRecord.seal(data)
 	return data, nil
 }
 
@@ -346,17 +332,8 @@ func (b *Bitmap) MarshalBinary() ([]byte, error) {
 // is unchanged. Afterwards no page counts as changed: the bitmap equals what
 // was persisted.
 func (b *Bitmap) UnmarshalBinary(data []byte) error {
-	if len(data) < bitmapHeaderLen {
-		return fmt.Errorf("%w: %d bytes, shorter than the %d-byte header", ErrBitmapCorrupt, len(data), bitmapHeaderLen)
-	}
-	if string(data[:4]) != bitmapMagic {
-		return fmt.Errorf("%w: not a bitmap (magic %q, want %q)", ErrBitmapCorrupt, data[:4], bitmapMagic)
-	}
-	if v := binary.LittleEndian.Uint32(data[4:]); v != bitmapVersion {
-		return fmt.Errorf("%w: format version %d, this build reads version %d", ErrBitmapCorrupt, v, bitmapVersion)
-	}
-	if stored, sum := binary.LittleEndian.Uint32(data[8:]), crcSkipping(data, 8); stored != sum {
-		return fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", ErrBitmapCorrupt, stored, sum)
+	if err := bitmapRecord.open(data, bitmapHeaderLen); err != nil {
+		return err
 	}
 	blockSize := int64(binary.LittleEndian.Uint32(data[12:]))
 	deviceSize := int64(binary.LittleEndian.Uint64(data[16:]))

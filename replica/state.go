@@ -61,6 +61,11 @@ const (
 	bmGeomLen     = 24
 )
 
+var (
+	genRecord    = recordKind{magic: genMagic, version: genVersion, name: "a generation record", corrupt: ErrGenCorrupt}
+	bmGeomRecord = recordKind{magic: bmGeomMagic, version: bmGeomVersion, name: "a bitmap geometry header", corrupt: ErrBitmapCorrupt}
+)
+
 // Keys, page sets and logs of a Store in its volume's meta state.
 const (
 	keyGenerations = "generations"
@@ -85,36 +90,25 @@ var (
 // MarshalBinary encodes the record with a version and a CRC-32C.
 func (g Generations) MarshalBinary() ([]byte, error) {
 	data := make([]byte, genHeaderLen+8*HistoryLen)
-	copy(data, genMagic)
-	binary.LittleEndian.PutUint32(data[4:], genVersion)
 	binary.LittleEndian.PutUint32(data[12:], HistoryLen)
 	binary.LittleEndian.PutUint64(data[16:], uint64(g.Current))
 	binary.LittleEndian.PutUint64(data[24:], uint64(g.Bitmap))
 	for i, h := range g.History {
 		binary.LittleEndian.PutUint64(data[genHeaderLen+8*i:], uint64(h))
 	}
-	binary.LittleEndian.PutUint32(data[8:], crcSkipping(data, 8))
+	genRecord.seal(data)
 	return data, nil
 }
 
 // UnmarshalBinary replaces g with a record encoded by MarshalBinary. Damaged
 // data fails with ErrGenCorrupt and leaves g unchanged.
 func (g *Generations) UnmarshalBinary(data []byte) error {
-	if len(data) < genHeaderLen {
-		return fmt.Errorf("%w: %d bytes, shorter than the %d-byte header", ErrGenCorrupt, len(data), genHeaderLen)
-	}
-	if string(data[:4]) != genMagic {
-		return fmt.Errorf("%w: not a generation record (magic %q, want %q)", ErrGenCorrupt, data[:4], genMagic)
-	}
-	if v := binary.LittleEndian.Uint32(data[4:]); v != genVersion {
-		return fmt.Errorf("%w: format version %d, this build reads version %d", ErrGenCorrupt, v, genVersion)
+	if err := genRecord.open(data, genHeaderLen); err != nil {
+		return err
 	}
 	n := binary.LittleEndian.Uint32(data[12:])
 	if n > genMaxHistory || len(data) != genHeaderLen+8*int(n) {
 		return fmt.Errorf("%w: %d bytes for %d history entries", ErrGenCorrupt, len(data), n)
-	}
-	if stored, sum := binary.LittleEndian.Uint32(data[8:]), crcSkipping(data, 8); stored != sum {
-		return fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", ErrGenCorrupt, stored, sum)
 	}
 	var r Generations
 	r.Current = GenID(binary.LittleEndian.Uint64(data[16:]))
@@ -392,24 +386,18 @@ func (s *Store) view(fn func(tx *meta.VolumeTx) error) error {
 
 func bitmapGeom(b *Bitmap) []byte {
 	h := make([]byte, bmGeomLen)
-	copy(h, bmGeomMagic)
-	binary.LittleEndian.PutUint32(h[4:], bmGeomVersion)
 	binary.LittleEndian.PutUint32(h[12:], uint32(b.BlockSize()))
 	binary.LittleEndian.PutUint64(h[16:], uint64(b.DeviceSize()))
-	binary.LittleEndian.PutUint32(h[8:], crcSkipping(h, 8))
+	bmGeomRecord.seal(h)
 	return h
 }
 
 func parseBitmapGeom(h []byte) (deviceSize int64, blockSize int, err error) {
-	switch {
-	case len(h) != bmGeomLen:
+	if len(h) != bmGeomLen {
 		return 0, 0, fmt.Errorf("%w: geometry header of %d bytes, want %d", ErrBitmapCorrupt, len(h), bmGeomLen)
-	case string(h[:4]) != bmGeomMagic:
-		return 0, 0, fmt.Errorf("%w: geometry header magic %q, want %q", ErrBitmapCorrupt, h[:4], bmGeomMagic)
-	case binary.LittleEndian.Uint32(h[4:]) != bmGeomVersion:
-		return 0, 0, fmt.Errorf("%w: geometry header version %d, this build reads version %d", ErrBitmapCorrupt, binary.LittleEndian.Uint32(h[4:]), bmGeomVersion)
-	case binary.LittleEndian.Uint32(h[8:]) != crcSkipping(h, 8):
-		return 0, 0, fmt.Errorf("%w: geometry header checksum mismatch", ErrBitmapCorrupt)
+	}
+	if err := bmGeomRecord.open(h, bmGeomLen); err != nil {
+		return 0, 0, err
 	}
 	return int64(binary.LittleEndian.Uint64(h[16:])), int(binary.LittleEndian.Uint32(h[12:])), nil
 }
