@@ -44,20 +44,17 @@ const (
 
 // Option reply types.
 const (
-	repAck           = 1
-	repServer        = 2
-	repInfo          = 3
-	repMetaContext   = 4
-	repFlagError     = 1 << 31
-	repErrUnsup      = repFlagError | 1
-	repErrPolicy     = repFlagError | 2
-	repErrInvalid    = repFlagError | 3
-	repErrTLSReqd    = repFlagError | 5
-	repErrUnknown    = repFlagError | 6
-	repErrShutdown   = repFlagError | 7
-	repErrBlockSize  = repFlagError | 8
-	repErrTooBig     = repFlagError | 9
-	repErrExtHdrReqd = repFlagError | 10
+	repAck         = 1
+	repServer      = 2
+	repInfo        = 3
+	repMetaContext = 4
+	repFlagError   = 1 << 31
+	repErrUnsup    = repFlagError | 1
+	repErrInvalid  = repFlagError | 3
+	repErrTLSReqd  = repFlagError | 5
+	repErrUnknown  = repFlagError | 6
+	repErrShutdown = repFlagError | 7
+	repErrTooBig   = repFlagError | 9
 )
 
 // Info types.
@@ -110,7 +107,6 @@ const (
 	replyTypeOffsetData   = 1
 	replyTypeBlockStatus  = 5
 	replyTypeError        = 1<<15 | 1
-	replyTypeErrorOffset  = 1<<15 | 2
 	stateHole             = 1 << 0
 	stateZero             = 1 << 1
 	metaContextAllocation = "base:allocation"
@@ -119,14 +115,12 @@ const (
 
 // Errno values on the wire.
 const (
-	errPerm     = 1
-	errIO       = 5
-	errNoMem    = 12
-	errInval    = 22
-	errNoSpc    = 28
-	errOverflow = 75
-	errNotSup   = 95
-	errShutdown = 108
+	errPerm   = 1
+	errIO     = 5
+	errNoMem  = 12
+	errInval  = 22
+	errNoSpc  = 28
+	errNotSup = 95
 )
 
 func cmdName(c uint16) string {
