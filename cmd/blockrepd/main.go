@@ -98,7 +98,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *pprofAddr != "" {
-		stopProfiler, err := serveProfiler(*pprofAddr)
+		_, stopProfiler, err := serveProfiler(*pprofAddr)
 		if err != nil {
 			n.Close()
 			fmt.Fprintf(stderr, "blockrepd: -pprof: %v\n", err)
@@ -114,18 +114,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // serveProfiler serves the runtime profiles on addr, which must be a
-// loopback address: profiles expose memory contents.
-func serveProfiler(addr string) (stop func(), err error) {
+// loopback address: profiles expose memory contents. It returns the address
+// it listens on.
+func serveProfiler(addr string) (bound string, stop func(), err error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, fmt.Errorf("%q is not a loopback address", addr)
+		return "", nil, fmt.Errorf("%q is not a loopback address", addr)
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -138,7 +139,7 @@ func serveProfiler(addr string) (stop func(), err error) {
 		defer close(done)
 		_ = srv.Serve(l)
 	}()
-	return func() {
+	return l.Addr().String(), func() {
 		_ = srv.Close()
 		<-done
 	}, nil

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -136,5 +138,28 @@ func TestDaemonSIGTERM(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), `"msg":"shutdown complete"`) {
 		t.Errorf("log lacks the shutdown message:\n%s", stderr.String())
+	}
+}
+
+func TestServeProfiler(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:0", "198.18.0.1:6060", "nonsense"} {
+		if _, stop, err := serveProfiler(addr); err == nil {
+			stop()
+			t.Errorf("serveProfiler(%q) accepted a non-loopback address", addr)
+		}
+	}
+	addr, stop, err := serveProfiler("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	resp, err := http.Get("http://" + addr + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "goroutine profile") {
+		t.Fatalf("pprof answered %d: %.200s", resp.StatusCode, body)
 	}
 }
