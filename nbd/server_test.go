@@ -28,11 +28,19 @@ func startServer(t *testing.T, inlineMax int) *fixture {
 	t.Helper()
 	f := &fixture{mem: blocktest.NewMem(testSize), ro: blocktest.NewMem(testSize)}
 	f.srv = NewServer(Config{DefaultExport: "disk"})
-	for _, e := range []*Export{
-		{Name: "disk", Description: "test disk", Device: f.mem, MinBlockSize: 512, MultiConn: true, InlineMax: inlineMax},
-		{Name: "ro", Device: f.ro, ReadOnly: true, InlineMax: inlineMax},
-	} {
-		if err := f.srv.AddExport(e); err != nil {
+	f.addr = serveTest(t, f.srv,
+		&Export{Name: "disk", Description: "test disk", Device: f.mem, MinBlockSize: 512, MultiConn: true, InlineMax: inlineMax},
+		&Export{Name: "ro", Device: f.ro, ReadOnly: true, InlineMax: inlineMax})
+	return f
+}
+
+// serveTest adds the exports to srv, serves it on a loopback port and
+// returns the address. Cleanup shuts the server down and checks that Serve
+// ended as documented.
+func serveTest(t *testing.T, srv *Server, exports ...*Export) string {
+	t.Helper()
+	for _, e := range exports {
+		if err := srv.AddExport(e); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -40,20 +48,19 @@ func startServer(t *testing.T, inlineMax int) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.addr = l.Addr().String()
 	done := make(chan error, 1)
-	go func() { done <- f.srv.Serve(l) }()
+	go func() { done <- srv.Serve(l) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := f.srv.Shutdown(ctx); err != nil {
+		if err := srv.Shutdown(ctx); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 		if err := <-done; err != ErrServerClosed {
 			t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
 	})
-	return f
+	return l.Addr().String()
 }
 
 // Both dispatch modes must behave the same: inline in the reader and
@@ -500,20 +507,12 @@ func TestNoPerRequestBuffers(t *testing.T) {
 
 func TestMaxConnections(t *testing.T) {
 	srv := NewServer(Config{DefaultExport: "disk", MaxConnections: 1})
-	if err := srv.AddExport(&Export{Name: "disk", Device: blocktest.NewMem(1 << 20), InlineMax: 64 << 10}); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	defer srv.Shutdown(context.Background())
+	addr := serveTest(t, srv, &Export{Name: "disk", Device: blocktest.NewMem(1 << 20), InlineMax: 64 << 10})
 
-	first := dialTest(t, l.Addr().String())
+	first := dialTest(t, addr)
 	first.negotiateGo("disk", false)
 	// The second connection is closed before the greeting.
-	c, err := net.Dial("tcp", l.Addr().String())
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -538,7 +537,7 @@ func TestMaxConnections(t *testing.T) {
 	for open() > 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	again := dialTest(t, l.Addr().String())
+	again := dialTest(t, addr)
 	again.negotiateGo("disk", false)
 }
 
@@ -562,15 +561,7 @@ func (d *gatedDevice) WriteAt(p []byte, off int64, fua bool) error {
 func TestShutdownAnswersInFlight(t *testing.T) {
 	dev := &gatedDevice{Mem: blocktest.NewMem(1 << 20), gate: make(chan struct{})}
 	srv := NewServer(Config{DefaultExport: "disk"})
-	if err := srv.AddExport(&Export{Name: "disk", Device: dev}); err != nil { // InlineMax 0: writes at workers
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	c := dialTest(t, l.Addr().String())
+	c := dialTest(t, serveTest(t, srv, &Export{Name: "disk", Device: dev})) // InlineMax 0: writes at workers
 	c.negotiateGo("disk", false)
 	const n = 8
 	for i := 0; i < n; i++ {

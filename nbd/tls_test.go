@@ -1,10 +1,8 @@
 package nbd
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"net"
 	"testing"
 
 	"github.com/blockrep/blockrep/block/blocktest"
@@ -16,18 +14,10 @@ func TestTLSRequired(t *testing.T) {
 	cert, pool := ca.TLSCertificate(t, "blockrep test", x509.ExtKeyUsageServerAuth), ca.Pool()
 	srv := NewServer(Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}})
 	mem := blocktest.NewMem(1 << 20)
-	if err := srv.AddExport(&Export{Name: "secret", Device: mem, RequireTLS: true, InlineMax: 64 << 10}); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	defer srv.Shutdown(context.Background())
+	addr := serveTest(t, srv, &Export{Name: "secret", Device: mem, RequireTLS: true, InlineMax: 64 << 10})
 
 	// In the clear the export is refused, and not even listed.
-	c := dialTest(t, l.Addr().String())
+	c := dialTest(t, addr)
 	if r := c.opt(optGo, goData("secret")); r[0].typ != repErrTLSReqd {
 		t.Fatalf("GO without TLS: reply %#x", r[0].typ)
 	}
@@ -36,7 +26,7 @@ func TestTLSRequired(t *testing.T) {
 	}
 
 	// After STARTTLS it is served.
-	c = dialTest(t, l.Addr().String())
+	c = dialTest(t, addr)
 	if r := c.opt(optStartTLS, nil); r[0].typ != repAck {
 		t.Fatalf("STARTTLS: reply %#x", r[0].typ)
 	}
