@@ -18,11 +18,17 @@ import (
 // documentation holds.
 type Config struct {
 	// Source is the name the configuration was parsed under (its path).
-	Source  string
-	Node    Node
-	NBD     NBD
-	Volumes []Volume
+	Source      string
+	Node        Node
+	NBD         NBD
+	Replication Replication // the [replication] table
+	Peers       []Peer      // the [[peer]] tables
+	Volumes     []Volume
 }
+
+// Replicated reports whether peers are configured, that is whether this node
+// replicates its volumes.
+func (c *Config) Replicated() bool { return len(c.Peers) > 0 }
 
 // Node is the [node] table.
 type Node struct {
@@ -102,6 +108,9 @@ type Volume struct {
 	BlockSizeMin, BlockSizePreferred, BlockSizeMax uint32
 	// MultiConn advertises that a flush on one connection covers all.
 	MultiConn bool
+	// Role is the volume's role when the node starts: RolePrimary or
+	// RoleSecondary.
+	Role Role
 }
 
 // Defaults and limits.
@@ -155,15 +164,24 @@ func Parse(data []byte, name string) (*Config, error) {
 
 	rawNode := root.sub("node")
 	rawNBD := root.sub("nbd")
+	rawRepl := root.sub("replication")
+	rawPeers := root.tables("peer")
 	rawVols := root.tables("volume")
 	root.unknown()
 
+	// Whether peers exist decides what [replication] requires and the
+	// default role of the volumes, even when a [[peer]] table is invalid.
+	replicated := len(rawPeers) > 0
 	decodeNode(rawNode, &cfg.Node)
 	decodeNBD(rawNBD, &cfg.NBD)
-	for _, t := range rawVols {
-		cfg.Volumes = append(cfg.Volumes, decodeVolume(t))
+	decodeReplication(rawRepl, &cfg.Replication, replicated)
+	for _, t := range rawPeers {
+		cfg.Peers = append(cfg.Peers, decodePeer(t))
 	}
-	validate(p, cfg, rawNBD)
+	for _, t := range rawVols {
+		cfg.Volumes = append(cfg.Volumes, decodeVolume(t, replicated))
+	}
+	validate(p, cfg, rawNBD, rawRepl)
 	if err := p.err(); err != nil {
 		return nil, err
 	}
@@ -282,10 +300,20 @@ func parseListener(s string) (Listener, error) {
 	return Listener{Network: "tcp", Address: s}, nil
 }
 
-func decodeVolume(t *table) Volume {
+// decodeVolume decodes one [[volume]] table; replicated says whether
+// [[peer]] tables exist.
+func decodeVolume(t *table, replicated bool) Volume {
 	v := Volume{
 		TLS:       TLSOptional,
 		MultiConn: true,
+		Role:      RolePrimary,
+	}
+	// With peers a volume starts as secondary unless told otherwise, so that
+	// two nodes never both accept writes by accident. Without peers it is
+	// primary, as every volume was before replication, so that existing
+	// configurations keep working.
+	if replicated {
+		v.Role = RoleSecondary
 	}
 	var tls string
 	var bmin, bpref, bmax int64 = DefaultBlockSizeMin, 0, DefaultBlockSizeMax
@@ -299,6 +327,7 @@ func decodeVolume(t *table) Volume {
 	prefSet := t.size("block_size_preferred", &bpref)
 	t.size("block_size_max", &bmax)
 	t.boolean("multi_conn", &v.MultiConn)
+	oneOf(t, "role", &v.Role, RolePrimary, RoleSecondary)
 	t.unknown()
 
 	switch {
@@ -360,7 +389,7 @@ func decodeVolume(t *table) Volume {
 }
 
 // validate checks the constraints that span tables.
-func validate(p *problems, cfg *Config, nbdTable *table) {
+func validate(p *problems, cfg *Config, nbdTable, replTable *table) {
 	if len(cfg.Volumes) == 0 && !p.bad["volume"] {
 		p.add("volume", "no volumes: at least one [[volume]] table is required")
 	}
@@ -389,6 +418,34 @@ func validate(p *problems, cfg *Config, nbdTable *table) {
 	for i, l := range cfg.NBD.Listen {
 		if l.Network == "unix" && l.Address == cfg.Node.ControlSocket {
 			p.add(nbdTable.key("listen")+"."+strconv.Itoa(i), "nbd.listen: %q is also node.control_socket: use another path", l)
+		}
+		// Only an exact match is caught; "0.0.0.0:7789" against
+		// "10.0.0.1:7789" fails when the node binds.
+		if l.Network == "tcp" && l.Address == cfg.Replication.Listen {
+			p.add(replTable.key("listen"), "replication.listen: %q is also nbd.listen entry %d: the peer link needs its own port", l.Address, i)
+		}
+	}
+	peerNames := map[string]int{}
+	peerAddrs := map[string]int{}
+	for i, pr := range cfg.Peers {
+		key := "peer." + strconv.Itoa(i)
+		switch j, dup := peerNames[pr.Name]; {
+		case pr.Name == "":
+		case pr.Name == cfg.Node.Name:
+			p.add(key+".name", "%s.name: %q is this node's node.name: a peer is another node", key, pr.Name)
+		case dup:
+			p.add(key+".name", "%s.name: %q is also the name of peer.%d", key, pr.Name, j)
+		default:
+			peerNames[pr.Name] = i
+		}
+		switch j, dup := peerAddrs[pr.Address]; {
+		case pr.Address == "":
+		case pr.Address == cfg.Replication.Listen:
+			p.add(key+".address", "%s.address: %q is this node's replication.listen: a peer is another node", key, pr.Address)
+		case dup:
+			p.add(key+".address", "%s.address: %q is also the address of peer.%d (%s)", key, pr.Address, j, cfg.Peers[j].Name)
+		default:
+			peerAddrs[pr.Address] = i
 		}
 	}
 	switch {

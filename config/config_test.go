@@ -5,8 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/blockrep/blockrep/replica"
 )
 
 const minimal = `
@@ -19,6 +23,36 @@ name = "vol0"
 path = "/var/lib/blockrep/node1/vol0.img"
 `
 
+// replicationTable is a [replication] table with the keys required when
+// peers exist, and onePeer a [[peer]] table that satisfies them.
+const (
+	replicationTable = `[replication]
+cluster = "prod"
+secret_file = "/etc/blockrep/secret"
+listen = "10.0.0.1:7789"
+`
+	onePeer = `
+[[peer]]
+name = "node2"
+address = "10.0.0.2:7789"
+`
+)
+
+// defaultReplication is the [replication] table as Parse fills it in when
+// no key is given.
+func defaultReplication() Replication {
+	return Replication{
+		Protocol:        "C",
+		Timeout:         2 * time.Second,
+		ConnectRetryMax: 5 * time.Second,
+		SplitBrain:      replica.PolicyDisconnect,
+		BitmapBlockSize: 4096,
+		ALExtents:       1237,
+		ALExtentSize:    4 * MiB,
+		SecondaryNBD:    "read-only",
+	}
+}
+
 func TestParseGood(t *testing.T) {
 	tests := []struct {
 		name string
@@ -26,6 +60,7 @@ func TestParseGood(t *testing.T) {
 		want func(c *Config) // adjusts the defaults of minimal to the expected value
 	}{
 		{"minimal", minimal, func(c *Config) {}},
+		{"role defaults to primary without peers", minimal, func(c *Config) { c.Volumes[0].Role = "primary" }},
 		{"full", `
 [node]
 name = "node-2"
@@ -68,11 +103,12 @@ block_size_max = "32MiB"
 					TLSCert: "/etc/blockrep/cert.pem", TLSKey: "/etc/blockrep/key.pem", TLSClientCA: "/etc/blockrep/ca.pem",
 					MaxInFlight: 64 * MiB, MaxConnections: 10, DefaultExport: "b",
 				},
+				Replication: defaultReplication(),
 				Volumes: []Volume{
 					{Name: "a", Path: "/dev/sdb", ReadOnly: true, TLS: TLSRequired, Description: "the a volume",
-						BlockSizeMin: 4096, BlockSizePreferred: 4096, BlockSizeMax: mib32(1)},
+						BlockSizeMin: 4096, BlockSizePreferred: 4096, BlockSizeMax: mib32(1), Role: "primary"},
 					{Name: "b", Path: "/srv/b.img", Size: 10 * GiB, TLS: TLSOptional,
-						BlockSizeMin: 1024, BlockSizePreferred: 65536, BlockSizeMax: mib32(32), MultiConn: true},
+						BlockSizeMin: 1024, BlockSizePreferred: 65536, BlockSizeMax: mib32(32), MultiConn: true, Role: "primary"},
 				},
 			}
 		}},
@@ -106,6 +142,96 @@ tls_key = "/k.pem"
 		{"port 0", minimal + "[nbd]\nlisten = [\"127.0.0.1:0\"]\n", func(c *Config) {
 			c.NBD.Listen = []Listener{{"tcp", "127.0.0.1:0"}}
 		}},
+		{"role defaults to secondary with peers", minimal + replicationTable + onePeer, func(c *Config) {
+			c.Replication.Cluster, c.Replication.SecretFile, c.Replication.Listen = "prod", "/etc/blockrep/secret", "10.0.0.1:7789"
+			c.Peers = []Peer{{Name: "node2", Address: "10.0.0.2:7789"}}
+			c.Volumes[0].Role = RoleSecondary
+		}},
+		{"every replication key", strings.Replace(minimal, `name = "vol0"`, `name = "vol0"
+role = "primary"`, 1) + `
+[[volume]]
+name = "vol1"
+path = "/srv/vol1.img"
+
+[replication]
+cluster = "prod-1"
+secret_file = "/etc/blockrep/../blockrep/secret"
+listen = ":7789"
+protocol = "A"
+timeout = "500ms"
+connect_retry_max = "1m30s"
+split_brain = "discard-least-changes"
+continue_alone = true
+data_integrity = true
+bitmap_block_size = "64KiB"
+al_extents = 100
+al_extent_size = "16MiB"
+resync_rate = "100MiB"
+secondary_nbd = "refuse"
+
+[[peer]]
+name = "node2"
+address = "10.0.0.2:7789"
+
+[[peer]]
+name = "node-3"
+address = "[fd00::3]:7790"
+`, func(c *Config) {
+			c.Replication = Replication{
+				Cluster: "prod-1", SecretFile: "/etc/blockrep/secret", Listen: ":7789",
+				Protocol: "A", Timeout: 500 * time.Millisecond, ConnectRetryMax: 90 * time.Second,
+				SplitBrain: replica.PolicyDiscardLeastChanges, ContinueAlone: true, DataIntegrity: true,
+				BitmapBlockSize: 64 * KiB, ALExtents: 100, ALExtentSize: 16 * MiB, ResyncRate: 100 * MiB,
+				SecondaryNBD: "refuse",
+			}
+			c.Peers = []Peer{{Name: "node2", Address: "10.0.0.2:7789"}, {Name: "node-3", Address: "[fd00::3]:7790"}}
+			v := c.Volumes[0]
+			v.Name, v.Path, v.Role = "vol1", "/srv/vol1.img", RoleSecondary
+			c.Volumes = append(c.Volumes, v)
+			c.NBD.DefaultExport = ""
+		}},
+		{"replication lower bounds", minimal + `[replication]
+protocol = "B"
+timeout = "100ms"
+connect_retry_max = "100ms"
+split_brain = "discard-zero-changes"
+bitmap_block_size = 512
+al_extents = 7
+al_extent_size = "1MiB"
+`, func(c *Config) {
+			r := &c.Replication
+			r.Protocol, r.Timeout, r.ConnectRetryMax = ProtocolB, 100*time.Millisecond, 100*time.Millisecond
+			r.SplitBrain, r.BitmapBlockSize, r.ALExtents, r.ALExtentSize = replica.PolicyDiscardZeroChanges, 512, 7, MiB
+		}},
+		{"replication upper bounds", minimal + `[replication]
+protocol = "C"
+timeout = "1m"
+connect_retry_max = "10m"
+split_brain = "disconnect"
+bitmap_block_size = "1GiB"
+al_extents = 65534
+al_extent_size = "1GiB"
+`, func(c *Config) {
+			r := &c.Replication
+			r.Timeout, r.ConnectRetryMax = time.Minute, 10*time.Minute
+			r.BitmapBlockSize, r.ALExtents, r.ALExtentSize = GiB, 65534, GiB
+		}},
+		{"replication table without peers requires nothing", minimal + "[replication]\nsecondary_nbd = \"refuse\"\n", func(c *Config) {
+			c.Replication.SecondaryNBD = SecondaryRefuse
+		}},
+		{"secondary without peers", strings.Replace(minimal, `name = "vol0"`, "name = \"vol0\"\nrole = \"secondary\"", 1), func(c *Config) {
+			c.Volumes[0].Role = RoleSecondary
+		}},
+		{"read-only primary with peers", strings.Replace(minimal, `name = "vol0"`, "name = \"vol0\"\nrole = \"primary\"\nread_only = true", 1) + replicationTable + onePeer, func(c *Config) {
+			c.Replication.Cluster, c.Replication.SecretFile, c.Replication.Listen = "prod", "/etc/blockrep/secret", "10.0.0.1:7789"
+			c.Peers = []Peer{{Name: "node2", Address: "10.0.0.2:7789"}}
+			c.Volumes[0].Role, c.Volumes[0].ReadOnly = RolePrimary, true
+		}},
+		{"replication listen port 0", minimal + strings.Replace(replicationTable, "10.0.0.1:7789", "127.0.0.1:0", 1) + onePeer, func(c *Config) {
+			c.Replication.Cluster, c.Replication.SecretFile, c.Replication.Listen = "prod", "/etc/blockrep/secret", "127.0.0.1:0"
+			c.Peers = []Peer{{Name: "node2", Address: "10.0.0.2:7789"}}
+			c.Volumes[0].Role = RoleSecondary
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -122,9 +248,11 @@ tls_key = "/k.pem"
 					MaxConnections: DefaultMaxConnections,
 					DefaultExport:  "vol0",
 				},
+				Replication: defaultReplication(),
 				Volumes: []Volume{{
 					Name: "vol0", Path: "/var/lib/blockrep/node1/vol0.img", TLS: TLSOptional,
 					BlockSizeMin: 512, BlockSizePreferred: 4096, BlockSizeMax: mib32(32), MultiConn: true,
+					Role: "primary",
 				}},
 			}
 			tt.want(want)
@@ -142,6 +270,16 @@ func mib32(n uint32) uint32 { return n << 20 }
 func TestParseBad(t *testing.T) {
 	vol := func(extra string) string {
 		return strings.Replace(minimal, `name = "vol0"`, `name = "vol0"`+"\n"+extra, 1)
+	}
+	// repl puts extra in the [replication] table (from line 13) of a
+	// configuration with one peer (peer.0, node2); peers adds peer tables
+	// after it (peer.1 from line 18).
+	repl := func(extra string) string {
+		return minimal + replicationTable + extra + "\n" + onePeer
+	}
+	peers := func(extra string) string { return repl("") + extra }
+	without := func(key string) string {
+		return minimal + regexp.MustCompile(`(?m)^`+key+` = .*\n`).ReplaceAllString(replicationTable, "") + onePeer
 	}
 	tests := []struct {
 		name string
@@ -213,6 +351,74 @@ func TestParseBad(t *testing.T) {
 			[]string{`nbd.listen: "unix:/var/lib/blockrep/node1/control.sock" is also node.control_socket`}},
 		{"unknown default export", minimal + "[nbd]\ndefault_export = \"vol9\"\n", []string{`line 10: nbd.default_export "vol9" is not a volume (volumes: vol0)`}},
 		{"several problems", vol("sise = 1\ntls = \"maybe\""), []string{`unknown key "volume.0.sise"`, "\n", `volume.0.tls: "maybe"`}},
+
+		{"bad role", vol(`role = "master"`), []string{`line 8: volume.0.role: "master" is not one of "primary", "secondary"`}},
+		{"empty role", vol(`role = ""`), []string{`volume.0.role: "" is not one of "primary", "secondary"`}},
+		{"role not a string", vol(`role = 1`), []string{`volume.0.role: want one of "primary", "secondary", got integer 1`}},
+
+		{"missing cluster with peers", without("cluster"), []string{`replication.cluster is required when [[peer]] tables are configured`}},
+		{"missing secret_file with peers", without("secret_file"), []string{`replication.secret_file is required when [[peer]] tables are configured`}},
+		{"missing listen with peers", without("listen"), []string{`replication.listen is required when [[peer]] tables are configured`}},
+		{"missing replication table with peers", minimal + onePeer, []string{
+			"replication.cluster is required", "\n", "replication.secret_file is required", "\n", "replication.listen is required"}},
+		{"empty listen with peers", strings.Replace(repl(""), `"10.0.0.1:7789"`, `""`, 1), []string{`line 12: replication.listen is required when [[peer]] tables are configured`}},
+		{"replication not a table", "replication = 1\n" + minimal, []string{`line 1: replication: want a table ([replication]), got integer 1`}},
+		{"unknown replication key", repl(`protocl = "C"`), []string{`line 13: unknown key "replication.protocl"`}},
+		{"bad cluster", strings.Replace(repl(""), `"prod"`, `"Prod_1"`, 1), []string{`line 10: replication.cluster: "Prod_1" is invalid: use 1 to 63 of a-z, 0-9 and -`}},
+		{"relative secret_file", strings.Replace(repl(""), `"/etc/blockrep/secret"`, `"secret"`, 1), []string{`line 11: replication.secret_file: "secret" is a relative path`}},
+		{"listen unix", strings.Replace(repl(""), `"10.0.0.1:7789"`, `"unix:/run/blockrep/peer.sock"`, 1), []string{`line 12: replication.listen: "unix:/run/blockrep/peer.sock" is a unix socket: the peer link is TCP only`}},
+		{"listen not host:port", strings.Replace(repl(""), `"10.0.0.1:7789"`, `"10.0.0.1"`, 1), []string{`replication.listen: address "10.0.0.1": want host:port`}},
+		{"listen bad port", strings.Replace(repl(""), `"10.0.0.1:7789"`, `"10.0.0.1:70000"`, 1), []string{`replication.listen: address "10.0.0.1:70000": port "70000" is not a number from 0 to 65535`}},
+		{"listen is an nbd address", repl("") + "[nbd]\nlisten = [\"127.0.0.1:10809\", \"10.0.0.1:7789\"]\n",
+			[]string{`line 12: replication.listen: "10.0.0.1:7789" is also nbd.listen entry 1`}},
+		{"bad protocol", repl(`protocol = "D"`), []string{`line 13: replication.protocol: "D" is not one of "A", "B", "C"`}},
+		{"lower-case protocol", repl(`protocol = "c"`), []string{`replication.protocol: "c" is not one of "A", "B", "C"`}},
+		{"protocol not a string", repl(`protocol = 3`), []string{`replication.protocol: want one of "A", "B", "C", got integer 3`}},
+		{"bad split_brain", repl(`split_brain = "discard-newest"`), []string{`line 13: replication.split_brain: unknown split-brain policy "discard-newest"`,
+			"allowed: disconnect, discard-zero-changes, discard-younger-primary, discard-older-primary, discard-least-changes"}},
+		{"empty split_brain", repl(`split_brain = ""`), []string{`replication.split_brain: unknown split-brain policy ""`}},
+		{"split_brain not a string", repl(`split_brain = false`), []string{`replication.split_brain: want a string, got boolean false`}},
+		{"timeout too short", repl(`timeout = "50ms"`), []string{`line 13: replication.timeout: "50ms" is out of range: want 100ms to 1m`}},
+		{"timeout too long", repl(`timeout = "61s"`), []string{`replication.timeout: "61s" is out of range: want 100ms to 1m`}},
+		{"timeout negative", repl(`timeout = "-2s"`), []string{`replication.timeout: "-2s" is out of range`}},
+		{"timeout integer", repl(`timeout = 2`), []string{`line 13: replication.timeout: integer 2 has no unit: write a duration string such as "2s"`}},
+		{"timeout without unit", repl(`timeout = "2"`), []string{`replication.timeout: invalid duration "2": want a number with a unit`}},
+		{"timeout words", repl(`timeout = "2 seconds"`), []string{`replication.timeout: invalid duration "2 seconds"`}},
+		{"timeout float", repl(`timeout = 2.5`), []string{`replication.timeout: want a duration ("2s" or "500ms"), got float 2.5`}},
+		{"connect_retry_max too long", repl(`connect_retry_max = "11m"`), []string{`replication.connect_retry_max: "11m" is out of range: want 100ms to 10m`}},
+		{"connect_retry_max too short", repl(`connect_retry_max = "10ms"`), []string{`replication.connect_retry_max: "10ms" is out of range: want 100ms to 10m`}},
+		{"connect_retry_max integer", repl(`connect_retry_max = 5`), []string{`replication.connect_retry_max: integer 5 has no unit`}},
+		{"continue_alone not a boolean", repl(`continue_alone = "yes"`), []string{`replication.continue_alone: want true or false, got string "yes"`}},
+		{"data_integrity not a boolean", repl(`data_integrity = 1`), []string{`replication.data_integrity: want true or false, got integer 1`}},
+		{"bitmap_block_size not pow2", repl(`bitmap_block_size = 3000`), []string{`line 13: replication.bitmap_block_size: 3000 is not a power of two from 512 to 1GiB`}},
+		{"bitmap_block_size too small", repl(`bitmap_block_size = 256`), []string{`replication.bitmap_block_size: 256 is not a power of two from 512 to 1GiB`}},
+		{"bitmap_block_size too big", repl(`bitmap_block_size = "2GiB"`), []string{`replication.bitmap_block_size: 2GiB is not a power of two from 512 to 1GiB`}},
+		{"bitmap_block_size zero", repl(`bitmap_block_size = 0`), []string{`replication.bitmap_block_size: 0 is not a power of two`}},
+		{"bitmap_block_size decimal suffix", repl(`bitmap_block_size = "4KB"`), []string{`replication.bitmap_block_size: invalid size "4KB"`}},
+		{"al_extents too few", repl(`al_extents = 6`), []string{`line 13: replication.al_extents: 6 is out of range: want 7 to 65534`}},
+		{"al_extents too many", repl(`al_extents = 65535`), []string{`replication.al_extents: 65535 is out of range: want 7 to 65534`}},
+		{"al_extents not an integer", repl(`al_extents = "1237"`), []string{`replication.al_extents: want an integer, got string "1237"`}},
+		{"al_extent_size too small", repl(`al_extent_size = "512KiB"`), []string{`line 13: replication.al_extent_size: 512KiB is not a power of two from 1MiB to 1GiB`}},
+		{"al_extent_size not pow2", repl(`al_extent_size = "3MiB"`), []string{`replication.al_extent_size: 3MiB is not a power of two from 1MiB to 1GiB`}},
+		{"al_extent_size too big", repl(`al_extent_size = "2GiB"`), []string{`replication.al_extent_size: 2GiB is not a power of two from 1MiB to 1GiB`}},
+		{"resync_rate negative", repl(`resync_rate = -1`), []string{`replication.resync_rate: size -1 is negative`}},
+		{"resync_rate bad size", repl(`resync_rate = "100MB/s"`), []string{`replication.resync_rate: invalid size "100MB/s"`}},
+		{"bad secondary_nbd", repl(`secondary_nbd = "readonly"`), []string{`line 13: replication.secondary_nbd: "readonly" is not one of "read-only", "refuse"`}},
+		{"bad value without peers", minimal + "[replication]\nprotocol = \"D\"\n", []string{`line 10: replication.protocol: "D" is not one of`}},
+
+		{"peer not an array of tables", "peer = \"node2\"\n" + minimal, []string{`line 1: peer: want an array of tables ([[peer]]), got string "node2"`}},
+		{"unknown peer key", peers("[[peer]]\nname = \"node3\"\naddress = \"10.0.0.3:7789\"\nport = 7789\n"), []string{`line 21: unknown key "peer.1.port"`}},
+		{"peer missing name", peers("[[peer]]\naddress = \"10.0.0.3:7789\"\n"), []string{`peer.1.name is required (the peer's node.name)`}},
+		{"peer bad name", peers("[[peer]]\nname = \"Node3\"\naddress = \"10.0.0.3:7789\"\n"), []string{`line 19: peer.1.name: "Node3" is invalid: use 1 to 63 of a-z, 0-9 and -`}},
+		{"peer missing address", peers("[[peer]]\nname = \"node3\"\n"), []string{`peer.1.address is required (the host:port of the peer's replication.listen)`}},
+		{"peer name is node.name", peers("[[peer]]\nname = \"node1\"\naddress = \"10.0.0.3:7789\"\n"), []string{`line 19: peer.1.name: "node1" is this node's node.name: a peer is another node`}},
+		{"duplicate peer name", peers("[[peer]]\nname = \"node2\"\naddress = \"10.0.0.3:7789\"\n"), []string{`line 19: peer.1.name: "node2" is also the name of peer.0`}},
+		{"duplicate peer address", peers("[[peer]]\nname = \"node3\"\naddress = \"10.0.0.2:7789\"\n"), []string{`line 20: peer.1.address: "10.0.0.2:7789" is also the address of peer.0 (node2)`}},
+		{"peer address is our listen", peers("[[peer]]\nname = \"node3\"\naddress = \"10.0.0.1:7789\"\n"), []string{`peer.1.address: "10.0.0.1:7789" is this node's replication.listen`}},
+		{"peer address not host:port", peers("[[peer]]\nname = \"node3\"\naddress = \"node3\"\n"), []string{`line 20: peer.1.address: address "node3": want host:port`}},
+		{"peer address without host", peers("[[peer]]\nname = \"node3\"\naddress = \":7789\"\n"), []string{`peer.1.address: address ":7789": the host is missing`}},
+		{"peer address port 0", peers("[[peer]]\nname = \"node3\"\naddress = \"node3:0\"\n"), []string{`peer.1.address: address "node3:0": port "0" is not a number from 1 to 65535`}},
+		{"peer address bad port", peers("[[peer]]\nname = \"node3\"\naddress = \"node3:drbd\"\n"), []string{`peer.1.address: address "node3:drbd": port "drbd" is not a number from 1 to 65535`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -277,5 +483,55 @@ func TestExampleFileParses(t *testing.T) {
 	}
 	if got := cfg.NBD.Listen[1]; got != (Listener{"unix", "/run/blockrep/node1-nbd.sock"}) {
 		t.Errorf("listen[1] = %+v", got)
+	}
+	// The example is a standalone node: replication stays commented out.
+	if cfg.Replicated() || cfg.Volumes[0].Role != RolePrimary || cfg.Replication != defaultReplication() {
+		t.Errorf("example is not standalone: %+v %+v %+v", cfg.Peers, cfg.Replication, cfg.Volumes)
+	}
+}
+
+// TestExampleReplicationParses uncomments the example's replication
+// settings, the lines where "#" is directly followed by a key or a table
+// header, and checks that they parse to what they document.
+func TestExampleReplicationParses(t *testing.T) {
+	data, err := os.ReadFile("../docs/blockrepd.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uncommented := regexp.MustCompile(`(?m)^#([a-z\[])`).ReplaceAll(data, []byte("$1"))
+	cfg, err := Parse(uncommented, "example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := defaultReplication()
+	want.Cluster, want.SecretFile, want.Listen = "prod", "/etc/blockrep/cluster.secret", "10.0.0.1:7789"
+	if cfg.Replication != want {
+		t.Errorf("replication = %+v\nwant %+v", cfg.Replication, want)
+	}
+	wantPeers := []Peer{{"node2", "10.0.0.2:7789"}, {"node3", "10.0.0.3:7789"}}
+	if !reflect.DeepEqual(cfg.Peers, wantPeers) {
+		t.Errorf("peers = %+v, want %+v", cfg.Peers, wantPeers)
+	}
+	if got := [2]Role{cfg.Volumes[0].Role, cfg.Volumes[1].Role}; got != [2]Role{RolePrimary, RoleSecondary} {
+		t.Errorf("roles = %v, want [primary secondary]", got)
+	}
+}
+
+func TestReplicated(t *testing.T) {
+	for _, tt := range []struct {
+		toml string
+		want bool
+	}{
+		{minimal, false},
+		{minimal + "[replication]\nprotocol = \"A\"\n", false},
+		{minimal + replicationTable + onePeer, true},
+	} {
+		cfg, err := Parse([]byte(tt.toml), "test.toml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.Replicated(); got != tt.want {
+			t.Errorf("Replicated() = %v, want %v for\n%s", got, tt.want, tt.toml)
+		}
 	}
 }

@@ -184,6 +184,59 @@ func (t *table) size(k string, dst *int64) bool {
 	}
 }
 
+// duration sets *dst to the duration value of k, a string accepted by
+// time.ParseDuration ("2s", "500ms"), if present, and checks that it lies in
+// [lo, hi]. A bare integer is refused rather than given a unit: 2 could mean
+// seconds or milliseconds, and a wrong guess changes a timeout a thousandfold.
+func (t *table) duration(k string, dst *time.Duration, lo, hi time.Duration) {
+	v, ok := t.get(k)
+	if !ok {
+		return
+	}
+	switch x := v.(type) {
+	case string:
+		d, err := time.ParseDuration(x)
+		if err != nil {
+			t.p.add(t.key(k), "%s: invalid duration %q: want a number with a unit ns, us, ms, s, m or h (e.g. \"2s\", \"500ms\")", t.key(k), x)
+			return
+		}
+		if d < lo || d > hi {
+			t.p.add(t.key(k), "%s: %q is out of range: want %s to %s", t.key(k), x, FormatDuration(lo), FormatDuration(hi))
+			return
+		}
+		*dst = d
+	case int64:
+		t.p.add(t.key(k), "%s: integer %d has no unit: write a duration string such as \"2s\" or \"500ms\"", t.key(k), x)
+	default:
+		t.wrongType(k, `a duration ("2s" or "500ms")`, v)
+	}
+}
+
+// oneOf sets *dst to the string value of k, if present, and checks that it
+// is one of allowed. An explicit empty string is an error like any other
+// value outside allowed: leaving the key out is how to ask for the default.
+func oneOf[T ~string](t *table, k string, dst *T, allowed ...T) {
+	v, ok := t.get(k)
+	if !ok {
+		return
+	}
+	quoted := make([]string, len(allowed))
+	for i, a := range allowed {
+		quoted[i] = strconv.Quote(string(a))
+	}
+	list := strings.Join(quoted, ", ")
+	s, ok := v.(string)
+	if !ok {
+		t.wrongType(k, "one of "+list, v)
+		return
+	}
+	if !slices.Contains(allowed, T(s)) {
+		t.p.add(t.key(k), "%s: %q is not one of %s", t.key(k), s, list)
+		return
+	}
+	*dst = T(s)
+}
+
 // strings sets *dst to the array of strings of k, if present.
 func (t *table) strings(k string, dst *[]string) {
 	v, ok := t.get(k)

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/blockrep/blockrep/internal/bufpool"
+
 	"golang.org/x/sync/semaphore"
 
 	"github.com/blockrep/blockrep/block"
@@ -85,7 +87,7 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	budget *semaphore.Weighted
-	pool   bufPool
+	pool   bufpool.Pool
 	// ctx is cancelled when Shutdown gives up waiting: blocked work stops.
 	ctx    context.Context
 	cancel context.CancelFunc

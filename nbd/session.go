@@ -304,12 +304,12 @@ func (s *session) acquire(n int) (*[]byte, int64, error) {
 	if n == 0 {
 		return nil, weight, nil
 	}
-	return s.srv.pool.get(n), weight, nil
+	return s.srv.pool.Get(n), weight, nil
 }
 
 func (s *session) release(buf *[]byte, weight int64) {
 	if buf != nil {
-		s.srv.pool.put(buf)
+		s.srv.pool.Put(buf)
 	}
 	s.srv.budget.Release(weight)
 }

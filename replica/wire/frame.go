@@ -96,6 +96,18 @@ const (
 	TypePong
 	// TypeError reports a fatal error to the peer before the link is dropped.
 	TypeError
+	// TypeState carries a node's replica state for one volume: the first
+	// frame each side sends after the handshake (what the connect decision
+	// compares) and later updates (role change, new generation, leaving).
+	TypeState
+	// TypeTrim replicates a trim: Offset, and the length in the payload.
+	TypeTrim
+	// TypeZeroes replicates a write of zeroes (or a resync of a range that
+	// reads as zeroes): Offset, and length and flags in the payload.
+	TypeZeroes
+	// TypeResyncDone ends a resync: the source's generation record, which
+	// the target adopts once everything before it is on its disk.
+	TypeResyncDone
 
 	typeEnd // one past the last valid type
 )
@@ -107,6 +119,7 @@ var typeNames = [...]string{
 	TypeBitmapChunk: "BitmapChunk", TypeResyncRequest: "ResyncRequest",
 	TypeResyncData: "ResyncData", TypeVerifyRequest: "VerifyRequest",
 	TypeVerifyDigest: "VerifyDigest", TypePing: "Ping", TypePong: "Pong", TypeError: "Error",
+	TypeState: "State", TypeTrim: "Trim", TypeZeroes: "Zeroes", TypeResyncDone: "ResyncDone",
 }
 
 // Valid reports whether t is a frame type this version defines.

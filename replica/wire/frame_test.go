@@ -29,8 +29,8 @@ func allTypes() []FrameType {
 }
 
 func TestFrameTypeNames(t *testing.T) {
-	if n := len(allTypes()); n != 17 {
-		t.Fatalf("%d frame types, want 17", n)
+	if n := len(allTypes()); n != 21 {
+		t.Fatalf("%d frame types, want 21", n)
 	}
 	seen := map[string]bool{}
 	for _, ft := range allTypes() {

@@ -175,6 +175,13 @@ type Writer struct {
 	hdr     [HeaderSize]byte
 	vec     [2][]byte
 	bufs    net.Buffers // kept in the struct so WriteTo does not allocate
+
+	// Frames queued by Queue: their headers, encoded back to back in
+	// arena, and the iovecs (header, payload, header, ...) for one writev.
+	arena  []byte
+	queued net.Buffers
+	spare  net.Buffers // queued's backing array, reused after Flush
+	npend  int
 }
 
 // NewWriter returns a Writer on w that encodes frames in MaxVersion until
@@ -186,11 +193,8 @@ func NewWriter(w io.Writer) *Writer {
 // SetVersion sets the version stamped on every frame (the negotiated one).
 func (w *Writer) SetVersion(v uint8) { w.version = v }
 
-// WriteFrame writes one frame. It fills in h.Version, h.Length and, if
-// h.Flags has FlagChecksum, h.PayloadCRC (the caller's copy is unchanged),
-// and refuses a header the receiver would refuse, so a local bug surfaces
-// here rather than as a dropped link.
-func (w *Writer) WriteFrame(h Header, payload []byte) error {
+// prepare fills in the fields WriteFrame documents and checks the header.
+func (w *Writer) prepare(h *Header, payload []byte) error {
 	if len(payload) > MaxPayload {
 		return fmt.Errorf("%w: %d bytes (max %d)", ErrPayloadTooLarge, len(payload), MaxPayload)
 	}
@@ -200,7 +204,65 @@ func (w *Writer) WriteFrame(h Header, payload []byte) error {
 	if h.Flags&FlagChecksum != 0 {
 		h.PayloadCRC = PayloadChecksum(payload)
 	}
-	if err := h.Validate(); err != nil {
+	return h.Validate()
+}
+
+// Queue adds a frame to the batch that the next Flush writes, so that many
+// small frames (acknowledgements, 4 KiB writes) cost one system call. The
+// payload is not copied: it must stay unchanged until Flush returns. Queue
+// checks the header like WriteFrame; a refused frame is not queued.
+func (w *Writer) Queue(h Header, payload []byte) error {
+	if err := w.prepare(&h, payload); err != nil {
+		return err
+	}
+	if w.queued == nil {
+		w.queued = w.spare[:0]
+	}
+	// The arena may move while it grows, so headers are referenced by
+	// index and the iovecs are built by Flush.
+	start := len(w.arena)
+	w.arena = append(w.arena, make([]byte, HeaderSize)...)
+	h.MarshalTo(w.arena[start:])
+	w.queued = append(w.queued, nil)
+	if len(payload) > 0 {
+		w.queued = append(w.queued, payload)
+	}
+	w.npend++
+	return nil
+}
+
+// Queued reports how many frames wait for Flush.
+func (w *Writer) Queued() int { return w.npend }
+
+// Flush writes every queued frame in one writev (Go splits very long
+// vectors) and forgets them, releasing their payloads.
+func (w *Writer) Flush() error {
+	if w.npend == 0 {
+		return nil
+	}
+	hi := 0
+	for i, b := range w.queued {
+		if b == nil {
+			w.queued[i] = w.arena[hi : hi+HeaderSize]
+			hi += HeaderSize
+		}
+	}
+	w.spare = w.queued[:0]
+	bufs := w.queued
+	_, err := bufs.WriteTo(w.w)
+	clear(w.spare[:cap(w.spare)])
+	w.queued = nil
+	w.arena = w.arena[:0]
+	w.npend = 0
+	return err
+}
+
+// WriteFrame writes one frame. It fills in h.Version, h.Length and, if
+// h.Flags has FlagChecksum, h.PayloadCRC (the caller's copy is unchanged),
+// and refuses a header the receiver would refuse, so a local bug surfaces
+// here rather than as a dropped link.
+func (w *Writer) WriteFrame(h Header, payload []byte) error {
+	if err := w.prepare(&h, payload); err != nil {
 		return err
 	}
 	h.MarshalTo(w.hdr[:])

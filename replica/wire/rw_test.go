@@ -310,3 +310,68 @@ func TestReaderGrowsWithData(t *testing.T) {
 		t.Errorf("a truncated MaxPayload frame allocated %d bytes", alloc)
 	}
 }
+
+// TestQueueFlush checks that queued frames reach the stream in order, in one
+// write, with their headers intact while the header arena grows.
+func TestQueueFlush(t *testing.T) {
+	var out bytes.Buffer
+	w := NewWriter(&out)
+	var want []Header
+	for i := range 100 {
+		var payload []byte
+		if i%3 != 0 {
+			payload = bytes.Repeat([]byte{byte(i)}, i*7)
+		}
+		h := Header{Type: TypeWrite, Seq: uint64(i), Offset: uint64(i) * 4096, Flags: FlagChecksum}
+		if err := w.Queue(h, payload); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, h)
+	}
+	if err := w.Queue(Header{Type: FrameType(0)}, nil); err == nil {
+		t.Fatal("Queue accepted an invalid frame type")
+	}
+	if w.Queued() != 100 {
+		t.Fatalf("Queued = %d, want 100", w.Queued())
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if w.Queued() != 0 {
+		t.Errorf("Queued = %d after Flush", w.Queued())
+	}
+	r := NewReader(&out, nil)
+	for i, wh := range want {
+		h, p, err := r.ReadFrame()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if h.Seq != wh.Seq || h.Offset != wh.Offset || len(p) != func() int {
+			if i%3 != 0 {
+				return i * 7
+			}
+			return 0
+		}() {
+			t.Fatalf("frame %d: got seq %d off %d len %d", i, h.Seq, h.Offset, len(p))
+		}
+		for _, b := range p {
+			if b != byte(i) {
+				t.Fatalf("frame %d: payload byte %d", i, b)
+			}
+		}
+	}
+	if _, _, err := r.ReadFrame(); err != io.EOF {
+		t.Fatalf("after the last frame: %v, want EOF", err)
+	}
+	// A second batch reuses the buffers.
+	if err := w.Queue(Header{Type: TypePing, Seq: 7}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// EOF is sticky on a Reader, so read the second batch with a new one.
+	if h, _, err := NewReader(&out, nil).ReadFrame(); err != nil || h.Seq != 7 {
+		t.Fatalf("second batch: %v %v", h, err)
+	}
+}

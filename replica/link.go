@@ -1,0 +1,318 @@
+package replica
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/blockrep/blockrep/replica/wire"
+)
+
+// link is one authenticated connection to a peer for one volume. Frames go
+// out through one sender goroutine that batches whatever is queued into one
+// writev; one receiver goroutine reads frames in order and dispatches them.
+// A link lives until the first error; then the volume marks in the peer's
+// bitmap everything the peer did not acknowledge.
+type link struct {
+	v    *Volume
+	p    *peer
+	conn net.Conn
+	r    *wire.Reader
+	w    *wire.Writer
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	done   chan struct{} // closed when the link is torn down
+
+	// smu guards the send queue and the table of frames awaiting an
+	// answer. Lock order: v.mu before smu.
+	smu     sync.Mutex
+	scond   *sync.Cond
+	queue   []outFrame
+	spare   []outFrame
+	closed  bool
+	seq     uint64
+	pending map[uint64]pendingFrame
+
+	// amu guards what the receiver applies on this node: the sequence
+	// numbers of operations still running, so that a flush waits for
+	// exactly the writes that arrived before it.
+	amu      sync.Mutex
+	acond    *sync.Cond
+	applying map[uint64]struct{}
+
+	// Resync and verify state, for a link on which this node is the
+	// source. wmu guards the window and the answers to digest requests.
+	wmu            sync.Mutex
+	wcond          *sync.Cond
+	resyncInflight int64          // bytes sent and not yet answered
+	digestsOut     int            // digest requests not yet fully handled
+	results        []verifyResult // answers waiting for the consumer
+	rateStart      time.Time
+	rateSent       int64
+	bitmapIn       chan struct{} // closed when the peer's bitmap arrived
+	bitmapDone     bool
+	peerBitmap     *Bitmap
+	resyncDoneAck  chan struct{}
+	jobs           sync.WaitGroup // resync and verify goroutines
+}
+
+// outFrame is a frame waiting in the send queue.
+type outFrame struct {
+	h       wire.Header
+	payload []byte
+	// completeOnSend: protocol A; the op waits only for the send.
+	completeOnSend bool
+}
+
+// pendingKind says what an answer to a frame completes.
+type pendingKind uint8
+
+const (
+	pendApp    pendingKind = iota // an application op (write, trim, zeroes, flush)
+	pendResync                    // a resync chunk
+	pendVerify                    // a verify or checksum request
+	pendFlush                     // a flush the resync waits for
+)
+
+// pendingFrame is a frame that awaits its answer.
+type pendingFrame struct {
+	kind   pendingKind
+	off, n int64
+	op     *op // nil once the op completed (protocols A and B)
+	idx    int
+	buf    *[]byte     // resync payload buffer, released at the answer
+	ch     chan []byte // verify and flush answers
+}
+
+// verifyResult is the answer to one verify or checksum request.
+type verifyResult struct {
+	off, n   int64
+	mismatch []byte // one bit per bitmap block, set where the peer differs
+}
+
+func newLink(v *Volume, p *peer, conn net.Conn, version uint8) *link {
+	l := &link{
+		v:        v,
+		p:        p,
+		conn:     conn,
+		r:        wire.NewReader(bufio.NewReaderSize(conn, 256<<10), nil),
+		w:        wire.NewWriter(conn),
+		done:     make(chan struct{}),
+		pending:  make(map[uint64]pendingFrame),
+		applying: make(map[uint64]struct{}),
+
+		resyncDoneAck: make(chan struct{}, 1),
+	}
+	l.r.SetVersion(version)
+	l.w.SetVersion(version)
+	l.scond = sync.NewCond(&l.smu)
+	l.acond = sync.NewCond(&l.amu)
+	l.wcond = sync.NewCond(&l.wmu)
+	l.ctx, l.cancel = context.WithCancelCause(v.ctx)
+	return l
+}
+
+// fail ends the link with err (the first error wins).
+func (l *link) fail(err error) {
+	l.cancel(err)
+	l.smu.Lock()
+	l.closed = true
+	l.scond.Broadcast()
+	l.smu.Unlock()
+	l.wmu.Lock()
+	l.wcond.Broadcast()
+	l.wmu.Unlock()
+	_ = l.conn.Close()
+}
+
+// header returns a header for a frame of this volume at the current epoch.
+// Caller may hold v.mu; the epoch is read under it by the caller's choice,
+// so header takes it as an argument.
+func (l *link) header(t wire.FrameType, epoch uint64, off int64, flags wire.Flags) wire.Header {
+	return wire.Header{Type: t, Volume: l.v.cfg.ID, Epoch: epoch, Offset: uint64(off), Flags: flags}
+}
+
+// queueOp queues an application op's frame and registers the wait for its
+// answer. It reports false if the link is closed. Caller holds v.mu.
+func (l *link) queueOp(t wire.FrameType, payload []byte, flags wire.Flags, off, n int64, o *op, idx int) bool {
+	if l.v.cfg.DataIntegrity && len(payload) > 0 && t == wire.TypeWrite {
+		flags |= wire.FlagChecksum
+	}
+	h := l.header(t, l.v.epoch, off, flags)
+	onSend := l.v.cfg.Protocol == 'A' && t != wire.TypeFlush
+	return l.enqueue(h, payload, pendingFrame{kind: pendApp, off: off, n: n, op: o, idx: idx}, true, onSend) != 0
+}
+
+// enqueue assigns the next sequence number, queues the frame and, if
+// track, registers pf for the answer. It returns the sequence number, or 0
+// if the link is closed.
+func (l *link) enqueue(h wire.Header, payload []byte, pf pendingFrame, track, completeOnSend bool) uint64 {
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	if l.closed {
+		return 0
+	}
+	l.seq++
+	h.Seq = l.seq
+	if track {
+		l.pending[h.Seq] = pf
+	}
+	l.queue = append(l.queue, outFrame{h: h, payload: payload, completeOnSend: completeOnSend})
+	if len(l.queue) == 1 {
+		l.scond.Signal()
+	}
+	return h.Seq
+}
+
+// send queues a frame that needs no answer (acks, pings, state).
+func (l *link) send(h wire.Header, payload []byte) {
+	l.enqueue(h, payload, pendingFrame{}, false, false)
+}
+
+// sender writes queued frames until the link fails.
+func (l *link) sender() {
+	for {
+		l.smu.Lock()
+		for len(l.queue) == 0 && !l.closed {
+			l.scond.Wait()
+		}
+		if l.closed {
+			l.smu.Unlock()
+			return
+		}
+		batch := l.queue
+		l.queue = l.spare[:0]
+		l.smu.Unlock()
+
+		var sentBytes int64
+		for i := range batch {
+			f := &batch[i]
+			if err := l.w.Queue(f.h, f.payload); err != nil {
+				l.fail(fmt.Errorf("send %v: %w", f.h.Type, err))
+				return
+			}
+			sentBytes += int64(len(f.payload))
+		}
+		if err := l.w.Flush(); err != nil {
+			l.fail(fmt.Errorf("send: %w", err))
+			return
+		}
+		l.p.bytesSent.Add(sentBytes)
+		// Protocol A: the op is complete once its frame is on the wire;
+		// the pending entry stays until the durable ack, so that a link
+		// lost before it still marks the range out of sync.
+		var sentOps []pendingFrame
+		l.smu.Lock()
+		for i := range batch {
+			if !batch[i].completeOnSend {
+				continue
+			}
+			if pf, ok := l.pending[batch[i].h.Seq]; ok && pf.op != nil {
+				sentOps = append(sentOps, pf)
+				pf.op = nil
+				l.pending[batch[i].h.Seq] = pf
+			}
+		}
+		clear(batch)
+		l.spare = batch[:0]
+		l.smu.Unlock()
+		for _, pf := range sentOps {
+			pf.op.complete(pf.idx, true)
+		}
+	}
+}
+
+// answered removes and returns the pending entry of seq.
+func (l *link) answered(seq uint64) (pendingFrame, bool) {
+	l.smu.Lock()
+	pf, ok := l.pending[seq]
+	if ok {
+		delete(l.pending, seq)
+	}
+	l.smu.Unlock()
+	return pf, ok
+}
+
+// received handles protocol B's early ack: the op completes, the entry
+// stays for the durable ack.
+func (l *link) received(seq uint64) {
+	l.smu.Lock()
+	pf, ok := l.pending[seq]
+	if ok && pf.op != nil {
+		l.pending[seq] = pendingFrame{kind: pf.kind, off: pf.off, n: pf.n}
+	}
+	l.smu.Unlock()
+	if ok && pf.op != nil {
+		pf.op.complete(pf.idx, true)
+	}
+}
+
+// pinger keeps the link alive and detects a silent peer: every quarter of
+// the timeout it sends a ping; the receiver's read deadline does the rest.
+func (l *link) pinger() {
+	t := time.NewTicker(l.v.cfg.Timeout / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-t.C:
+			l.send(l.header(wire.TypePing, l.epoch(), 0, 0), nil)
+		}
+	}
+}
+
+// epoch reads the volume's epoch.
+func (l *link) epoch() uint64 {
+	l.v.mu.Lock()
+	defer l.v.mu.Unlock()
+	return l.v.epoch
+}
+
+// readFrame reads the next frame header with the liveness deadline.
+func (l *link) next() (wire.Header, error) {
+	_ = l.conn.SetReadDeadline(time.Now().Add(l.v.cfg.Timeout))
+	h, err := l.r.Next()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return h, errors.New("peer closed the connection")
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return h, fmt.Errorf("peer silent for %v (timeout)", l.v.cfg.Timeout)
+		}
+		return h, err
+	}
+	if h.Volume != l.v.cfg.ID {
+		return h, fmt.Errorf("%w: frame for another volume", errBadPayload)
+	}
+	return h, nil
+}
+
+// smallPayload reads a frame's payload that is small by protocol.
+func (l *link) smallPayload(h wire.Header) ([]byte, error) {
+	if h.Length > 1<<20+4096 {
+		return nil, fmt.Errorf("%w: %v frame with a %d-byte payload", errBadPayload, h.Type, h.Length)
+	}
+	return l.r.Payload(nil)
+}
+
+// sendError tells the peer why the link ends, best effort.
+func sendError(w *wire.Writer, conn net.Conn, volID [16]byte, msg string) {
+	_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = w.WriteFrame(wire.Header{Type: wire.TypeError, Volume: volID}, []byte(msg))
+}
+
+// errRemote is an Error frame from the peer.
+type errRemote struct{ msg string }
+
+func (e *errRemote) Error() string { return fmt.Sprintf("peer refused: %q", e.msg) }
+
+// startJob runs a resync or verify goroutine owned by the link.
+func (l *link) startJob(f func()) { l.jobs.Go(f) }

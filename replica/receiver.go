@@ -1,0 +1,444 @@
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/blockrep/blockrep/block"
+	"github.com/blockrep/blockrep/replica/wire"
+)
+
+// resyncDone frames: Offset says which way it goes.
+const (
+	resyncDoneFromSource = 0 // the source finished sending
+	resyncDoneAck        = 1 // the target adopted the source's generation
+)
+
+// receiver reads and handles frames until the link fails.
+func (l *link) receiver() error {
+	for {
+		h, err := l.next()
+		if err != nil {
+			return err
+		}
+		if err := l.handle(h); err != nil {
+			return err
+		}
+	}
+}
+
+// handle dispatches one frame; its payload is still unread.
+func (l *link) handle(h wire.Header) error {
+	switch h.Type {
+	case wire.TypePing:
+		if _, err := l.smallPayload(h); err != nil {
+			return err
+		}
+		l.send(l.header(wire.TypePong, l.epoch(), 0, 0), nil)
+	case wire.TypePong:
+		_, err := l.smallPayload(h)
+		return err
+	case wire.TypeError:
+		b, err := l.smallPayload(h)
+		if err != nil {
+			return err
+		}
+		return &errRemote{msg: string(b)}
+	case wire.TypeWriteAckDurable, wire.TypeFlushAck:
+		if _, err := l.smallPayload(h); err != nil {
+			return err
+		}
+		if pf, ok := l.answered(h.Seq); ok {
+			l.answer(pf, nil)
+		}
+	case wire.TypeWriteAckReceived:
+		if _, err := l.smallPayload(h); err != nil {
+			return err
+		}
+		l.received(h.Seq)
+	case wire.TypeVerifyDigest:
+		b, err := l.smallPayload(h)
+		if err != nil {
+			return err
+		}
+		if pf, ok := l.answered(h.Seq); ok {
+			l.answer(pf, append([]byte(nil), b...))
+		}
+	case wire.TypeState:
+		b, err := l.smallPayload(h)
+		if err != nil {
+			return err
+		}
+		var m stateMsg
+		if err := m.unmarshal(b); err != nil {
+			return err
+		}
+		return l.stateUpdate(&m)
+	case wire.TypeBitmapChunk:
+		b, err := l.smallPayload(h)
+		if err != nil {
+			return err
+		}
+		return l.bitmapChunk(b)
+	case wire.TypeResyncDone:
+		b, err := l.smallPayload(h)
+		if err != nil {
+			return err
+		}
+		if h.Offset == resyncDoneAck {
+			select {
+			case l.resyncDoneAck <- struct{}{}:
+			default:
+			}
+			return nil
+		}
+		return l.applyResyncDone(h, b)
+	case wire.TypeWrite, wire.TypeTrim, wire.TypeZeroes, wire.TypeResyncData:
+		return l.applyData(h)
+	case wire.TypeFlush:
+		if _, err := l.smallPayload(h); err != nil {
+			return err
+		}
+		return l.applyFlush(h)
+	case wire.TypeVerifyRequest:
+		return l.applyVerify(h)
+	default:
+		return fmt.Errorf("%w: unexpected %v frame on a replication link", errBadPayload, h.Type)
+	}
+	return nil
+}
+
+// answer completes a pending frame with its answer.
+func (l *link) answer(pf pendingFrame, payload []byte) {
+	switch pf.kind {
+	case pendApp:
+		if pf.op != nil {
+			pf.op.complete(pf.idx, true)
+		}
+	case pendResync:
+		l.resyncAcked(pf)
+	case pendVerify:
+		l.wmu.Lock()
+		l.results = append(l.results, verifyResult{off: pf.off, n: pf.n, mismatch: payload})
+		l.wcond.Broadcast()
+		l.wmu.Unlock()
+	case pendFlush:
+		pf.ch <- payload
+	}
+}
+
+// checkSender refuses data frames from a peer that may not send them: a
+// stale epoch (fencing), application writes from a peer that is not this
+// secondary's primary, resync data outside a resync into this node.
+func (l *link) checkSender(h wire.Header, resync bool) error {
+	v, p := l.v, l.p
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err := wire.CheckEpoch(h.Epoch, v.epoch); err != nil {
+		v.log.Error("frame from a stale epoch refused: dropping the link", "peer", p.name, "type", h.Type, "err", err)
+		return fmt.Errorf("%w (volume %s)", err, v.cfg.Name)
+	}
+	if resync {
+		if p.conn != SyncTarget {
+			return fmt.Errorf("%w: resync data while not a sync target (%s)", errBadPayload, p.conn)
+		}
+		return nil
+	}
+	if v.role == Primary || p.peerRole != Primary {
+		return fmt.Errorf("%w: %v from a peer that is not this node's primary", errBadPayload, h.Type)
+	}
+	return nil
+}
+
+// applyData applies a write, trim, zeroes or resync data frame in arrival
+// order for overlapping ranges and concurrently otherwise, then acks it.
+func (l *link) applyData(h wire.Header) error {
+	v, p := l.v, l.p
+	off := int64(h.Offset)
+	var n int64
+	var buf *[]byte
+	var data []byte
+	var zflags byte
+	resync := h.Type == wire.TypeResyncData
+	switch h.Type {
+	case wire.TypeWrite, wire.TypeResyncData:
+		if h.Length > 32<<20 {
+			return fmt.Errorf("%w: %v of %d bytes", errBadPayload, h.Type, h.Length)
+		}
+		buf = v.pool.Get(int(h.Length))
+		b, err := l.r.Payload((*buf)[:0])
+		if err != nil {
+			v.pool.Put(buf)
+			return err
+		}
+		data = b
+		n = int64(len(b))
+	case wire.TypeTrim:
+		b, err := l.smallPayload(h)
+		if err != nil {
+			return err
+		}
+		if n, err = unmarshalLength(b); err != nil {
+			return err
+		}
+	case wire.TypeZeroes:
+		b, err := l.smallPayload(h)
+		if err != nil {
+			return err
+		}
+		var err2 error
+		if n, zflags, err2 = unmarshalZeroes(b); err2 != nil {
+			return err2
+		}
+		resync = zflags&zeroResync != 0
+	}
+	release := func() {
+		if buf != nil {
+			v.pool.Put(buf)
+		}
+	}
+	if err := l.checkSender(h, resync); err != nil {
+		release()
+		return err
+	}
+	if off < 0 || n < 0 || off+n > v.size {
+		release()
+		return fmt.Errorf("%w: %v [%d, %d) beyond the %d-byte volume", errBadPayload, h.Type, off, off+n, v.size)
+	}
+	if resync {
+		p.resyncRecv.Add(n)
+	} else {
+		p.bytesRecv.Add(int64(len(data)))
+		if v.cfg.Protocol == 'B' {
+			l.ack(wire.TypeWriteAckReceived, h)
+		}
+	}
+	id := l.acquire(off, n, h.Seq)
+	go func() {
+		var err error
+		switch h.Type {
+		case wire.TypeWrite:
+			err = v.store.WriteAt(data, off, h.Flags&wire.FlagFUA != 0)
+		case wire.TypeResyncData:
+			err = v.store.WriteAt(data, off, false)
+		case wire.TypeTrim:
+			err = v.store.Trim(off, n)
+		case wire.TypeZeroes:
+			err = v.store.WriteZeroes(off, n, block.ZeroFlags{MayTrim: zflags&zeroMayTrim != 0})
+		}
+		release()
+		l.releaseApplied(id, h.Seq)
+		if err != nil {
+			v.log.Error("applying a replicated write failed: dropping the link", "peer", p.name, "type", h.Type, "off", off, "len", n, "err", err)
+			l.fail(fmt.Errorf("local %v failed: %w", h.Type, err))
+			return
+		}
+		l.ack(wire.TypeWriteAckDurable, h)
+	}()
+	return nil
+}
+
+// ack answers frame h.
+func (l *link) ack(t wire.FrameType, h wire.Header) {
+	a := l.header(t, h.Epoch, int64(h.Offset), 0)
+	a.Seq = h.Seq
+	l.sendExact(a, nil)
+}
+
+// sendExact queues a frame with its Seq already set (an answer carries
+// the Seq of the frame it answers).
+func (l *link) sendExact(h wire.Header, payload []byte) {
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	if l.closed {
+		return
+	}
+	l.queue = append(l.queue, outFrame{h: h, payload: payload})
+	if len(l.queue) == 1 {
+		l.scond.Signal()
+	}
+}
+
+// acquire waits until [off, off+n) is free, marks it busy and records seq
+// as applying. It returns the range id.
+func (l *link) acquire(off, n int64, seq uint64) uint64 {
+	v := l.v
+	v.mu.Lock()
+	for v.ranges.overlaps(off, n) {
+		v.cond.Wait()
+	}
+	v.nextID++
+	id := v.nextID
+	v.ranges.add(off, n, id)
+	v.mu.Unlock()
+	l.amu.Lock()
+	l.applying[seq] = struct{}{}
+	l.amu.Unlock()
+	return id
+}
+
+// releaseApplied undoes acquire.
+func (l *link) releaseApplied(id, seq uint64) {
+	v := l.v
+	v.mu.Lock()
+	v.ranges.remove(id)
+	v.cond.Broadcast()
+	v.mu.Unlock()
+	l.amu.Lock()
+	delete(l.applying, seq)
+	l.acond.Broadcast()
+	l.amu.Unlock()
+}
+
+// waitApplied waits until every operation that arrived before seq is done.
+func (l *link) waitApplied(seq uint64) {
+	l.amu.Lock()
+	defer l.amu.Unlock()
+	for {
+		busy := false
+		for s := range l.applying {
+			if s < seq {
+				busy = true
+				break
+			}
+		}
+		if !busy {
+			return
+		}
+		l.acond.Wait()
+	}
+}
+
+// applyFlush flushes once every write received before the flush is done.
+func (l *link) applyFlush(h wire.Header) error {
+	l.amu.Lock()
+	l.applying[h.Seq] = struct{}{}
+	l.amu.Unlock()
+	go func() {
+		l.waitApplied(h.Seq)
+		err := l.v.store.Flush()
+		l.amu.Lock()
+		delete(l.applying, h.Seq)
+		l.acond.Broadcast()
+		l.amu.Unlock()
+		if err != nil {
+			l.fail(fmt.Errorf("local flush failed: %w", err))
+			return
+		}
+		l.ack(wire.TypeFlushAck, h)
+	}()
+	return nil
+}
+
+// applyResyncDone finishes this node's side of a resync: once everything
+// sent before is on disk, adopt the source's generation.
+func (l *link) applyResyncDone(h wire.Header, b []byte) error {
+	v, p := l.v, l.p
+	src, err := unmarshalGens(b)
+	if err != nil {
+		return err
+	}
+	v.mu.Lock()
+	if p.conn != SyncTarget {
+		v.mu.Unlock()
+		return fmt.Errorf("%w: ResyncDone while %s", errBadPayload, p.conn)
+	}
+	v.mu.Unlock()
+	l.amu.Lock()
+	l.applying[h.Seq] = struct{}{}
+	l.amu.Unlock()
+	go func() {
+		l.waitApplied(h.Seq)
+		err := v.store.Flush()
+		v.mu.Lock()
+		if err == nil {
+			v.gens = v.gens.ResyncDone(src)
+			v.disk = p.peerDisk
+			if v.disk < Outdated {
+				v.disk = UpToDate
+			}
+			p.bitmapGen = 0
+			p.bitmap.ClearRange(0, v.size)
+			p.knownDisk = p.peerDisk
+			v.crashed = false
+			if p.resync != nil {
+				p.resync.Finished = time.Now()
+			}
+			p.setConn(Connected)
+			err = v.persistAll()
+			if err == nil {
+				err = v.saveBitmapsLocked()
+			}
+			v.log.Info("resync finished: in sync with the source", "peer", p.name, "gen", v.gens.Current, "disk", v.disk)
+		}
+		v.mu.Unlock()
+		l.amu.Lock()
+		delete(l.applying, h.Seq)
+		l.acond.Broadcast()
+		l.amu.Unlock()
+		if err != nil {
+			l.fail(fmt.Errorf("finishing the resync: %w", err))
+			return
+		}
+		a := l.header(wire.TypeResyncDone, h.Epoch, resyncDoneAck, 0)
+		a.Seq = h.Seq
+		l.sendExact(a, nil)
+	}()
+	return nil
+}
+
+// stateUpdate takes a State the peer sent after the connect exchange.
+func (l *link) stateUpdate(m *stateMsg) error {
+	v, p := l.v, l.p
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if m.Role == Primary && v.role == Primary {
+		return fmt.Errorf("%w: the peer became primary while this node is primary", errStandAlone)
+	}
+	if m.Role == Primary && m.Epoch < v.epoch {
+		return &wire.StaleEpochError{Frame: m.Epoch, Known: v.epoch}
+	}
+	if m.Role == Primary && m.Epoch > v.epoch {
+		v.epoch = m.Epoch
+	}
+	p.heard = true
+	p.peerRole, p.peerDisk = m.Role, m.Disk
+	if m.Leaving {
+		p.knownDisk = m.Disk
+		p.lastErr = "peer left cleanly (disk " + m.Disk.String() + ")"
+		v.log.Info("peer leaving", "peer", p.name, "disk", m.Disk)
+		return v.persistAll()
+	}
+	if m.Role == Primary && v.role == Secondary && p.conn == Connected && m.Gen.Current != v.gens.Current {
+		// The primary started a new generation; this node has every
+		// write of it so far.
+		v.gens.Current, v.gens.History = m.Gen.Current, m.Gen.History
+	}
+	if m.StartResync != NoResync && p.conn == Connected {
+		p.setConn(SyncTarget)
+		v.disk = Inconsistent
+	}
+	if v.role == Secondary && p.conn == Connected && m.Role == Primary && (v.disk == Outdated || v.disk == UpToDate) {
+		v.disk = UpToDate
+	}
+	return v.persistAll()
+}
+
+// sendState queues this node's State for the peer. Caller holds v.mu.
+func (l *link) sendState(leaving bool) {
+	m := l.v.stateFor(l.p, leaving)
+	l.send(l.header(wire.TypeState, l.v.epoch, 0, 0), m.marshal())
+}
+
+// broadcastStateLocked tells every connected peer about a change.
+func (v *Volume) broadcastStateLocked() {
+	for _, p := range v.peers {
+		if p.link != nil {
+			p.link.sendState(false)
+		}
+	}
+}
+
+// errLinkClosed is returned by operations queued on a closed link.
+var errLinkClosed = errors.New("link closed")

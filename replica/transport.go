@@ -1,0 +1,236 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/blockrep/blockrep/replica/wire"
+)
+
+// TransportConfig is the peer-link side of a node.
+type TransportConfig struct {
+	// Cluster, Local and Secret authenticate links (wire.Handshake).
+	Cluster string
+	Local   string
+	Secret  []byte
+	// Listen is the address peers connect to.
+	Listen string
+	// Peers are the other data nodes.
+	Peers []PeerConfig
+	// RetryMin and RetryMax bound the wait between connection attempts,
+	// which doubles after each failure.
+	RetryMin, RetryMax time.Duration
+	Logger           *slog.Logger
+}
+
+// Transport accepts and dials the peer links of a node's volumes. Of each
+// pair of nodes, the one whose name sorts first dials and the other
+// accepts, so two nodes never race two connections for one volume. One TCP
+// connection carries one volume.
+type Transport struct {
+	cfg     TransportConfig
+	log     *slog.Logger
+	ln      net.Listener
+	volumes map[[16]byte]*Volume
+	list    []*Volume
+}
+
+// NewTransport validates the configuration and listens.
+func NewTransport(cfg TransportConfig, volumes []*Volume) (*Transport, error) {
+	hc := wire.HandshakeConfig{Cluster: cfg.Cluster, NodeID: cfg.Local, Secret: cfg.Secret}
+	if err := hc.Validate(); err != nil {
+		return nil, fmt.Errorf("replication: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = 100 * time.Millisecond
+	}
+	if cfg.RetryMax < cfg.RetryMin {
+		cfg.RetryMax = cfg.RetryMin
+	}
+	t := &Transport{cfg: cfg, log: cfg.Logger.With("component", "replication"), volumes: map[[16]byte]*Volume{}, list: volumes}
+	for _, v := range volumes {
+		t.volumes[v.ID()] = v
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("replication listen %s: %w", cfg.Listen, err)
+	}
+	t.ln = ln
+	return t, nil
+}
+
+// Addr is the address the transport listens on.
+func (t *Transport) Addr() net.Addr { return t.ln.Addr() }
+
+// Close stops listening; Run does it too.
+func (t *Transport) Close() error { return t.ln.Close() }
+
+// Run accepts and dials until ctx ends, then waits for the connections it
+// handles; the volumes' Close ends their links.
+func (t *Transport) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	t.log.Info("replication listening", "addr", t.ln.Addr().String())
+	for _, v := range t.list {
+		for _, pc := range t.cfg.Peers {
+			if t.cfg.Local < pc.Name {
+				wg.Go(func() { t.dialLoop(ctx, v, pc) })
+			}
+		}
+	}
+	wg.Go(func() {
+		<-ctx.Done()
+		_ = t.ln.Close()
+	})
+	var err error
+	for {
+		conn, aerr := t.ln.Accept()
+		if aerr != nil {
+			if ctx.Err() == nil {
+				err = fmt.Errorf("replication accept: %w", aerr)
+			}
+			break
+		}
+		wg.Go(func() { t.accept(ctx, conn) })
+	}
+	wg.Wait()
+	return err
+}
+
+// peerNamed returns the configured peer called name.
+func (t *Transport) peerNamed(name string) (PeerConfig, bool) {
+	for _, p := range t.cfg.Peers {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return PeerConfig{}, false
+}
+
+// accept authenticates an incoming connection, reads which volume it is
+// for, and runs the link.
+func (t *Transport) accept(ctx context.Context, conn net.Conn) {
+	remote := conn.RemoteAddr().String()
+	hctx, cancel := context.WithTimeout(ctx, wire.DefaultHandshakeTimeout)
+	peer, err := wire.Handshake(hctx, conn, wire.HandshakeConfig{Cluster: t.cfg.Cluster, NodeID: t.cfg.Local, Secret: t.cfg.Secret})
+	cancel()
+	if err != nil {
+		t.log.Warn("peer link refused: handshake failed", "remote", remote, "err", err)
+		_ = conn.Close()
+		return
+	}
+	if _, ok := t.peerNamed(peer.NodeID); !ok {
+		t.log.Warn("peer link refused: not a configured peer", "remote", remote, "node", peer.NodeID)
+		sendError(wire.NewWriter(conn), conn, [16]byte{}, "node "+peer.NodeID+" is not a peer of "+t.cfg.Local)
+		_ = conn.Close()
+		return
+	}
+	if t.cfg.Local < peer.NodeID {
+		// This node dials that peer; a connection the other way means
+		// the two disagree about names: refuse rather than double up.
+		t.log.Warn("peer link refused: this node dials that peer", "remote", remote, "node", peer.NodeID)
+		_ = conn.Close()
+		return
+	}
+	// Read the dialer's State exactly (no read-ahead), to find the volume.
+	r := wire.NewReader(conn, nil)
+	r.SetVersion(peer.Version)
+	r.SetLimit(64 << 10)
+	_ = conn.SetReadDeadline(time.Now().Add(exchangeTimeout))
+	h, first, err := r.ReadFrame()
+	_ = conn.SetReadDeadline(time.Time{})
+	if err != nil || h.Type != wire.TypeState {
+		t.log.Warn("peer link refused: no state after the handshake", "remote", remote, "node", peer.NodeID, "type", h.Type, "err", err)
+		_ = conn.Close()
+		return
+	}
+	v, ok := t.volumes[h.Volume]
+	if !ok {
+		t.log.Warn("peer link refused: unknown volume", "node", peer.NodeID)
+		sendError(wire.NewWriter(conn), conn, h.Volume, "no such volume on "+t.cfg.Local)
+		_ = conn.Close()
+		return
+	}
+	first = append([]byte(nil), first...)
+	err = v.Attach(peer.NodeID, conn, peer.Version, first)
+	t.log.Debug("peer link ended", "volume", v.Name(), "node", peer.NodeID, "err", err)
+}
+
+// dialLoop keeps one volume's link to one peer up: dial, authenticate,
+// run, and after a failure wait (backoff) and dial again. A link that ends
+// StandAlone waits for the operator's connect.
+func (t *Transport) dialLoop(ctx context.Context, v *Volume, pc PeerConfig) {
+	p, err := v.findPeer(pc.Name)
+	if err != nil {
+		return
+	}
+	wait := t.cfg.RetryMin
+	for ctx.Err() == nil {
+		v.mu.Lock()
+		standalone := p.standalone
+		v.mu.Unlock()
+		if standalone {
+			select {
+			case <-p.wake:
+				wait = t.cfg.RetryMin
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		start := time.Now()
+		err := t.dialOnce(ctx, v, pc)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > 10*time.Second {
+			wait = t.cfg.RetryMin // the link was up for a while
+		}
+		v.mu.Lock()
+		if err != nil && p.link == nil && !p.standalone {
+			p.lastErr = err.Error()
+		}
+		v.mu.Unlock()
+		select {
+		case <-time.After(wait):
+		case <-p.wake:
+			wait = t.cfg.RetryMin
+			continue
+		case <-ctx.Done():
+			return
+		}
+		wait = min(2*wait, t.cfg.RetryMax)
+	}
+}
+
+// dialOnce makes one connection attempt and runs the link until it ends.
+func (t *Transport) dialOnce(ctx context.Context, v *Volume, pc PeerConfig) error {
+	d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: -1}
+	conn, err := d.DialContext(ctx, "tcp", pc.Address)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", pc.Address, err)
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	hctx, cancel := context.WithTimeout(ctx, wire.DefaultHandshakeTimeout)
+	peer, err := wire.Handshake(hctx, conn, wire.HandshakeConfig{Cluster: t.cfg.Cluster, NodeID: t.cfg.Local, PeerID: pc.Name, Secret: t.cfg.Secret, Initiator: true})
+	cancel()
+	if err != nil {
+		_ = conn.Close()
+		t.log.Warn("peer link: handshake failed", "volume", v.Name(), "peer", pc.Name, "addr", pc.Address, "err", err)
+		return fmt.Errorf("handshake with %s: %w", pc.Name, err)
+	}
+	err = v.Attach(pc.Name, conn, peer.Version, nil)
+	if errors.Is(err, errStandAlone) {
+		return nil
+	}
+	return err
+}
