@@ -25,7 +25,7 @@ type TransportConfig struct {
 	// RetryMin and RetryMax bound the wait between connection attempts,
 	// which doubles after each failure.
 	RetryMin, RetryMax time.Duration
-	Logger           *slog.Logger
+	Logger             *slog.Logger
 }
 
 // Transport accepts and dials the peer links of a node's volumes. Of each
