@@ -3,18 +3,36 @@
 //
 // # Routes
 //
-//	GET /v1/status    200 Status
+//	GET  /v1/status                         200 Status
+//	POST /v1/volumes/{volume}/connect       {"peer": "", "discard_my_data": false}
+//	POST /v1/volumes/{volume}/disconnect    {"peer": ""}
+//	POST /v1/volumes/{volume}/resync        {"peer": "", "mode": "bitmap"|"checksum"|"full"}
+//	POST /v1/volumes/{volume}/verify        {"peer": ""}
+//	POST /v1/volumes/{volume}/invalidate    {}
+//	POST /v1/volumes/{volume}/role          {"role": "primary"|"secondary", "force": false}
+//
+// The POST routes carry out a Controller method and answer 200 with an
+// empty object {} once the daemon has accepted the command; its effect (a
+// connection, a resync) shows in the status. {volume} "_" means the only
+// volume, and an omitted or empty peer means every peer of the volume. Their
+// bodies are at most 64 KiB; an empty body is the same as {}, and an unknown
+// field is an error.
 //
 // Every error is a JSON object {"error": "..."} with a matching status code:
-// 404 for an unknown route, 405 (with an Allow header) for a wrong method,
-// 500 when the daemon cannot answer.
+// 400 for a bad request body or argument (ErrInvalid), 404 for an unknown
+// route, volume or peer (ErrNotFound), 405 (with an Allow header) for a wrong
+// method, 409 for a command the volume's current state does not allow
+// (ErrConflict), 413 for a body over 64 KiB, 500 when the daemon cannot
+// answer.
 package api
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/blockrep/blockrep/nbd"
+	"github.com/blockrep/blockrep/replica"
 )
 
 // Status is the state of one node.
@@ -54,11 +72,105 @@ type VolumeStatus struct {
 	TLS string `json:"tls"`
 	// Clients are the NBD clients connected to this volume; never nil.
 	Clients []nbd.ClientInfo `json:"clients"`
+	// Replication is the volume's replication state; nil for a standalone
+	// volume.
+	Replication *replica.Status `json:"replication,omitempty"`
 }
 
 // StatusSource answers status requests; the node implements it.
 type StatusSource interface {
 	Status(ctx context.Context) (Status, error)
+}
+
+// Controller carries out the operator's replication commands. Volume ""
+// means the only volume (an error if there are several). Peer "" means every
+// peer of the volume. Each method returns once the command is accepted or
+// refused; what it sets off (a connection, a resync, a verify) may take
+// longer and shows in the status.
+//
+// Errors that wrap ErrNotFound, ErrConflict or ErrInvalid (or
+// replica.ErrUnknownPeer or replica.ErrState) reach the client as such; any
+// other error is the daemon's failure.
+type Controller interface {
+	// Connect starts connecting the volume to peer, and keeps retrying
+	// until Disconnect. discardMyData lets this node become the sync
+	// target of a split brain, losing its writes since the split.
+	Connect(ctx context.Context, volume, peer string, discardMyData bool) error
+	// Disconnect closes the link to peer and stops retrying.
+	Disconnect(ctx context.Context, volume, peer string) error
+	// Resync starts a resync with peer. mode is "bitmap" (the blocks marked
+	// out of sync; the default when ""), "checksum" (every block, sending
+	// only those whose checksums differ) or "full" (every block).
+	Resync(ctx context.Context, volume, peer string, mode string) error
+	// Verify starts an online verify against peer: it compares checksums of
+	// every block and marks those that differ out of sync.
+	Verify(ctx context.Context, volume, peer string) error
+	// Invalidate marks the local disk Inconsistent so that the next
+	// connect resyncs all of it from a peer.
+	Invalidate(ctx context.Context, volume string) error
+	// SetRole makes the volume "primary" or "secondary". force promotes a
+	// volume whose data the cluster cannot confirm is current.
+	SetRole(ctx context.Context, volume string, role string, force bool) error
+}
+
+// Backend is what the control API serves: the node implements it.
+type Backend interface {
+	StatusSource
+	Controller
+}
+
+// Errors a Controller wraps to say why it refused a command; the server
+// maps them to HTTP status codes and the Client maps the codes back, so
+// errors.Is works on both sides of the socket.
+var (
+	// ErrNotFound: no such volume or peer (HTTP 404).
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: not possible in the volume's or link's current state
+	// (HTTP 409).
+	ErrConflict = errors.New("not possible in the current state")
+	// ErrInvalid: a bad argument (HTTP 400).
+	ErrInvalid = errors.New("invalid argument")
+)
+
+// resyncModes are the modes Controller.Resync accepts, the default first.
+var resyncModes = []string{"bitmap", "checksum", "full"}
+
+// roles are the roles Controller.SetRole accepts.
+var roles = []string{"primary", "secondary"}
+
+// OnlyVolume is the {volume} path segment that means the only volume. Volume
+// names may be "_" too: such a volume is reachable only while it is the only
+// one.
+const OnlyVolume = "_"
+
+// ConnectRequest is the body of POST /v1/volumes/{volume}/connect.
+type ConnectRequest struct {
+	Peer          string `json:"peer"`
+	DiscardMyData bool   `json:"discard_my_data"`
+}
+
+// PeerRequest is the body of POST /v1/volumes/{volume}/disconnect and
+// /verify.
+type PeerRequest struct {
+	Peer string `json:"peer"`
+}
+
+// ResyncRequest is the body of POST /v1/volumes/{volume}/resync.
+type ResyncRequest struct {
+	Peer string `json:"peer"`
+	// Mode is "bitmap" (the default when empty), "checksum" or "full".
+	Mode string `json:"mode"`
+}
+
+// InvalidateRequest is the body of POST /v1/volumes/{volume}/invalidate:
+// it has no fields.
+type InvalidateRequest struct{}
+
+// RoleRequest is the body of POST /v1/volumes/{volume}/role.
+type RoleRequest struct {
+	// Role is "primary" or "secondary".
+	Role  string `json:"role"`
+	Force bool   `json:"force"`
 }
 
 // errorBody is the JSON body of every error response.

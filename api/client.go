@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"syscall"
 	"time"
@@ -51,30 +53,123 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 	return st, err
 }
 
-// get performs GET path and decodes the JSON response into v.
-func (c *Client) get(ctx context.Context, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://blockrepd"+path, nil)
+var _ Controller = (*Client)(nil)
+
+// Connect asks the daemon to connect volume to peer; see
+// Controller.Connect.
+func (c *Client) Connect(ctx context.Context, volume, peer string, discardMyData bool) error {
+	return c.command(ctx, volume, "connect", ConnectRequest{Peer: peer, DiscardMyData: discardMyData})
+}
+
+// Disconnect asks the daemon to disconnect volume from peer; see
+// Controller.Disconnect.
+func (c *Client) Disconnect(ctx context.Context, volume, peer string) error {
+	return c.command(ctx, volume, "disconnect", PeerRequest{Peer: peer})
+}
+
+// Resync asks the daemon to resync volume with peer; see Controller.Resync.
+func (c *Client) Resync(ctx context.Context, volume, peer string, mode string) error {
+	return c.command(ctx, volume, "resync", ResyncRequest{Peer: peer, Mode: mode})
+}
+
+// Verify asks the daemon to verify volume against peer; see
+// Controller.Verify.
+func (c *Client) Verify(ctx context.Context, volume, peer string) error {
+	return c.command(ctx, volume, "verify", PeerRequest{Peer: peer})
+}
+
+// Invalidate asks the daemon to invalidate volume's local disk; see
+// Controller.Invalidate.
+func (c *Client) Invalidate(ctx context.Context, volume string) error {
+	return c.command(ctx, volume, "invalidate", InvalidateRequest{})
+}
+
+// SetRole asks the daemon to give volume a role; see Controller.SetRole.
+func (c *Client) SetRole(ctx context.Context, volume string, role string, force bool) error {
+	return c.command(ctx, volume, "role", RoleRequest{Role: role, Force: force})
+}
+
+// command posts req to /v1/volumes/{volume}/verb; volume "" is OnlyVolume.
+func (c *Client) command(ctx context.Context, volume, verb string, req any) error {
+	if volume == "" {
+		volume = OnlyVolume
+	}
+	body, err := json.Marshal(req)
 	if err != nil {
 		return err
+	}
+	var reply struct{}
+	return c.do(ctx, http.MethodPost, "/v1/volumes/"+url.PathEscape(volume)+"/"+verb, body, &reply)
+}
+
+// get performs GET path and decodes the JSON response into v.
+func (c *Client) get(ctx context.Context, path string, v any) error {
+	return c.do(ctx, http.MethodGet, path, nil, v)
+}
+
+// do sends a request with the JSON body (none when nil) and decodes the JSON
+// response into v. An error reply is a *ServerError.
+func (c *Client) do(ctx context.Context, method, path string, body []byte, v any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://blockrepd"+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return c.connError(err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
+	reply, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
 		return fmt.Errorf("reading reply from blockrepd at %s: %w", c.socket, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var eb errorBody
-		if json.Unmarshal(body, &eb) == nil && eb.Error != "" {
-			return fmt.Errorf("blockrepd: %s (HTTP %d)", eb.Error, resp.StatusCode)
-		}
-		return fmt.Errorf("blockrepd: unexpected reply %s", resp.Status)
+		_ = json.Unmarshal(reply, &eb) // a reply without a message still has a code
+		return &ServerError{Code: resp.StatusCode, Message: eb.Error}
 	}
-	if err := json.Unmarshal(body, v); err != nil {
+	if err := json.Unmarshal(reply, v); err != nil {
 		return fmt.Errorf("decoding reply from blockrepd at %s: %w", c.socket, err)
+	}
+	return nil
+}
+
+// ServerError is an error reply from blockrepd. Under errors.Is it matches
+// ErrInvalid, ErrNotFound or ErrConflict when its Code is 400, 404 or 409,
+// as the server chose the code from those errors. (A 404 also answers a
+// route this daemon does not know: the Message says which.)
+type ServerError struct {
+	// Code is the HTTP status code.
+	Code int
+	// Message is the daemon's error message; empty when the reply had none.
+	Message string
+}
+
+// Error reads "blockrepd: message (HTTP 409)", or "blockrepd: unexpected
+// reply 502 Bad Gateway" without a message.
+func (e *ServerError) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("blockrepd: unexpected reply %d %s", e.Code, http.StatusText(e.Code))
+	}
+	return fmt.Sprintf("blockrepd: %s (HTTP %d)", e.Message, e.Code)
+}
+
+// Unwrap returns the sentinel error that Code stands for, or nil.
+func (e *ServerError) Unwrap() error {
+	switch e.Code {
+	case http.StatusBadRequest:
+		return ErrInvalid
+	case http.StatusNotFound:
+		return ErrNotFound
+	case http.StatusConflict:
+		return ErrConflict
 	}
 	return nil
 }

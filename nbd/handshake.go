@@ -102,8 +102,8 @@ func (s *Server) negotiate(ctx context.Context, raw net.Conn) (*negotiation, err
 func (s *Server) option(ctx context.Context, n *negotiation, raw net.Conn, opt uint32, data []byte, noZeroes bool) (done bool, err error) {
 	switch opt {
 	case optExportName:
-		e, ok := s.lookup(string(data))
-		if !ok || (e.RequireTLS && !n.tls) {
+		e, ok, refused := s.resolve(string(data))
+		if !ok || refused != nil || (e.RequireTLS && !n.tls) {
 			// This option has no error reply: the spec says to close.
 			return false, fmt.Errorf("nbd: NBD_OPT_EXPORT_NAME %q refused", data)
 		}
@@ -197,12 +197,15 @@ func (s *Server) infoOrGo(n *negotiation, opt uint32, data []byte) (bool, error)
 	if len(rest) != 2*nInfo {
 		return false, n.replyErr(opt, repErrInvalid, "information request list has the wrong length")
 	}
-	e, ok := s.lookup(name)
+	e, ok, refused := s.resolve(name)
 	if !ok {
 		return false, n.replyErr(opt, repErrUnknown, fmt.Sprintf("no export named %q", name))
 	}
 	if e.RequireTLS && !n.tls {
 		return false, n.replyErr(opt, repErrTLSReqd, fmt.Sprintf("export %q requires TLS", e.Name))
+	}
+	if refused != nil {
+		return false, n.replyErr(opt, repErrPolicy, fmt.Sprintf("export %q: %v", e.Name, refused))
 	}
 	var wantName, wantDesc, wantBlock bool
 	for i := 0; i < nInfo; i++ {

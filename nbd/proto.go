@@ -50,6 +50,7 @@ const (
 	repMetaContext = 4
 	repFlagError   = 1 << 31
 	repErrUnsup    = repFlagError | 1
+	repErrPolicy   = repFlagError | 2
 	repErrInvalid  = repFlagError | 3
 	repErrTLSReqd  = repFlagError | 5
 	repErrUnknown  = repFlagError | 6

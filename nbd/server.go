@@ -49,6 +49,11 @@ type Export struct {
 	// requests. Zero sends every request to a worker: right for devices whose
 	// operations wait on something slow (a network peer).
 	InlineMax int
+	// Access, when set, is asked each time a client selects the export:
+	// an error refuses it (the message reaches the client), readOnly serves
+	// it read-only to that client. A replicated volume uses it to follow
+	// its role: a secondary's export is read-only or refused.
+	Access func() (readOnly bool, err error)
 }
 
 // Config configures a Server.
@@ -163,6 +168,26 @@ func (s *Server) lookup(name string) (*Export, bool) {
 	}
 	e, ok := s.exports[name]
 	return e, ok
+}
+
+// resolve looks an export up for a client selecting it and applies its
+// Access hook: the result is the export as this client gets it. refused is
+// set when Access refused it.
+func (s *Server) resolve(name string) (e *Export, ok bool, refused error) {
+	e, ok = s.lookup(name)
+	if !ok || e.Access == nil {
+		return e, ok, nil
+	}
+	ro, err := e.Access()
+	if err != nil {
+		return e, true, err
+	}
+	if ro && !e.ReadOnly {
+		c := *e
+		c.ReadOnly = true
+		e = &c
+	}
+	return e, true, nil
 }
 
 func (s *Server) exportList() []*Export {

@@ -29,6 +29,7 @@ import (
 	"github.com/blockrep/blockrep/meta"
 	"github.com/blockrep/blockrep/nbd"
 	"github.com/blockrep/blockrep/raid"
+	"github.com/blockrep/blockrep/replica"
 )
 
 // Shutdown bounds.
@@ -65,6 +66,8 @@ type Node struct {
 
 	nbdListeners []net.Listener
 	ctlListener  *unixsock.Listener
+	// transport carries the peer links; nil on a node without peers.
+	transport *replica.Transport
 
 	ran       atomic.Bool
 	closeOnce sync.Once
@@ -76,9 +79,21 @@ type volume struct {
 	cfg   config.Volume
 	store *raid.File
 	rec   meta.VolumeRecord
+	// repl is the replicated volume on top of store; nil on a node
+	// without peers.
+	repl       *replica.Volume
+	replClosed bool
 }
 
-var _ api.StatusSource = (*Node)(nil)
+// device is what the NBD export serves.
+func (v *volume) device() block.Device {
+	if v.repl != nil {
+		return v.repl
+	}
+	return v.store
+}
+
+var _ api.Backend = (*Node)(nil)
 
 // New opens everything the node serves: the metadata database in the data
 // directory (failing fast if another blockrepd holds it), every volume's
@@ -110,12 +125,42 @@ func New(cfg *config.Config, logger *slog.Logger) (n *Node, err error) {
 	}
 	logger.Info("node identity", "node", cfg.Node.Name, "node_id", n.meta.NodeID(), "meta", n.meta.Path(), "version", n.version)
 
+	var secret []byte
+	if cfg.Replicated() {
+		if secret, err = readSecret(cfg.Replication.SecretFile, logger); err != nil {
+			return n, err
+		}
+	}
 	for _, vc := range cfg.Volumes {
 		v, err := n.openVolume(vc)
 		if err != nil {
 			return n, err
 		}
 		n.volumes = append(n.volumes, v)
+		if cfg.Replicated() {
+			if v.repl, err = n.openReplica(v); err != nil {
+				return n, fmt.Errorf("volume %q: %w", vc.Name, err)
+			}
+		}
+	}
+	if cfg.Replicated() {
+		var repls []*replica.Volume
+		for _, v := range n.volumes {
+			repls = append(repls, v.repl)
+		}
+		n.transport, err = replica.NewTransport(replica.TransportConfig{
+			Cluster:  cfg.Replication.Cluster,
+			Local:    cfg.Node.Name,
+			Secret:   secret,
+			Listen:   cfg.Replication.Listen,
+			Peers:    peerConfigs(cfg),
+			RetryMin: config.ConnectRetryInitial,
+			RetryMax: cfg.Replication.ConnectRetryMax,
+			Logger:   logger,
+		}, repls)
+		if err != nil {
+			return n, err
+		}
 	}
 
 	tlsCfg, err := tlsConfig(cfg.NBD)
@@ -124,7 +169,7 @@ func New(cfg *config.Config, logger *slog.Logger) (n *Node, err error) {
 	}
 	n.nbd = nbd.NewServer(nbdConfig(cfg, tlsCfg, logger.With("component", "nbd")))
 	for _, v := range n.volumes {
-		if err := n.nbd.AddExport(exportFor(v.cfg, v.store)); err != nil {
+		if err := n.nbd.AddExport(n.exportFor(v)); err != nil {
 			return n, fmt.Errorf("volume %q: %w", v.cfg.Name, err)
 		}
 	}
@@ -194,12 +239,13 @@ func nbdConfig(cfg *config.Config, tlsCfg *tls.Config, logger *slog.Logger) nbd.
 	}
 }
 
-// exportFor derives the NBD export of a volume served from a local store.
-func exportFor(v config.Volume, dev block.Device) *nbd.Export {
-	return &nbd.Export{
+// exportFor derives the NBD export of a volume.
+func (n *Node) exportFor(vol *volume) *nbd.Export {
+	v := vol.cfg
+	e := &nbd.Export{
 		Name:               v.Name,
 		Description:        v.Description,
-		Device:             dev,
+		Device:             vol.device(),
 		ReadOnly:           v.ReadOnly,
 		RequireTLS:         v.TLS == config.TLSRequired,
 		MinBlockSize:       v.BlockSizeMin,
@@ -208,6 +254,22 @@ func exportFor(v config.Volume, dev block.Device) *nbd.Export {
 		MultiConn:          v.MultiConn,
 		InlineMax:          InlineMaxLocal,
 	}
+	if r := vol.repl; r != nil {
+		// Requests wait on the network: serve them from workers so
+		// that the connection's reader keeps pulling more.
+		e.InlineMax = 0
+		refuse := n.cfg.Replication.SecondaryNBD == config.SecondaryRefuse
+		e.Access = func() (bool, error) {
+			if r.Role() == replica.Primary {
+				return false, nil
+			}
+			if refuse {
+				return false, fmt.Errorf("volume %q is secondary on node %s: use the primary", v.Name, n.cfg.Node.Name)
+			}
+			return true, nil
+		}
+	}
+	return e
 }
 
 // tlsConfig builds the NBD server's TLS configuration, or nil without TLS.
@@ -272,6 +334,14 @@ func (n *Node) Run(ctx context.Context) error {
 			return fmt.Errorf("nbd listener %s: %w", addrString(l.Addr()), err)
 		})
 	}
+	tctx, stopTransport := context.WithCancel(context.Background())
+	defer stopTransport()
+	transportDone := make(chan error, 1)
+	if n.transport != nil {
+		go func() { transportDone <- n.transport.Run(tctx) }()
+	} else {
+		transportDone <- nil
+	}
 	n.log.Info("control API listening", "socket", n.ctlListener.Path())
 	g.Go(func() error {
 		err := n.ctl.Serve(n.ctlListener)
@@ -289,8 +359,13 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	stopErr := n.stopServing()
 	serveErr := g.Wait()
+	// Replicated volumes leave their peers cleanly before the transport
+	// stops: a secondary records itself Outdated and tells its primary.
+	replErr := n.closeReplicas()
+	stopTransport()
+	transportErr := <-transportDone
 	closeErr := n.Close()
-	err := errors.Join(serveErr, stopErr, closeErr)
+	err := errors.Join(serveErr, stopErr, replErr, transportErr, closeErr)
 	if err == nil {
 		n.log.Info("shutdown complete")
 	}
@@ -329,6 +404,12 @@ func (n *Node) Close() error {
 		}
 		if n.ctlListener != nil {
 			_ = n.ctlListener.Close()
+		}
+		if err := n.closeReplicas(); err != nil {
+			errs = append(errs, err)
+		}
+		if n.transport != nil {
+			_ = n.transport.Close()
 		}
 		for _, v := range n.volumes {
 			if !v.cfg.ReadOnly {
@@ -374,7 +455,7 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		if clients == nil {
 			clients = []nbd.ClientInfo{}
 		}
-		st.Volumes = append(st.Volumes, api.VolumeStatus{
+		vs := api.VolumeStatus{
 			Name:        v.cfg.Name,
 			UUID:        v.rec.UUID,
 			Path:        v.rec.Path,
@@ -383,7 +464,12 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 			BlockDevice: v.store.IsBlockDevice(),
 			TLS:         string(v.cfg.TLS),
 			Clients:     clients,
-		})
+		}
+		if v.repl != nil {
+			rs := v.repl.Status()
+			vs.Replication = &rs
+		}
+		st.Volumes = append(st.Volumes, vs)
 	}
 	return st, nil
 }

@@ -296,7 +296,7 @@ func TestExportFor(t *testing.T) {
 			nbd.Export{Name: "b", Description: "d", ReadOnly: true, RequireTLS: true, MinBlockSize: 4096, PreferredBlockSize: 65536, MaxBlockSize: 1 << 20}},
 	}
 	for _, tt := range tests {
-		got := exportFor(tt.vol, dev)
+		got := (&Node{cfg: &config.Config{}}).exportFor(&volume{cfg: tt.vol, store: dev})
 		tt.want.Device = dev
 		tt.want.InlineMax = InlineMaxLocal
 		if !reflect.DeepEqual(*got, tt.want) {

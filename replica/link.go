@@ -36,6 +36,7 @@ type link struct {
 	queue   []outFrame
 	spare   []outFrame
 	closed  bool
+	sending bool // the sender is writing a batch
 	seq     uint64
 	pending map[uint64]pendingFrame
 
@@ -188,6 +189,7 @@ func (l *link) sender() {
 		}
 		batch := l.queue
 		l.queue = l.spare[:0]
+		l.sending = true
 		l.smu.Unlock()
 
 		var sentBytes int64
@@ -221,11 +223,30 @@ func (l *link) sender() {
 		}
 		clear(batch)
 		l.spare = batch[:0]
+		l.sending = false
+		l.scond.Broadcast()
 		l.smu.Unlock()
 		for _, pf := range sentOps {
 			pf.op.complete(pf.idx, true)
 		}
 	}
+}
+
+// drain waits until every queued frame is written, the link fails, or
+// timeout passes: a node that leaves gets its last words out first.
+func (l *link) drain(timeout time.Duration) {
+	t := time.AfterFunc(timeout, func() {
+		l.smu.Lock()
+		l.closed = true
+		l.scond.Broadcast()
+		l.smu.Unlock()
+	})
+	defer t.Stop()
+	l.smu.Lock()
+	for (len(l.queue) > 0 || l.sending) && !l.closed {
+		l.scond.Wait()
+	}
+	l.smu.Unlock()
 }
 
 // answered removes and returns the pending entry of seq.

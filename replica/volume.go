@@ -453,15 +453,20 @@ func (v *Volume) Close() error {
 			v.log.Error("saving Outdated before leaving", "err", err)
 		}
 	}
+	var links []*link
 	for _, p := range v.peers {
 		if p.link != nil {
 			p.link.sendState(true)
+			links = append(links, p.link)
 		}
 	}
 	for v.ranges.len() > 0 {
 		v.cond.Wait()
 	}
 	v.mu.Unlock()
+	for _, l := range links {
+		l.drain(time.Second)
+	}
 	v.cancel()
 	for _, p := range v.peers {
 		p.stopLink(errors.New("volume closing"))

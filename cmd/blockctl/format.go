@@ -1,17 +1,22 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/blockrep/blockrep/api"
+	"github.com/blockrep/blockrep/replica"
 )
 
 // writeTable renders a status for people: a node line, one row per volume,
-// then one row per connected client. now dates the client ages.
+// a block per replicated volume, then one row per connected client. now
+// dates the client ages and the verify results.
 func writeTable(w io.Writer, st api.Status, now time.Time) error {
 	fmt.Fprintf(w, "node %s  id %s  version %s  up %s\n\n", st.Node, st.NodeID, st.Version, humanDuration(st.Uptime()))
 
@@ -24,6 +29,16 @@ func writeTable(w io.Writer, st api.Status, now time.Time) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+
+	for _, v := range st.Volumes {
+		if v.Replication == nil {
+			continue
+		}
+		fmt.Fprintln(w)
+		if err := writeReplication(w, v.Name, v.Replication, now); err != nil {
+			return err
+		}
 	}
 
 	if nclients == 0 {
@@ -40,6 +55,116 @@ func writeTable(w io.Writer, st api.Status, now time.Time) error {
 		}
 	}
 	return tw.Flush()
+}
+
+// barWidth is the width of a progress bar between its brackets: 5% a step.
+const barWidth = 20
+
+// writeReplication renders the replication state of the volume name: a line
+// for the local side, a row per peer, then a line for each peer's last
+// connect, last error, failed resync and verify.
+func writeReplication(w io.Writer, name string, rs *replica.Status, now time.Time) error {
+	fmt.Fprintf(w, "%s  role %s  disk %s  epoch %d  protocol %s  gen %s\n", name, rs.Role, rs.Disk, rs.Epoch, rs.Protocol, rs.Generation)
+	if rs.ContinueAlone {
+		// The one setting that trades safety for availability: say so on
+		// every status, not only in the configuration.
+		who := "this primary acknowledges"
+		if rs.Role != replica.Primary.String() {
+			who = "as primary, this node would acknowledge"
+		}
+		fmt.Fprintf(w, "  warning: continue_alone is on: %s writes its peers may not have (unsafe without quorum)\n", who)
+	}
+	if len(rs.Peers) == 0 {
+		_, err := fmt.Fprintln(w, "  no peers")
+		return err
+	}
+
+	// Rows without a resync end in an empty cell that tabwriter pads: render
+	// into a buffer and trim the padding off.
+	var buf bytes.Buffer
+	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  PEER\tCONNECTION\tROLE\tDISK\tREPL\tOUT-OF-SYNC\tRESYNC")
+	for _, p := range rs.Peers {
+		resync := ""
+		if p.Resync != nil {
+			resync = progressBar(p.Resync) + " (" + p.Resync.Kind + ")"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Connection, p.Role, p.Disk,
+			yesNo(p.Replicating), humanSize(p.OutOfSyncBytes), resync)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for line := range strings.Lines(buf.String()) {
+		fmt.Fprintln(w, strings.TrimRight(line, " \n"))
+	}
+
+	for _, p := range rs.Peers {
+		if p.Decision != "" {
+			fmt.Fprintf(w, "  %s: %s (last connect)\n", p.Name, p.Decision)
+		}
+		if p.LastError != "" {
+			fmt.Fprintf(w, "  %s: %s (last error)\n", p.Name, p.LastError)
+		}
+		if p.Resync != nil && p.Resync.Error != "" {
+			fmt.Fprintf(w, "  %s: %s resync failed: %s\n", p.Name, p.Resync.Kind, p.Resync.Error)
+		}
+		if p.Verify != nil {
+			fmt.Fprintf(w, "  %s: %s\n", p.Name, verifyLine(p.Verify, now))
+		}
+	}
+	return nil
+}
+
+// verifyLine describes a running or finished verify.
+func verifyLine(v *replica.Progress, now time.Time) string {
+	diff := "in sync"
+	if v.OutOfSyncBytes > 0 {
+		diff = humanSize(v.OutOfSyncBytes) + " out of sync"
+	}
+	switch {
+	case v.Finished.IsZero() && v.Error == "":
+		return fmt.Sprintf("verify %s, %s so far", progressBar(v), diff)
+	case v.Error != "":
+		return fmt.Sprintf("verify failed %s: %s (%s up to %s)", clock(v.Finished, now), v.Error, diff, humanSize(v.DoneBytes))
+	}
+	return fmt.Sprintf("verify finished %s: %s", clock(v.Finished, now), diff)
+}
+
+// progressBar renders a resync or verify as "[=========>          ] 45%
+// 210MiB/s ETA 3s", leaving out the rate and ETA when unknown.
+func progressBar(p *replica.Progress) string {
+	// Integer arithmetic rounds down, so that 100% means done (and 29%
+	// stays 29%, where float64(29)/100*100 is 28.999...).
+	var pct int64
+	if p.TotalBytes > 0 {
+		pct = min(max(p.DoneBytes, 0), p.TotalBytes) * 100 / p.TotalBytes
+	}
+	filled := int(pct * barWidth / 100)
+	bar := strings.Repeat("=", filled)
+	if filled < barWidth {
+		bar += ">" + strings.Repeat(" ", barWidth-filled-1)
+	}
+	s := fmt.Sprintf("[%s] %d%%", bar, pct)
+	if p.BytesPerSecond > 0 {
+		s += " " + humanSize(int64(p.BytesPerSecond)) + "/s"
+	}
+	if p.ETASeconds > 0 {
+		// Rounded up: humanDuration truncates, and "ETA 0s" on a transfer
+		// still running reads as a hang.
+		s += " ETA " + humanDuration(time.Duration(math.Ceil(p.ETASeconds))*time.Second)
+	}
+	return s
+}
+
+// clock renders t in now's time zone: the time of day when t is today, else
+// the date too.
+func clock(t, now time.Time) string {
+	t = t.In(now.Location())
+	if y, m, d := t.Date(); y == now.Year() && m == now.Month() && d == now.Day() {
+		return t.Format("15:04:05")
+	}
+	return t.Format("2006-01-02 15:04:05")
 }
 
 func yesNo(b bool) string {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/blockrep/blockrep/api"
 	"github.com/blockrep/blockrep/nbd"
+	"github.com/blockrep/blockrep/replica"
 )
 
 func TestHumanSize(t *testing.T) {
@@ -84,5 +85,104 @@ no clients connected
 `
 	if buf.String() != want {
 		t.Errorf("got\n%s\nwant\n%s", buf.String(), want)
+	}
+}
+
+func TestWriteTableReplication(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	st := api.Status{
+		Node: "node1", NodeID: "5b0c6a3e-8f53-4d43-9a43-3f7b1c3c2b11", Version: "v0.1.0", UptimeSeconds: 3725,
+		Volumes: []api.VolumeStatus{
+			{Name: "vol0", Size: 1 << 30, TLS: "optional", Path: "/srv/vol0.img", Clients: []nbd.ClientInfo{},
+				Replication: &replica.Status{Role: "primary", Disk: "UpToDate", Epoch: 3, Generation: "5f3a9c0d1e2f3a4b", Protocol: "C", ContinueAlone: true,
+					Peers: []replica.PeerStatus{
+						{Name: "node2", Connection: replica.SyncSource, Role: "secondary", Disk: "Inconsistent", Replicating: true, OutOfSyncBytes: 112 << 20,
+							Resync:   &replica.Progress{Kind: "bitmap", TotalBytes: 200 << 20, DoneBytes: 86 << 20, BytesPerSecond: 210 << 20, ETASeconds: 3.4},
+							Decision: "SyncSource, bitmap resync"},
+						{Name: "node3", Connection: replica.StandAlone, Role: "Unknown", Disk: "Outdated", OutOfSyncBytes: 12 << 10,
+							LastError: "split brain: both sides wrote since generation 5f3a9c0d1e2f3a4a",
+							Verify:    &replica.Progress{Kind: "verify", Finished: time.Date(2025, 3, 1, 10, 32, 1, 0, time.UTC), TotalBytes: 1 << 30, DoneBytes: 1 << 30, OutOfSyncBytes: 12 << 10}},
+					}}},
+			{Name: "plain", Size: 1 << 20, TLS: "optional", Path: "/srv/plain.img", Clients: []nbd.ClientInfo{}},
+			{Name: "vol1", Size: 1 << 30, TLS: "required", Path: "/dev/sdc", Clients: []nbd.ClientInfo{},
+				Replication: &replica.Status{Role: "secondary", Disk: "UpToDate", Epoch: 7, Generation: "c0ffee", Protocol: "A", ContinueAlone: true,
+					Peers: []replica.PeerStatus{
+						{Name: "node2", Connection: replica.VerifyTarget, Role: "primary", Disk: "UpToDate", Replicating: true,
+							Verify: &replica.Progress{Kind: "verify", TotalBytes: 1 << 30, DoneBytes: 1 << 28, BytesPerSecond: 100 << 20, OutOfSyncBytes: 4 << 10}},
+						{Name: "node3", Connection: replica.Connected, Role: "secondary", Disk: "UpToDate", Replicating: true,
+							Verify: &replica.Progress{Kind: "verify", Finished: time.Date(2025, 2, 27, 23, 5, 0, 0, time.UTC), TotalBytes: 1 << 30, DoneBytes: 1 << 30}},
+					}}},
+		},
+	}
+	var buf bytes.Buffer
+	if err := writeTable(&buf, st, now); err != nil {
+		t.Fatal(err)
+	}
+	want := `node node1  id 5b0c6a3e-8f53-4d43-9a43-3f7b1c3c2b11  version v0.1.0  up 1h2m
+
+NAME   SIZE  RO  TLS       CLIENTS  PATH
+vol0   1GiB  no  optional  0        /srv/vol0.img
+plain  1MiB  no  optional  0        /srv/plain.img
+vol1   1GiB  no  required  0        /dev/sdc
+
+vol0  role primary  disk UpToDate  epoch 3  protocol C  gen 5f3a9c0d1e2f3a4b
+  warning: continue_alone is on: this primary acknowledges writes its peers may not have (unsafe without quorum)
+  PEER   CONNECTION  ROLE       DISK          REPL  OUT-OF-SYNC  RESYNC
+  node2  SyncSource  secondary  Inconsistent  yes   112MiB       [========>           ] 43% 210MiB/s ETA 4s (bitmap)
+  node3  StandAlone  Unknown    Outdated      no    12KiB
+  node2: SyncSource, bitmap resync (last connect)
+  node3: split brain: both sides wrote since generation 5f3a9c0d1e2f3a4a (last error)
+  node3: verify finished 10:32:01: 12KiB out of sync
+
+vol1  role secondary  disk UpToDate  epoch 7  protocol A  gen c0ffee
+  warning: continue_alone is on: as primary, this node would acknowledge writes its peers may not have (unsafe without quorum)
+  PEER   CONNECTION    ROLE       DISK      REPL  OUT-OF-SYNC  RESYNC
+  node2  VerifyTarget  primary    UpToDate  yes   0B
+  node3  Connected     secondary  UpToDate  yes   0B
+  node2: verify [=====>              ] 25% 100MiB/s, 4KiB out of sync so far
+  node3: verify finished 2025-02-27 23:05:00: in sync
+
+no clients connected
+`
+	if buf.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", buf.String(), want)
+	}
+}
+
+func TestProgressBar(t *testing.T) {
+	tests := []struct {
+		p    replica.Progress
+		want string
+	}{
+		{replica.Progress{}, "[>                   ] 0%"},
+		{replica.Progress{TotalBytes: 100, DoneBytes: 29}, "[=====>              ] 29%"},
+		{replica.Progress{TotalBytes: 1000, DoneBytes: 999, BytesPerSecond: 1536, ETASeconds: 0.5}, "[===================>] 99% 1.5KiB/s ETA 1s"},
+		{replica.Progress{TotalBytes: 100, DoneBytes: 100}, "[====================] 100%"},
+		{replica.Progress{TotalBytes: 100, DoneBytes: 150}, "[====================] 100%"},
+		{replica.Progress{TotalBytes: 1 << 30, DoneBytes: 1 << 29, BytesPerSecond: 1 << 20, ETASeconds: 512}, "[==========>         ] 50% 1MiB/s ETA 8m32s"},
+	}
+	for _, tt := range tests {
+		if got := progressBar(&tt.p); got != tt.want {
+			t.Errorf("progressBar(%+v) = %q, want %q", tt.p, got, tt.want)
+		}
+	}
+}
+
+func TestVerifyLine(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		v    replica.Progress
+		want string
+	}{
+		{replica.Progress{TotalBytes: 100, DoneBytes: 50}, "verify [==========>         ] 50%, in sync so far"},
+		{replica.Progress{Finished: now.Add(-time.Hour), OutOfSyncBytes: 12 << 10}, "verify finished 11:00:00: 12KiB out of sync"},
+		{replica.Progress{Finished: now.Add(-time.Hour)}, "verify finished 11:00:00: in sync"},
+		{replica.Progress{Finished: now.Add(-time.Minute), DoneBytes: 1 << 20, OutOfSyncBytes: 4096, Error: "link lost"},
+			"verify failed 11:59:00: link lost (4KiB out of sync up to 1MiB)"},
+	}
+	for _, tt := range tests {
+		if got := verifyLine(&tt.v, now); got != tt.want {
+			t.Errorf("verifyLine(%+v) = %q, want %q", tt.v, got, tt.want)
+		}
 	}
 }

@@ -2,14 +2,30 @@
 //
 // Usage:
 //
-//	blockctl [-s SOCKET | -c CONFIG] status [-o table|json]
+//	blockctl [-s SOCKET | -c CONFIG] COMMAND [ARGS]
+//
+//	blockctl status     [-o table|json]
+//	blockctl connect    [VOLUME [PEER]] [--discard-my-data]
+//	blockctl disconnect [VOLUME [PEER]]
+//	blockctl resync     [VOLUME [PEER]] [--checksum | --full]
+//	blockctl verify     [VOLUME [PEER]]
+//	blockctl invalidate [VOLUME]
+//	blockctl primary    [VOLUME] [--force]
+//	blockctl secondary  [VOLUME]
+//
+// An omitted VOLUME means the node's only volume (an error if it has
+// several); an omitted PEER means every peer of the volume. A command's
+// flags may come before or after its arguments; "--" ends them. A command
+// that changes the node prints one line saying what it asked for once the
+// daemon accepts it; what it sets off (a connection, a resync) goes on in
+// the daemon, and status shows how it goes.
 //
 // The socket is -s, else the control_socket of the configuration named by
 // -c, else $BLOCKREP_SOCKET, else the control_socket of
 // /etc/blockrep/blockrepd.toml when that file exists, else
 // /run/blockrep/blockrepd.sock. Exit status:
-// 0 on success, 1 when the daemon cannot be reached or fails, 2 on a bad
-// command line.
+// 0 on success, 1 when the daemon cannot be reached, fails or refuses the
+// command, 2 on a bad command line.
 package main
 
 import (
@@ -42,7 +58,28 @@ const requestTimeout = 10 * time.Second
 const usage = `usage: blockctl [-s SOCKET | -c CONFIG] COMMAND [ARGS]
 
 commands:
-  status [-o table|json]   show the node, its volumes and connected clients
+  status [-o table|json]
+      show the node, its volumes, their replication and NBD clients
+  connect [VOLUME [PEER]] [--discard-my-data]
+      connect to the peer and keep retrying; --discard-my-data settles a
+      split brain by giving up this node's writes since the split
+  disconnect [VOLUME [PEER]]
+      disconnect from the peer and stop retrying
+  resync [VOLUME [PEER]] [--checksum | --full]
+      send or fetch the blocks marked out of sync; --checksum compares every
+      block and sends those that differ, --full sends every block
+  verify [VOLUME [PEER]]
+      compare every block with the peer and mark those that differ
+  invalidate [VOLUME]
+      mark the local disk Inconsistent, to be resynced from a peer
+  primary [VOLUME] [--force]
+      make the volume primary; --force even when its data cannot be
+      confirmed current
+  secondary [VOLUME]
+      make the volume secondary
+
+  VOLUME defaults to the only volume, PEER to every peer of the volume.
+  Flags may also follow the arguments; "--" ends them.
 
 options:
   -s SOCKET   control socket of blockrepd (default $` + EnvSocket + `, else the one
@@ -87,7 +124,7 @@ func dispatch(args []string, stdout io.Writer, getenv func(string) string) error
 	sockFlag := fs.String("s", "", "control socket")
 	confFlag := fs.String("c", "", "configuration file")
 	if err := fs.Parse(args); err != nil {
-		return usageErr(err)
+		return usageErr("", err)
 	}
 	if fs.NArg() == 0 {
 		return usagef("no command given")
@@ -98,11 +135,12 @@ func dispatch(args []string, stdout io.Writer, getenv func(string) string) error
 		cfs := flag.NewFlagSet("status", flag.ContinueOnError)
 		cfs.SetOutput(io.Discard)
 		output := cfs.String("o", "table", "output format")
-		if err := cfs.Parse(cmdArgs); err != nil {
-			return usageErr(err)
+		pos, err := parseInterspersed(cfs, cmdArgs)
+		if err != nil {
+			return usageErr(cmd, err)
 		}
-		if cfs.NArg() > 0 {
-			return usagef("status: unexpected argument %q", cfs.Arg(0))
+		if len(pos) > 0 {
+			return usagef("status: unexpected argument %q", pos[0])
 		}
 		if *output != "table" && *output != "json" {
 			return usagef("status: output format %q is not table or json", *output)
@@ -112,6 +150,16 @@ func dispatch(args []string, stdout io.Writer, getenv func(string) string) error
 			return err
 		}
 		return status(socket, *output, stdout)
+	case "connect", "disconnect", "resync", "verify", "invalidate", "primary", "secondary":
+		req, err := parseControl(cmd, cmdArgs)
+		if err != nil {
+			return err
+		}
+		socket, err := socketPath(*sockFlag, *confFlag, getenv)
+		if err != nil {
+			return err
+		}
+		return control(socket, req, stdout)
 	case "help":
 		return flag.ErrHelp
 	default:
@@ -119,11 +167,151 @@ func dispatch(args []string, stdout io.Writer, getenv func(string) string) error
 	}
 }
 
-func usageErr(err error) error {
+func usageErr(cmd string, err error) error {
 	if errors.Is(err, flag.ErrHelp) {
 		return err
 	}
-	return usagef("%v", err)
+	if cmd == "" {
+		return usagef("%v", err)
+	}
+	return usagef("%s: %v", cmd, err)
+}
+
+// parseInterspersed parses args with fs and returns the positional
+// arguments. Unlike fs.Parse, which stops at the first non-flag, it lets
+// flags follow the positional arguments ("resync vol0 --full"); "--" ends
+// the flags, so a volume named "-x" can be given as "-- -x".
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		// fs stopped at a positional argument: keep it, parse on after it.
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// controlRequest is a parsed command that changes the node.
+type controlRequest struct {
+	// what says what is asked, for the line printed on success:
+	// "connect vol0 to node2".
+	what string
+	do   func(ctx context.Context, c *api.Client) error
+}
+
+// parseControl parses the arguments of the command cmd, one of connect,
+// disconnect, resync, verify, invalidate, primary and secondary.
+func parseControl(cmd string, args []string) (controlRequest, error) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // run prints the usage
+	var discard, checksum, full, force bool
+	maxArgs := 2 // VOLUME PEER
+	switch cmd {
+	case "connect":
+		fs.BoolVar(&discard, "discard-my-data", false, "resolve a split brain by discarding this node's writes")
+	case "resync":
+		fs.BoolVar(&checksum, "checksum", false, "compare checksums of every block")
+		fs.BoolVar(&full, "full", false, "copy every block")
+	case "primary":
+		fs.BoolVar(&force, "force", false, "promote even if the data cannot be confirmed current")
+		maxArgs = 1
+	case "invalidate", "secondary":
+		maxArgs = 1
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return controlRequest{}, usageErr(cmd, err)
+	}
+	if len(pos) > maxArgs {
+		return controlRequest{}, usagef("%s: unexpected argument %q", cmd, pos[maxArgs])
+	}
+	if checksum && full {
+		return controlRequest{}, usagef("resync: --checksum and --full exclude each other; give one")
+	}
+	pos = append(pos, "", "") // the defaults: the only volume, every peer
+	volume, peer := pos[0], pos[1]
+	vol, peers := volumeName(volume), peerName(peer)
+
+	switch cmd {
+	case "connect":
+		what := fmt.Sprintf("connect %s to %s", vol, peers)
+		if discard {
+			what += ", discarding this node's data on a split brain"
+		}
+		return controlRequest{what, func(ctx context.Context, c *api.Client) error {
+			return c.Connect(ctx, volume, peer, discard)
+		}}, nil
+	case "disconnect":
+		return controlRequest{fmt.Sprintf("disconnect %s from %s", vol, peers), func(ctx context.Context, c *api.Client) error {
+			return c.Disconnect(ctx, volume, peer)
+		}}, nil
+	case "resync":
+		mode := "bitmap"
+		switch {
+		case checksum:
+			mode = "checksum"
+		case full:
+			mode = "full"
+		}
+		return controlRequest{fmt.Sprintf("resync %s with %s (%s)", vol, peers, mode), func(ctx context.Context, c *api.Client) error {
+			return c.Resync(ctx, volume, peer, mode)
+		}}, nil
+	case "verify":
+		return controlRequest{fmt.Sprintf("verify %s against %s", vol, peers), func(ctx context.Context, c *api.Client) error {
+			return c.Verify(ctx, volume, peer)
+		}}, nil
+	case "invalidate":
+		return controlRequest{fmt.Sprintf("invalidate %s", vol), func(ctx context.Context, c *api.Client) error {
+			return c.Invalidate(ctx, volume)
+		}}, nil
+	}
+	// primary or secondary
+	what := fmt.Sprintf("make %s %s", vol, cmd)
+	if force {
+		what += " (forced)"
+	}
+	return controlRequest{what, func(ctx context.Context, c *api.Client) error {
+		return c.SetRole(ctx, volume, cmd, force)
+	}}, nil
+}
+
+// volumeName renders the VOLUME argument for the line printed on success,
+// saying what an omitted one stands for.
+func volumeName(v string) string {
+	if v == "" {
+		return "the only volume"
+	}
+	return v
+}
+
+// peerName renders the PEER argument like volumeName.
+func peerName(p string) string {
+	if p == "" {
+		return "every peer"
+	}
+	return p
+}
+
+// control sends req to the daemon and says what was asked.
+func control(socket string, req controlRequest, stdout io.Writer) error {
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	c := api.Dial(socket)
+	defer c.Close()
+	if err := req.do(ctx, c); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(stdout, "%s: requested\n", req.what)
+	return err
 }
 
 // socketPath chooses the control socket: -s, else -c's control_socket, else

@@ -1,0 +1,189 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/blockrep/blockrep/api"
+	"github.com/blockrep/blockrep/config"
+	"github.com/blockrep/blockrep/replica"
+	"github.com/blockrep/blockrep/replica/wire"
+)
+
+// readSecret reads the cluster's shared secret. Trailing whitespace (the
+// newline an editor adds) is not part of it.
+func readSecret(path string, logger *slog.Logger) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("replication.secret_file: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		logger.Warn("replication.secret_file is readable by other users: chmod 600 it", "path", path, "mode", fi.Mode().Perm().String())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("replication.secret_file: %w", err)
+	}
+	secret := []byte(strings.TrimRight(string(b), " \t\r\n"))
+	if len(secret) < wire.MinSecretLen {
+		return nil, fmt.Errorf("replication.secret_file %s holds %d bytes, fewer than the %d a secret needs (e.g. head -c 32 /dev/urandom | base64 > %s)", path, len(secret), wire.MinSecretLen, path)
+	}
+	return secret, nil
+}
+
+// peerConfigs lists the configured peers for the replica package.
+func peerConfigs(cfg *config.Config) []replica.PeerConfig {
+	out := make([]replica.PeerConfig, len(cfg.Peers))
+	for i, p := range cfg.Peers {
+		out[i] = replica.PeerConfig{Name: p.Name, Address: p.Address}
+	}
+	return out
+}
+
+// openReplica opens the replicated volume on top of v's store.
+func (n *Node) openReplica(v *volume) (*replica.Volume, error) {
+	rc := n.cfg.Replication
+	role := replica.Secondary
+	if v.cfg.Role == config.RolePrimary {
+		role = replica.Primary
+	}
+	return replica.Open(replica.VolumeConfig{
+		Name:            v.cfg.Name,
+		ID:              replica.VolumeID(rc.Cluster, v.cfg.Name),
+		Store:           v.store,
+		State:           replica.NewStore(n.meta, v.cfg.Name),
+		Local:           n.cfg.Node.Name,
+		Peers:           peerConfigs(n.cfg),
+		Role:            role,
+		Protocol:        rc.Protocol[0],
+		SplitBrain:      rc.SplitBrain,
+		ContinueAlone:   rc.ContinueAlone,
+		DataIntegrity:   rc.DataIntegrity,
+		BitmapBlockSize: int(rc.BitmapBlockSize),
+		ALExtents:       rc.ALExtents,
+		ALExtentSize:    rc.ALExtentSize,
+		Timeout:         rc.Timeout,
+		ResyncRate:      rc.ResyncRate,
+		Logger:          n.log,
+	})
+}
+
+// closeReplicas closes every replicated volume once.
+func (n *Node) closeReplicas() error {
+	var errs []error
+	for _, v := range n.volumes {
+		if v.repl != nil && !v.replClosed {
+			v.replClosed = true
+			if err := v.repl.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("volume %q: %w", v.cfg.Name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// replicated returns the replicated volume named name ("" for the only
+// volume).
+func (n *Node) replicated(name string) (*replica.Volume, error) {
+	var v *volume
+	if name == "" {
+		if len(n.volumes) != 1 {
+			names := make([]string, len(n.volumes))
+			for i, v := range n.volumes {
+				names[i] = v.cfg.Name
+			}
+			return nil, fmt.Errorf("%w: name a volume: this node has %d (%s)", api.ErrInvalid, len(n.volumes), strings.Join(names, ", "))
+		}
+		v = n.volumes[0]
+	} else {
+		for _, c := range n.volumes {
+			if c.cfg.Name == name {
+				v = c
+			}
+		}
+		if v == nil {
+			return nil, fmt.Errorf("%w: no volume %q on node %s", api.ErrNotFound, name, n.cfg.Node.Name)
+		}
+	}
+	if v.repl == nil {
+		return nil, fmt.Errorf("%w: volume %q is not replicated (no [[peer]] is configured)", api.ErrConflict, v.cfg.Name)
+	}
+	return v.repl, nil
+}
+
+// Connect implements api.Controller.
+func (n *Node) Connect(_ context.Context, volume, peer string, discardMyData bool) error {
+	r, err := n.replicated(volume)
+	if err != nil {
+		return err
+	}
+	n.log.Info("operator: connect", "volume", r.Name(), "peer", peer, "discard_my_data", discardMyData)
+	return r.Connect(peer, discardMyData)
+}
+
+// Disconnect implements api.Controller.
+func (n *Node) Disconnect(_ context.Context, volume, peer string) error {
+	r, err := n.replicated(volume)
+	if err != nil {
+		return err
+	}
+	n.log.Info("operator: disconnect", "volume", r.Name(), "peer", peer)
+	return r.Disconnect(peer)
+}
+
+// Resync implements api.Controller.
+func (n *Node) Resync(_ context.Context, volume, peer, mode string) error {
+	r, err := n.replicated(volume)
+	if err != nil {
+		return err
+	}
+	switch m := replica.ResyncMode(mode); m {
+	case "", replica.ResyncBitmap, replica.ResyncChecksum, replica.ResyncFull:
+		n.log.Info("operator: resync", "volume", r.Name(), "peer", peer, "mode", mode)
+		return r.Resync(peer, m)
+	}
+	return fmt.Errorf("%w: resync mode %q: want bitmap, checksum or full", api.ErrInvalid, mode)
+}
+
+// Verify implements api.Controller.
+func (n *Node) Verify(_ context.Context, volume, peer string) error {
+	r, err := n.replicated(volume)
+	if err != nil {
+		return err
+	}
+	n.log.Info("operator: verify", "volume", r.Name(), "peer", peer)
+	return r.Verify(peer)
+}
+
+// Invalidate implements api.Controller.
+func (n *Node) Invalidate(_ context.Context, volume string) error {
+	r, err := n.replicated(volume)
+	if err != nil {
+		return err
+	}
+	n.log.Warn("operator: invalidate", "volume", r.Name())
+	return r.Invalidate()
+}
+
+// SetRole implements api.Controller.
+func (n *Node) SetRole(_ context.Context, volume, role string, force bool) error {
+	r, err := n.replicated(volume)
+	if err != nil {
+		return err
+	}
+	var want replica.Role
+	switch role {
+	case "primary":
+		want = replica.Primary
+	case "secondary":
+		want = replica.Secondary
+	default:
+		return fmt.Errorf("%w: role %q: want primary or secondary", api.ErrInvalid, role)
+	}
+	n.log.Info("operator: role", "volume", r.Name(), "role", role, "force", force)
+	return r.SetRole(want, force)
+}
