@@ -219,7 +219,10 @@ func (v *Volume) decideLocked(p *peer, mine, theirs *stateMsg) (Decision, error)
 	case mine.Role == Primary && mine.Epoch < theirs.Epoch:
 		return refuse("this node is primary at epoch %d but the peer knows epoch %d: this primary was deposed (fenced)", mine.Epoch, theirs.Epoch)
 	}
-	if theirs.Role == Primary && theirs.Epoch > v.epoch {
+	// A secondary learns its primary's epoch. Two secondaries agree on
+	// the higher one, so that the frames of a resync between them pass
+	// each other's fence.
+	if theirs.Epoch > v.epoch && mine.Role != Primary {
 		v.epoch = theirs.Epoch
 		if err := v.persistRole(); err != nil {
 			return Decision{}, err

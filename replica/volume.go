@@ -283,8 +283,14 @@ func (v *Volume) becomePrimary(force bool) error {
 	}
 	prev := v.gens
 	// Peers connected in sync (or being synced from here) get this node's
-	// writes from now on.
+	// writes from now on. A peer the operator disconnected will not get
+	// them: promoting with it cut off is the operator's decision that it
+	// is Outdated.
 	for _, p := range v.peers {
+		if p.standalone && p.link == nil && p.knownDisk == UpToDate {
+			p.knownDisk = Outdated
+			v.log.Warn("promoting with a disconnected peer: it is Outdated from here", "peer", p.name)
+		}
 		if p.link != nil && (p.conn == Connected || p.conn == SyncSource) {
 			p.replicating = true
 			if p.conn == Connected && p.peerDisk >= Outdated {

@@ -154,6 +154,12 @@ func peerConn(n *testNode, peer string) ConnState {
 
 func (c *testCluster) waitConnected(a, b *testNode) {
 	c.t.Helper()
+	defer func() {
+		if c.t.Failed() {
+			c.t.Logf("%s: %+v", a.name, a.vol.Status())
+			c.t.Logf("%s: %+v", b.name, b.vol.Status())
+		}
+	}()
 	waitFor(c.t, a.name+" and "+b.name+" connected in sync", func() bool {
 		return peerConn(a, b.name) == Connected && peerConn(b, a.name) == Connected
 	})
@@ -279,5 +285,264 @@ func TestWriteRefusedWithoutPeer(t *testing.T) {
 	err := p.vol.WriteAt(make([]byte, 4096), 0, false)
 	if !errors.Is(err, ErrPeerUnreachable) {
 		t.Fatalf("write without the UpToDate peer: %v, want ErrPeerUnreachable", err)
+	}
+}
+
+// crash abandons a node the way kill -9 does: no clean leave, no final
+// bitmap save, the role record still says primary. Links drop; the memory
+// store keeps what was written (the page cache survives a process kill).
+func (c *testCluster) crash(n *testNode) {
+	v := n.vol
+	v.mu.Lock()
+	v.closing = true
+	v.mu.Unlock()
+	v.cancel()
+	for _, p := range v.peers {
+		p.stopLink(errors.New("crash"))
+	}
+	n.cancel()
+	<-n.done
+	_ = n.db.Close()
+	n.vol = nil
+}
+
+func TestPrimaryCrashResyncsActivityLog(t *testing.T) {
+	c := newTestCluster(t, []Role{Primary, Secondary}, func(vc *VolumeConfig) { vc.ALExtentSize = 1 << 20 })
+	p, s := c.nodes[0], c.nodes[1]
+	c.waitConnected(p, s)
+	// Writes into three 1 MiB extents.
+	for i := range 24 {
+		if err := p.vol.WriteAt(randBytes(4096), int64(i%3)*(1<<20)+int64(i)*8192, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.crash(p)
+	// The old primary comes back as secondary: its activity log makes the
+	// three extents suspect, and it is the sync source for them (nobody
+	// was promoted, so its data is the newest).
+	c.start(p, Secondary)
+	c.waitConnected(p, s)
+	st := p.vol.Status().Peers[0]
+	if st.Resync == nil || st.Resync.Kind != "checksum" || st.Resync.TotalBytes != 3<<20 {
+		t.Fatalf("resync after the crash: %+v, want a checksum resync of the 3 MiB of hot extents", st.Resync)
+	}
+	// Everything was in sync already, so digests matched and no data moved.
+	if st.ResyncBytesSent != 0 {
+		t.Errorf("%d resync bytes sent for identical extents", st.ResyncBytesSent)
+	}
+	sameData(t, p, s)
+}
+
+func TestPromotedSecondaryFeedsCrashedPrimary(t *testing.T) {
+	c := newTestCluster(t, []Role{Primary, Secondary}, nil)
+	p, s := c.nodes[0], c.nodes[1]
+	c.waitConnected(p, s)
+	acked := randBytes(8192)
+	if err := p.vol.WriteAt(acked, 1<<20, false); err != nil {
+		t.Fatal(err)
+	}
+	c.crash(p)
+	waitFor(t, "secondary notices", func() bool { return peerConn(s, "n1") != Connected })
+	if err := s.vol.SetRole(Primary, false); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(acked))
+	if err := s.vol.ReadAt(got, 1<<20); err != nil || !bytes.Equal(got, acked) {
+		t.Fatalf("acknowledged write missing on the promoted secondary: %v", err)
+	}
+	// The new primary writes; the peer is away.
+	if err := s.vol.WriteAt(randBytes(4096), 5<<20, false); err == nil {
+		t.Fatal("write accepted while the UpToDate peer is unreachable and continue_alone is off")
+	}
+	if err := s.vol.Disconnect("n1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.vol.WriteAt(randBytes(4096), 5<<20, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.vol.Connect("n1", false); err != nil {
+		t.Fatal(err)
+	}
+	c.start(p, Secondary)
+	c.waitConnected(p, s)
+	st := s.vol.Status().Peers[0]
+	// The resync covers the new primary's write and the old primary's
+	// activity log extent (merged), not the device.
+	if st.ResyncBytesSent > 2*DefaultExtentSize || st.ResyncBytesSent == 0 {
+		t.Fatalf("resync sent %d bytes", st.ResyncBytesSent)
+	}
+	if err := s.vol.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sameData(t, p, s)
+}
+
+func TestThreeNodes(t *testing.T) {
+	c := newTestCluster(t, []Role{Primary, Secondary, Secondary}, nil)
+	a, b, d := c.nodes[0], c.nodes[1], c.nodes[2]
+	c.waitConnected(a, b)
+	c.waitConnected(a, d)
+	for i := range 100 {
+		if err := a.vol.WriteAt(randBytes(4096), int64(i)*12288, i%10 == 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.vol.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sameData(t, a, b)
+	sameData(t, a, d)
+}
+
+func TestWrongSecretRefused(t *testing.T) {
+	c := &testCluster{t: t}
+	for i := range 2 {
+		c.nodes = append(c.nodes, &testNode{t: t, name: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), addr: freeAddr(t), store: blocktest.NewMem(testVolSize)})
+	}
+	c.start(c.nodes[0], Primary)
+	c.tcfg = func(tc *TransportConfig) { tc.Secret = []byte("another-secret-of-enough-length") }
+	c.start(c.nodes[1], Secondary)
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			c.stop(n)
+		}
+	})
+	time.Sleep(500 * time.Millisecond)
+	st := c.nodes[0].vol.Status().Peers[0]
+	if st.Connection == Connected || !bytes.Contains([]byte(st.LastError), []byte("authentication")) {
+		t.Fatalf("peer with a wrong secret: %s, last error %q", st.Connection, st.LastError)
+	}
+}
+
+func TestSplitBrainPolicies(t *testing.T) {
+	tests := []struct {
+		policy       SplitBrainPolicy
+		writesA      int // on the old primary while apart
+		writesB      int // on the promoted secondary while apart
+		discardB     bool
+		wantResolved bool
+		wantSource   int // 0: A's data survives, 1: B's
+	}{
+		{PolicyDisconnect, 3, 2, false, false, 0},
+		{PolicyDisconnect, 3, 2, true, true, 0},
+		{PolicyDiscardZeroChanges, 3, 0, false, true, 0},
+		{PolicyDiscardZeroChanges, 3, 2, false, false, 0},
+		{PolicyDiscardLeastChanges, 3, 2, false, true, 0},
+		{PolicyDiscardLeastChanges, 1, 5, false, true, 1},
+		{PolicyDiscardYoungerPrimary, 3, 2, false, true, 0},
+		{PolicyDiscardOlderPrimary, 3, 2, false, true, 1},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%v/a%d-b%d-discard%v", tt.policy, tt.writesA, tt.writesB, tt.discardB), func(t *testing.T) {
+			c := newTestCluster(t, []Role{Primary, Secondary}, func(vc *VolumeConfig) { vc.SplitBrain = tt.policy })
+			a, b := c.nodes[0], c.nodes[1]
+			c.waitConnected(a, b)
+			for _, n := range []*testNode{a, b} {
+				if err := n.vol.Disconnect(""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range tt.writesA {
+				if err := a.vol.WriteAt(randBytes(4096), int64(i)*(1<<20), false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := b.vol.SetRole(Primary, false); err != nil {
+				t.Fatal(err)
+			}
+			for i := range tt.writesB {
+				if err := b.vol.WriteAt(randBytes(4096), int64(i)*(1<<20)+8192, false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The policies never overwrite a primary: both step down.
+			for _, n := range []*testNode{a, b} {
+				if err := n.vol.SetRole(Secondary, false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			beforeA, beforeB := append([]byte(nil), a.store.Bytes()...), append([]byte(nil), b.store.Bytes()...)
+			if err := a.vol.Connect("", false); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.vol.Connect("", tt.discardB); err != nil {
+				t.Fatal(err)
+			}
+			if !tt.wantResolved {
+				waitFor(t, "both StandAlone", func() bool {
+					return peerConn(a, "n2") == StandAlone && peerConn(b, "n1") == StandAlone
+				})
+				if e := a.vol.Status().Peers[0].LastError; !bytes.Contains([]byte(e), []byte("split brain")) {
+					t.Fatalf("last error %q, want split brain", e)
+				}
+				if !bytes.Equal(a.store.Bytes(), beforeA) || !bytes.Equal(b.store.Bytes(), beforeB) {
+					t.Fatal("data changed on an unresolved split brain")
+				}
+				return
+			}
+			c.waitConnected(a, b)
+			want := beforeA
+			if tt.wantSource == 1 {
+				want = beforeB
+			}
+			if !bytes.Equal(a.store.Bytes(), want) || !bytes.Equal(b.store.Bytes(), want) {
+				t.Fatalf("after resolution the survivor's data is not on both (want node %d's)", tt.wantSource+1)
+			}
+		})
+	}
+}
+
+func TestVerifyAndChecksumResync(t *testing.T) {
+	c := newTestCluster(t, []Role{Primary, Secondary}, nil)
+	p, s := c.nodes[0], c.nodes[1]
+	c.waitConnected(p, s)
+	if err := p.vol.WriteAt(randBytes(1<<20), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	// Corrupt one block behind the secondary's back.
+	corrupt(t, s, 4096*7)
+	if err := p.vol.Verify("n2"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "verify finished", func() bool {
+		v := p.vol.Status().Peers[0].Verify
+		return v != nil && !v.Finished.IsZero()
+	})
+	st := p.vol.Status().Peers[0]
+	if st.Verify.OutOfSyncBytes != 4096 || st.OutOfSyncBytes != 4096 || st.Verify.Error != "" {
+		t.Fatalf("verify found %d bytes (bitmap %d, err %q), want 4096", st.Verify.OutOfSyncBytes, st.OutOfSyncBytes, st.Verify.Error)
+	}
+	if err := p.vol.Resync("n2", ResyncBitmap); err != nil {
+		t.Fatal(err)
+	}
+	c.waitConnected(p, s)
+	waitFor(t, "in sync", func() bool { return p.vol.Status().Peers[0].OutOfSyncBytes == 0 })
+	sameData(t, p, s)
+
+	corrupt(t, s, 4096*9+1)
+	before := p.vol.Status().Peers[0].ResyncBytesSent
+	if err := p.vol.Resync("n2", ResyncChecksum); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "checksum resync done", func() bool {
+		r := p.vol.Status().Peers[0].Resync
+		return r != nil && r.Kind == "checksum" && !r.Finished.IsZero()
+	})
+	if sent := p.vol.Status().Peers[0].ResyncBytesSent - before; sent != 4096 {
+		t.Fatalf("checksum resync sent %d data bytes, want 4096", sent)
+	}
+	sameData(t, p, s)
+}
+
+// corrupt flips a byte of a node's store behind the volume's back.
+func corrupt(t *testing.T, n *testNode, off int64) {
+	t.Helper()
+	b := make([]byte, 1)
+	if err := n.store.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if err := n.store.WriteAt(b, off, false); err != nil {
+		t.Fatal(err)
 	}
 }
