@@ -546,3 +546,63 @@ func corrupt(t *testing.T, n *testNode, off int64) {
 		t.Fatal(err)
 	}
 }
+
+func TestStaleEpochFenced(t *testing.T) {
+	c := newTestCluster(t, []Role{Primary, Secondary}, nil)
+	p, s := c.nodes[0], c.nodes[1]
+	c.waitConnected(p, s)
+	// The secondary learns (as the cluster will tell it) that a newer
+	// epoch exists: the primary is deposed.
+	s.vol.mu.Lock()
+	s.vol.epoch = p.vol.Status().Epoch + 3
+	s.vol.mu.Unlock()
+	before := s.store.Bytes()[:8192]
+	err := p.vol.WriteAt(randBytes(8192), 0, false)
+	if !errors.Is(err, ErrPeerUnreachable) {
+		t.Fatalf("write by a deposed primary: %v, want it unacknowledged", err)
+	}
+	if !bytes.Equal(s.store.Bytes()[:8192], before) {
+		t.Fatal("a frame from a stale epoch was applied")
+	}
+	if e := s.vol.Status().Peers[0].LastError; !bytes.Contains([]byte(e), []byte("stale epoch")) {
+		t.Fatalf("secondary's last error %q, want stale epoch", e)
+	}
+	// The deposed primary reconnects and is refused at the exchange.
+	waitFor(t, "fenced at connect", func() bool {
+		st := p.vol.Status().Peers[0]
+		return st.Connection == StandAlone && bytes.Contains([]byte(st.LastError), []byte("fenced"))
+	})
+}
+
+func TestActivityLogEvictionKeepsBitmapDurable(t *testing.T) {
+	c := newTestCluster(t, []Role{Primary, Secondary}, func(vc *VolumeConfig) {
+		vc.ALExtents, vc.ALExtentSize, vc.ContinueAlone = 2, 1<<20, true
+	})
+	p, s := c.nodes[0], c.nodes[1]
+	c.waitConnected(p, s)
+	c.stop(s)
+	waitFor(t, "primary notices", func() bool { return peerConn(p, "n2") != Connected })
+	// Ten extents through a log of two: eight evictions. The bits of the
+	// evicted extents must be durable before the evictions are, or a crash
+	// would forget them.
+	for i := range 10 {
+		if err := p.vol.WriteAt(randBytes(4096), int64(i)<<20, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.crash(p)
+	c.start(p, Primary)
+	p.vol.mu.Lock()
+	for i := range 10 {
+		if !p.vol.peers[0].bitmap.Test(uint64(i) << 20 / DefaultBlockSize) {
+			t.Errorf("after a crash the block written in extent %d is not out of sync", i)
+		}
+	}
+	p.vol.mu.Unlock()
+	c.start(s, Secondary)
+	c.waitConnected(p, s)
+	if err := p.vol.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sameData(t, p, s)
+}
