@@ -3,8 +3,10 @@ package nbd
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -607,5 +609,49 @@ func TestShutdownAnswersInFlight(t *testing.T) {
 		if got := dev.Bytes()[i*4096]; got != byte(i+1) {
 			t.Fatalf("write %d not on the device", i)
 		}
+	}
+}
+
+// TestExportAccess checks that the Access hook decides per client: a
+// refusal reaches the client as a policy error, a read-only answer makes
+// that client's export read-only, and the next client is asked again.
+func TestExportAccess(t *testing.T) {
+	var mu sync.Mutex
+	var ro bool
+	var refuse error
+	srv := NewServer(Config{})
+	addr := serveTest(t, srv, &Export{Name: "vol", Device: blocktest.NewMem(testSize), Access: func() (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return ro, refuse
+	}})
+	set := func(r bool, e error) {
+		mu.Lock()
+		ro, refuse = r, e
+		mu.Unlock()
+	}
+
+	c := dialTest(t, addr)
+	if _, flags := c.negotiateGo("vol", false); flags&tflagReadOnly != 0 {
+		t.Fatalf("writable export advertised read-only: %#x", flags)
+	}
+	if r := c.do(cmdWrite, 0, 0, 512, make([]byte, 512)); r.errno != 0 {
+		t.Fatalf("write: errno %d", r.errno)
+	}
+
+	set(true, nil)
+	c = dialTest(t, addr)
+	if _, flags := c.negotiateGo("vol", false); flags&tflagReadOnly == 0 {
+		t.Fatalf("read-only answer not advertised: %#x", flags)
+	}
+	if r := c.do(cmdWrite, 0, 0, 512, make([]byte, 512)); r.errno != errPerm {
+		t.Fatalf("write to a read-only export: errno %d, want EPERM", r.errno)
+	}
+
+	set(false, errors.New("volume is secondary here"))
+	c = dialTest(t, addr)
+	rs := c.opt(optGo, goData("vol"))
+	if last := rs[len(rs)-1]; last.typ != repErrPolicy || !bytes.Contains(last.data, []byte("secondary")) {
+		t.Fatalf("refused export: reply %#x %q, want a policy error naming the reason", last.typ, last.data)
 	}
 }

@@ -214,29 +214,57 @@ func (l *link) applyData(h wire.Header) error {
 			l.ack(wire.TypeWriteAckReceived, h)
 		}
 	}
-	id := l.acquire(off, n, h.Seq)
-	go func() {
-		var err error
+	apply := func() error {
 		switch h.Type {
 		case wire.TypeWrite:
-			err = v.store.WriteAt(data, off, h.Flags&wire.FlagFUA != 0)
+			return v.store.WriteAt(data, off, h.Flags&wire.FlagFUA != 0)
 		case wire.TypeResyncData:
-			err = v.store.WriteAt(data, off, false)
+			return v.store.WriteAt(data, off, false)
 		case wire.TypeTrim:
-			err = v.store.Trim(off, n)
-		case wire.TypeZeroes:
-			err = v.store.WriteZeroes(off, n, block.ZeroFlags{MayTrim: zflags&zeroMayTrim != 0})
+			return v.store.Trim(off, n)
+		default:
+			return v.store.WriteZeroes(off, n, block.ZeroFlags{MayTrim: zflags&zeroMayTrim != 0})
 		}
-		release()
-		l.releaseApplied(id, h.Seq)
+	}
+	finish := func(err error) {
 		if err != nil {
 			v.log.Error("applying a replicated write failed: dropping the link", "peer", p.name, "type", h.Type, "off", off, "len", n, "err", err)
 			l.fail(fmt.Errorf("local %v failed: %w", h.Type, err))
 			return
 		}
 		l.ack(wire.TypeWriteAckDurable, h)
+	}
+	if h.Flags&wire.FlagFUA == 0 {
+		// Applied by the receiver itself: a write that completes into the
+		// page cache takes microseconds, and one writer keeps the file
+		// system's inode lock uncontended (concurrent pwrites to one
+		// file queue on it). Arrival order is then the apply order.
+		l.waitRange(off, n)
+		err := apply()
+		release()
+		finish(err)
+		return nil
+	}
+	// A FUA write waits for the disk: it runs aside so the writes behind
+	// it keep flowing; its range holds back overlapping later ones.
+	id := l.acquire(off, n, h.Seq)
+	go func() {
+		err := apply()
+		release()
+		l.releaseApplied(id, h.Seq)
+		finish(err)
 	}()
 	return nil
+}
+
+// waitRange waits until no operation running aside overlaps [off, off+n).
+func (l *link) waitRange(off, n int64) {
+	v := l.v
+	v.mu.Lock()
+	for v.ranges.overlaps(off, n) {
+		v.cond.Wait()
+	}
+	v.mu.Unlock()
 }
 
 // ack answers frame h.
