@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -138,14 +139,23 @@ func FioArgs(uri string, row Row, size int64, runtime time.Duration) []string {
 
 // RunFio runs one fio job.
 func RunFio(ctx context.Context, fio, uri string, row Row, size int64, runtime time.Duration) (Result, error) {
-	cmd := exec.CommandContext(ctx, fio, FioArgs(uri, row, size, runtime)...)
+	return runFio(ctx, fio, row.Name, uri, FioArgs(uri, row, size, runtime))
+}
+
+// runFio runs fio with args; label names the job in errors.
+func runFio(ctx context.Context, fio, label, uri string, args []string) (Result, error) {
+	cmd := exec.CommandContext(ctx, fio, args...)
+	// On cancellation let fio stop its job processes itself; SIGKILL
+	// would orphan them.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr string
 		if ee, ok := err.(*exec.ExitError); ok {
 			stderr = string(ee.Stderr)
 		}
-		return Result{}, fmt.Errorf("bench: fio %s on %s: %v: %s", row.Name, uri, err, stderr)
+		return Result{}, fmt.Errorf("bench: fio %s on %s: %v: %s", label, uri, err, stderr)
 	}
 	return ParseFio(out)
 }

@@ -11,16 +11,28 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"github.com/blockrep/blockrep/api"
 )
 
 // Server is an NBD server process under test.
 type Server struct {
 	Name string
 	URI  string
-	cmd  *exec.Cmd
-	log  *os.File
+	// Control is the control socket of a blockrepd node; empty for nbdkit.
+	Control string
+	// LogPath is the file the process's output goes to.
+	LogPath string
+
+	cmd      *exec.Cmd
+	log      *os.File
+	done     chan struct{} // closed when the process has exited
+	waitErr  error         // set before done is closed
+	stopOnce sync.Once
+	client   *api.Client
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.
@@ -34,7 +46,8 @@ func freePort() (int, error) {
 }
 
 func start(ctx context.Context, name string, port int, logPath string, argv ...string) (*Server, error) {
-	logf, err := os.Create(logPath)
+	// Append: a node that is restarted keeps the log of its earlier runs.
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +58,11 @@ func start(ctx context.Context, name string, port int, logPath string, argv ...s
 		logf.Close()
 		return nil, fmt.Errorf("bench: start %s: %w", name, err)
 	}
-	s := &Server{Name: name, URI: fmt.Sprintf("nbd://127.0.0.1:%d", port), cmd: cmd, log: logf}
+	s := &Server{Name: name, URI: fmt.Sprintf("nbd://127.0.0.1:%d", port), LogPath: logPath, cmd: cmd, log: logf, done: make(chan struct{})}
+	go func() {
+		s.waitErr = cmd.Wait()
+		close(s.done)
+	}()
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	for deadline := time.Now().Add(15 * time.Second); ; {
 		c, err := net.Dial("tcp", addr)
@@ -53,13 +70,43 @@ func start(ctx context.Context, name string, port int, logPath string, argv ...s
 			c.Close()
 			return s, nil
 		}
+		if err := s.Exited(); err != nil {
+			s.Stop()
+			return nil, fmt.Errorf("bench: %s: %w; log:\n%s", name, err, s.LogTail(20))
+		}
 		if time.Now().After(deadline) {
 			s.Stop()
-			out, _ := os.ReadFile(logPath)
-			return nil, fmt.Errorf("bench: %s did not listen on %s: %s", name, addr, out)
+			return nil, fmt.Errorf("bench: %s did not listen on %s; log:\n%s", name, addr, s.LogTail(20))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Exited returns an error saying how the process ended if it has ended,
+// and nil while it runs.
+func (s *Server) Exited() error {
+	select {
+	case <-s.done:
+		if s.waitErr != nil {
+			return fmt.Errorf("%s exited: %v", s.Name, s.waitErr)
+		}
+		return fmt.Errorf("%s exited", s.Name)
+	default:
+		return nil
+	}
+}
+
+// LogTail returns the last n lines of the server's log.
+func (s *Server) LogTail(n int) string {
+	data, err := os.ReadFile(s.LogPath)
+	if err != nil {
+		return fmt.Sprintf("(log unreadable: %v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // StartNbdkit serves file with nbdkit's file plugin.
@@ -78,24 +125,8 @@ func StartBlockrepd(ctx context.Context, blockrepd, file, workDir string) (*Serv
 	if err != nil {
 		return nil, err
 	}
-	dataDir := filepath.Join(workDir, "node")
-	cfg := fmt.Sprintf(`[node]
-name = "bench"
-data_dir = %q
-
-[nbd]
-listen = ["127.0.0.1:%d"]
-
-[[volume]]
-name = "bench"
-path = %q
-`, dataDir, port, file)
-	cfgPath := filepath.Join(workDir, "blockrepd.toml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		return nil, err
-	}
-	return start(ctx, "blockrepd", port, filepath.Join(workDir, "blockrepd.log"),
-		blockrepd, "-config", cfgPath, "-log-level", "warn")
+	nc := NodeConfig{Name: "bench", DataDir: filepath.Join(workDir, "node"), File: file, NBDPort: port}
+	return startNode(ctx, "blockrepd", blockrepd, nc, filepath.Join(workDir, "blockrepd.toml"), filepath.Join(workDir, "blockrepd.log"), "warn")
 }
 
 // PID is the server's process id.
@@ -124,21 +155,28 @@ func (s *Server) RSS() (now, peak int64, err error) {
 	return now, peak, nil
 }
 
-// Stop ends the server with SIGTERM and waits for it.
+// PeakRSS reports the server's peak resident set (VmHWM) in bytes.
+func (s *Server) PeakRSS() (int64, error) {
+	_, peak, err := s.RSS()
+	return peak, err
+}
+
+// Stop ends the server with SIGTERM and waits for it; it kills the server
+// if it has not exited after 10 seconds. Stopping twice is harmless.
 func (s *Server) Stop() {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
-		_ = s.cmd.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = s.cmd.Process.Kill()
-		<-done
-	}
-	s.log.Close()
+	s.stopOnce.Do(func() {
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(10 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-s.done
+		}
+		if s.client != nil {
+			s.client.Close()
+		}
+		s.log.Close()
+	})
 }
 
 // FillFile writes size bytes of non-zero data to path and syncs it, so that

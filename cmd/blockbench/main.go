@@ -2,6 +2,11 @@
 // fio jobs (ioengine=nbd) against both, on identical backing files, rounds
 // interleaved so that machine noise hits both alike. It prints a Markdown
 // table with ratios and blockrepd's memory use.
+//
+// With -replication it measures replication instead: nbdkit, a standalone
+// blockrepd and a blockrepd primary with a protocol-C secondary side by
+// side, then the resync of a secondary that was down against a plain copy
+// of the same bytes (see docs/BENCHMARKS.md).
 package main
 
 import (
@@ -17,6 +22,7 @@ import (
 	"time"
 
 	"github.com/blockrep/blockrep/bench"
+	"github.com/blockrep/blockrep/config"
 )
 
 func main() {
@@ -24,34 +30,82 @@ func main() {
 	nbdkit := flag.String("nbdkit", "nbdkit", "nbdkit binary")
 	fio := flag.String("fio", "fio", "fio binary")
 	dir := flag.String("dir", "/var/tmp", "directory for the backing files (both on the same file system)")
-	size := flag.Int64("size", 1<<30, "backing file size in bytes")
+	size := sizeFlag(1 << 30)
+	flag.Var(&size, "size", "backing file size: bytes or with a binary suffix (256MiB, 1GiB)")
 	runtime := flag.Duration("runtime", 5*time.Second, "fio runtime per run")
 	rounds := flag.Int("rounds", 3, "runs per row and server; the median is reported")
 	only := flag.String("rows", "", "comma-separated substrings selecting rows (default all)")
+	replication := flag.Bool("replication", false, "measure replication: nbdkit, standalone and replicated blockrepd, then resync against a plain copy")
+	resyncSize := sizeFlag(512 << 20)
+	flag.Var(&resyncSize, "resync-size", "with -replication: bytes written while the secondary is down, then resynced; 0 skips the resync rounds (default 512MiB, at most half of -size)")
+	syncTimeout := flag.Duration("sync-timeout", 10*time.Minute, "with -replication: longest wait for the secondary to be in sync")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *blockrepd, *nbdkit, *fio, *dir, *size, *runtime, *rounds, *only); err != nil {
+	resyncSet := false
+	flag.Visit(func(f *flag.Flag) { resyncSet = resyncSet || f.Name == "resync-size" })
+	if !resyncSet {
+		resyncSize = min(resyncSize, size/2/(1<<20)*(1<<20))
+	}
+	var err error
+	if *replication {
+		err = runReplication(ctx, replOptions{
+			blockrepd: *blockrepd, nbdkit: *nbdkit, fio: *fio, dir: *dir,
+			size: int64(size), runtime: *runtime, rounds: *rounds, only: *only,
+			resyncSize: int64(resyncSize), syncTimeout: *syncTimeout,
+		})
+	} else {
+		err = run(ctx, *blockrepd, *nbdkit, *fio, *dir, int64(size), *runtime, *rounds, *only)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(os.Stderr, "blockbench: interrupted; servers stopped")
+			os.Exit(1)
+		}
 		fmt.Fprintln(os.Stderr, "blockbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, blockrepd, nbdkit, fio, dir string, size int64, runtime time.Duration, rounds int, only string) error {
-	if blockrepd == "" {
+// sizeFlag is a size in bytes, given as a byte count or with a binary
+// suffix as in blockrepd's configuration.
+type sizeFlag int64
+
+func (s *sizeFlag) String() string { return config.FormatSize(int64(*s)) }
+
+func (s *sizeFlag) Set(v string) error {
+	n, err := config.ParseSize(v)
+	if err != nil {
+		return err
+	}
+	*s = sizeFlag(n)
+	return nil
+}
+
+// findTools resolves blockrepd (default: next to blockbench, then $PATH)
+// and the other tools to absolute paths.
+func findTools(blockrepd *string, others ...*string) error {
+	if *blockrepd == "" {
 		self, _ := os.Executable()
-		blockrepd = filepath.Join(filepath.Dir(self), "blockrepd")
-		if _, err := os.Stat(blockrepd); err != nil {
-			blockrepd = "blockrepd"
+		*blockrepd = filepath.Join(filepath.Dir(self), "blockrepd")
+		if _, err := os.Stat(*blockrepd); err != nil {
+			*blockrepd = "blockrepd"
 		}
 	}
-	for _, tool := range []*string{&blockrepd, &nbdkit, &fio} {
+	for _, tool := range append([]*string{blockrepd}, others...) {
 		p, err := exec.LookPath(*tool)
 		if err != nil {
 			return fmt.Errorf("%s not found: %w", *tool, err)
 		}
 		*tool = p
+	}
+	return nil
+}
+
+func run(ctx context.Context, blockrepd, nbdkit, fio, dir string, size int64, runtime time.Duration, rounds int, only string) error {
+	if err := findTools(&blockrepd, &nbdkit, &fio); err != nil {
+		return err
 	}
 	work, err := os.MkdirTemp(dir, "blockbench-")
 	if err != nil {
@@ -76,12 +130,7 @@ func run(ctx context.Context, blockrepd, nbdkit, fio, dir string, size int64, ru
 	}
 	defer br.Stop()
 
-	var rows []bench.Row
-	for _, r := range bench.DefaultRows {
-		if only == "" || matchesAny(r.Name, only) {
-			rows = append(rows, r)
-		}
-	}
+	rows := selectRows(bench.DefaultRows, only)
 	fmt.Printf("blockbench: %d rows x %d rounds x %s, %d MiB backing files in %s\n", len(rows), rounds, runtime, size>>20, dir)
 	var comps []bench.Comparison
 	for _, row := range rows {
@@ -116,6 +165,17 @@ func run(ctx context.Context, blockrepd, nbdkit, fio, dir string, size int64, ru
 	_, refHWM, _ := ref.RSS()
 	fmt.Printf("\nblockrepd RSS after the runs: peak (VmHWM) %.1f MiB; nbdkit peak %.1f MiB\n", float64(hwm)/(1<<20), float64(refHWM)/(1<<20))
 	return nil
+}
+
+// selectRows returns the rows matching only (all when only is empty).
+func selectRows(all []bench.Row, only string) []bench.Row {
+	var rows []bench.Row
+	for _, r := range all {
+		if only == "" || matchesAny(r.Name, only) {
+			rows = append(rows, r)
+		}
+	}
+	return rows
 }
 
 func matchesAny(name, list string) bool {
