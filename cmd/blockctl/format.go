@@ -86,8 +86,12 @@ func writeReplication(w io.Writer, name string, rs *replica.Status, now time.Tim
 	fmt.Fprintln(tw, "  PEER\tCONNECTION\tROLE\tDISK\tREPL\tOUT-OF-SYNC\tRESYNC")
 	for _, p := range rs.Peers {
 		resync := ""
-		if p.Resync != nil {
-			resync = progressBar(p.Resync) + " (" + p.Resync.Kind + ")"
+		switch r := p.Resync; {
+		case r == nil:
+		case r.Finished.IsZero():
+			resync = progressBar(r) + " (" + r.Kind + ")"
+		case r.Error == "":
+			resync = fmt.Sprintf("%s done %s: %s in %s", r.Kind, clock(r.Finished, now), humanSize(r.DoneBytes), humanDuration(r.Finished.Sub(r.Started)))
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Connection, p.Role, p.Disk,
 			yesNo(p.Replicating), humanSize(p.OutOfSyncBytes), resync)

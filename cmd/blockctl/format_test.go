@@ -110,6 +110,7 @@ func TestWriteTableReplication(t *testing.T) {
 						{Name: "node2", Connection: replica.VerifyTarget, Role: "primary", Disk: "UpToDate", Replicating: true,
 							Verify: &replica.Progress{Kind: "verify", TotalBytes: 1 << 30, DoneBytes: 1 << 28, BytesPerSecond: 100 << 20, OutOfSyncBytes: 4 << 10}},
 						{Name: "node3", Connection: replica.Connected, Role: "secondary", Disk: "UpToDate", Replicating: true,
+							Resync: &replica.Progress{Kind: "bitmap", Started: time.Date(2025, 3, 1, 11, 0, 0, 0, time.UTC), Finished: time.Date(2025, 3, 1, 11, 0, 42, 0, time.UTC), TotalBytes: 16 << 20, DoneBytes: 16 << 20},
 							Verify: &replica.Progress{Kind: "verify", Finished: time.Date(2025, 2, 27, 23, 5, 0, 0, time.UTC), TotalBytes: 1 << 30, DoneBytes: 1 << 30}},
 					}}},
 		},
@@ -138,7 +139,7 @@ vol1  role secondary  disk UpToDate  epoch 7  protocol A  gen c0ffee
   warning: continue_alone is on: as primary, this node would acknowledge writes its peers may not have (unsafe without quorum)
   PEER   CONNECTION    ROLE       DISK      REPL  OUT-OF-SYNC  RESYNC
   node2  VerifyTarget  primary    UpToDate  yes   0B
-  node3  Connected     secondary  UpToDate  yes   0B
+  node3  Connected     secondary  UpToDate  yes   0B           bitmap done 11:00:42: 16MiB in 42s
   node2: verify [=====>              ] 25% 100MiB/s, 4KiB out of sync so far
   node3: verify finished 2025-02-27 23:05:00: in sync
 
