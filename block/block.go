@@ -66,3 +66,14 @@ var ErrReadOnly = errors.New("block: device is read-only")
 
 // ErrOutOfRange is returned for a request that does not fit in the device.
 var ErrOutOfRange = errors.New("block: request out of range")
+
+// AsyncWriter is implemented by devices whose writes wait on something slow
+// after the local work, such as a replicated volume waiting for its peers.
+// WriteAtAsync does the local part in the calling goroutine and calls done
+// exactly once, from whichever goroutine completes the write; p must stay
+// unchanged until then. A server that calls it from the goroutine reading a
+// connection issues local writes the way it would for a plain store, and
+// needs no goroutine per request to wait for the peers.
+type AsyncWriter interface {
+	WriteAtAsync(p []byte, off int64, fua bool, done func(error))
+}

@@ -42,6 +42,7 @@ type session struct {
 	srv        *Server
 	cc         *clientConn
 	dev        block.Device
+	async      block.AsyncWriter // dev, if it completes writes asynchronously
 	size       uint64
 	readOnly   bool
 	structured bool
@@ -81,6 +82,9 @@ func newSession(srv *Server, cc *clientConn, t transport, n *negotiation) *sessi
 	}
 	if n.blockSizes {
 		s.align = minBlk
+	}
+	if a, ok := e.Device.(block.AsyncWriter); ok && !s.readOnly {
+		s.async = a
 	}
 	if e.InlineMax > 0 {
 		s.inlineMax = uint32(min(e.InlineMax, defaultMaxBlk))
@@ -233,6 +237,9 @@ func (s *session) write(r *request) error {
 	if fua || r.length > s.inlineMax {
 		return s.spawn(r, n)
 	}
+	if s.async != nil {
+		return s.writeAsync(r, n)
+	}
 	if !s.bulk {
 		// The payload is used where it lies in the read buffer.
 		p, err := s.in.next(n, false)
@@ -252,6 +259,37 @@ func (s *session) write(r *request) error {
 	}
 	s.finish(r, s.dev.WriteAt(*buf, int64(r.off), false))
 	s.release(buf, weight)
+	return nil
+}
+
+// writeAsync starts a write on an AsyncWriter from the reader: the payload
+// goes into a pooled buffer that lives until the device calls back, and the
+// callback sends the reply. A worker slot bounds how many are in flight.
+func (s *session) writeAsync(r *request, n int) error {
+	buf, weight, err := s.acquire(n)
+	if err != nil {
+		return err
+	}
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		s.out.readerIdle()
+		s.slots <- struct{}{}
+		s.out.readerBusy()
+	}
+	if err := s.in.readFull(*buf); err != nil {
+		<-s.slots
+		s.release(buf, weight)
+		return err
+	}
+	s.workers.Add(1)
+	req := *r
+	s.async.WriteAtAsync(*buf, int64(r.off), false, func(err error) {
+		s.finish(&req, err)
+		<-s.slots
+		s.release(buf, weight)
+		s.workers.Done()
+	})
 	return nil
 }
 

@@ -255,9 +255,11 @@ func (n *Node) exportFor(vol *volume) *nbd.Export {
 		InlineMax:          InlineMaxLocal,
 	}
 	if r := vol.repl; r != nil {
-		// Requests wait on the network: serve them from workers so
-		// that the connection's reader keeps pulling more.
-		e.InlineMax = 0
+		// Writes start in the connection's reader (the volume is a
+		// block.AsyncWriter: the reader does the local write and sends
+		// the peers' copies, the last acknowledgement sends the reply),
+		// reads are local: both are served inline like a local store's.
+		// FLUSH and FUA writes wait on the peers and go to workers.
 		refuse := n.cfg.Replication.SecondaryNBD == config.SecondaryRefuse
 		e.Access = func() (bool, error) {
 			if r.Role() == replica.Primary {

@@ -325,6 +325,7 @@ func (l *link) teardown(cause error) {
 	l.closed = true
 	l.smu.Unlock()
 	unacked := false
+	var failedOps []pendingFrame
 	for _, pf := range pending {
 		switch pf.kind {
 		case pendApp:
@@ -333,7 +334,7 @@ func (l *link) teardown(cause error) {
 				unacked = true
 			}
 			if pf.op != nil {
-				pf.op.complete(pf.idx, false)
+				failedOps = append(failedOps, pf)
 			}
 		case pendResync:
 			if pf.buf != nil {
@@ -375,5 +376,9 @@ func (l *link) teardown(cause error) {
 	v.log.Warn("peer link down", "peer", p.name, "reason", cause)
 	v.cond.Broadcast()
 	v.mu.Unlock()
+	// Ops finish under v.mu themselves: complete them only now.
+	for _, pf := range failedOps {
+		pf.op.complete(pf.idx, false)
+	}
 	close(l.done)
 }

@@ -36,8 +36,10 @@ type link struct {
 	queue   []outFrame
 	spare   []outFrame
 	closed  bool
-	sending bool // the sender is writing a batch
-	seq     uint64
+	// flushing is set while one goroutine writes the queue out; frames
+	// queued meanwhile go out with its next batch.
+	flushing bool
+	seq      uint64
 	pending map[uint64]pendingFrame
 
 	// amu guards what the receiver applies on this node: the sequence
@@ -152,7 +154,8 @@ func (l *link) queueOp(t wire.FrameType, payload []byte, flags wire.Flags, off, 
 
 // enqueue assigns the next sequence number, queues the frame and, if
 // track, registers pf for the answer. It returns the sequence number, or 0
-// if the link is closed.
+// if the link is closed. The frame goes out at the next kick: the caller
+// kicks once it holds no lock (or kicks the sender with kickAsync).
 func (l *link) enqueue(h wire.Header, payload []byte, pf pendingFrame, track, completeOnSend bool) uint64 {
 	l.smu.Lock()
 	defer l.smu.Unlock()
@@ -165,31 +168,81 @@ func (l *link) enqueue(h wire.Header, payload []byte, pf pendingFrame, track, co
 		l.pending[h.Seq] = pf
 	}
 	l.queue = append(l.queue, outFrame{h: h, payload: payload, completeOnSend: completeOnSend})
-	if len(l.queue) == 1 {
-		l.scond.Signal()
-	}
 	return h.Seq
 }
 
-// send queues a frame that needs no answer (acks, pings, state).
+// send queues a frame that needs no answer and has the sender goroutine
+// write it: safe under v.mu.
 func (l *link) send(h wire.Header, payload []byte) {
-	l.enqueue(h, payload, pendingFrame{}, false, false)
+	if l.enqueue(h, payload, pendingFrame{}, false, false) != 0 {
+		l.kickAsync()
+	}
 }
 
-// sender writes queued frames until the link fails.
+// sendNow queues a frame that needs no answer and writes the queue out
+// in the calling goroutine unless another one is at it. It must not be
+// called under v.mu: a write blocked on a full socket would then stop this
+// node's receiver, which needs v.mu, from draining the peer's answers.
+func (l *link) sendNow(h wire.Header, payload []byte) {
+	if l.enqueue(h, payload, pendingFrame{}, false, false) != 0 {
+		l.kick()
+	}
+}
+
+// kick writes the queue out in the calling goroutine, unless another
+// goroutine is already doing so (it will take the new frames too). Writing
+// in the goroutine that produced the frame saves a wake-up of the sender:
+// on a small machine each hand-off costs more than the write itself.
+// Never call it under v.mu (see sendNow).
+func (l *link) kick() {
+	l.smu.Lock()
+	if l.flushing || len(l.queue) == 0 || l.closed {
+		l.smu.Unlock()
+		return
+	}
+	l.flushing = true
+	l.smu.Unlock()
+	l.flushQueue()
+}
+
+// kickAsync has the sender goroutine write the queue out.
+func (l *link) kickAsync() {
+	l.smu.Lock()
+	l.scond.Broadcast()
+	l.smu.Unlock()
+}
+
+// sender writes out frames that were queued under a lock (kickAsync).
 func (l *link) sender() {
 	for {
 		l.smu.Lock()
-		for len(l.queue) == 0 && !l.closed {
+		for (len(l.queue) == 0 || l.flushing) && !l.closed {
 			l.scond.Wait()
 		}
 		if l.closed {
 			l.smu.Unlock()
 			return
 		}
+		l.flushing = true
+		l.smu.Unlock()
+		l.flushQueue()
+	}
+}
+
+// flushQueue writes batches until the queue is empty, then clears
+// flushing. The caller set flushing.
+func (l *link) flushQueue() {
+	for {
+		l.smu.Lock()
+		if len(l.queue) == 0 || l.closed {
+			l.flushing = false
+			l.scond.Broadcast()
+			l.smu.Unlock()
+			return
+		}
 		batch := l.queue
 		l.queue = l.spare[:0]
-		l.sending = true
+		l.spare = nil
 		l.smu.Unlock()
 
 		var sentBytes int64
@@ -197,12 +250,14 @@ func (l *link) sender() {
 			f := &batch[i]
 			if err := l.w.Queue(f.h, f.payload); err != nil {
 				l.fail(fmt.Errorf("send %v: %w", f.h.Type, err))
+				l.endFlush()
 				return
 			}
 			sentBytes += int64(len(f.payload))
 		}
 		if err := l.w.Flush(); err != nil {
 			l.fail(fmt.Errorf("send: %w", err))
+			l.endFlush()
 			return
 		}
 		l.p.bytesSent.Add(sentBytes)
@@ -223,13 +278,19 @@ func (l *link) sender() {
 		}
 		clear(batch)
 		l.spare = batch[:0]
-		l.sending = false
-		l.scond.Broadcast()
 		l.smu.Unlock()
 		for _, pf := range sentOps {
 			pf.op.complete(pf.idx, true)
 		}
 	}
+}
+
+// endFlush clears flushing after a failed write.
+func (l *link) endFlush() {
+	l.smu.Lock()
+	l.flushing = false
+	l.scond.Broadcast()
+	l.smu.Unlock()
 }
 
 // drain waits until every queued frame is written, the link fails, or
@@ -243,7 +304,7 @@ func (l *link) drain(timeout time.Duration) {
 	})
 	defer t.Stop()
 	l.smu.Lock()
-	for (len(l.queue) > 0 || l.sending) && !l.closed {
+	for (len(l.queue) > 0 || l.flushing) && !l.closed {
 		l.scond.Wait()
 	}
 	l.smu.Unlock()
@@ -284,7 +345,7 @@ func (l *link) pinger() {
 		case <-l.ctx.Done():
 			return
 		case <-t.C:
-			l.send(l.header(wire.TypePing, l.epoch(), 0, 0), nil)
+			l.sendNow(l.header(wire.TypePing, l.epoch(), 0, 0), nil)
 		}
 	}
 }

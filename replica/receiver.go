@@ -35,7 +35,7 @@ func (l *link) handle(h wire.Header) error {
 		if _, err := l.smallPayload(h); err != nil {
 			return err
 		}
-		l.send(l.header(wire.TypePong, l.epoch(), 0, 0), nil)
+		l.sendNow(l.header(wire.TypePong, l.epoch(), 0, 0), nil)
 	case wire.TypePong:
 		_, err := l.smallPayload(h)
 		return err
@@ -275,17 +275,16 @@ func (l *link) ack(t wire.FrameType, h wire.Header) {
 }
 
 // sendExact queues a frame with its Seq already set (an answer carries
-// the Seq of the frame it answers).
+// the Seq of the frame it answers) and writes it out like sendNow.
 func (l *link) sendExact(h wire.Header, payload []byte) {
 	l.smu.Lock()
-	defer l.smu.Unlock()
 	if l.closed {
+		l.smu.Unlock()
 		return
 	}
 	l.queue = append(l.queue, outFrame{h: h, payload: payload})
-	if len(l.queue) == 1 {
-		l.scond.Signal()
-	}
+	l.smu.Unlock()
+	l.kick()
 }
 
 // acquire waits until [off, off+n) is free, marks it busy and records seq

@@ -140,7 +140,7 @@ func (l *link) runResync(kind ResyncKind, mode syncMode) {
 	g.Bitmap = 0
 	h := l.header(wire.TypeResyncDone, v.epoch, resyncDoneFromSource, 0)
 	v.mu.Unlock()
-	l.send(h, marshalGens(g))
+	l.sendNow(h, marshalGens(g))
 	select {
 	case <-l.resyncDoneAck:
 	case <-l.ctx.Done():
@@ -234,6 +234,7 @@ func (l *link) sendChunk(off, n int64) error {
 	seq := l.enqueue(l.header(t, v.epoch, off, flags), payload, pendingFrame{kind: pendResync, off: off, n: n, buf: buf}, true, false)
 	l.unlockRangeLocked(id)
 	v.mu.Unlock()
+	l.kick()
 	if seq == 0 {
 		if buf != nil {
 			v.pool.Put(buf)
@@ -261,6 +262,7 @@ func (l *link) sendDigests(off, n int64, mode byte) error {
 	seq := l.enqueue(l.header(wire.TypeVerifyRequest, v.epoch, off, 0), marshalVerifyReq(n, mode, ds), pendingFrame{kind: pendVerify, off: off, n: n}, true, false)
 	l.unlockRangeLocked(id)
 	v.mu.Unlock()
+	l.kick()
 	if seq == 0 {
 		return errLinkClosed
 	}
@@ -368,6 +370,7 @@ func (l *link) saveProgress() bool {
 	v.mu.Lock()
 	seq := l.enqueue(l.header(wire.TypeFlush, v.epoch, 0, 0), nil, pendingFrame{kind: pendFlush, ch: ch}, true, false)
 	v.mu.Unlock()
+	l.kick()
 	if seq == 0 {
 		return false
 	}
@@ -575,9 +578,9 @@ func (l *link) sendBitmap() {
 	epoch := v.epoch
 	v.mu.Unlock()
 	for k, pg := range pages {
-		l.send(l.header(wire.TypeBitmapChunk, epoch, 0, 0), marshalBitmapPage(idx[k], pg))
+		l.sendNow(l.header(wire.TypeBitmapChunk, epoch, 0, 0), marshalBitmapPage(idx[k], pg))
 	}
-	l.send(l.header(wire.TypeBitmapChunk, epoch, 0, 0), nil)
+	l.sendNow(l.header(wire.TypeBitmapChunk, epoch, 0, 0), nil)
 }
 
 // bitmapChunk merges a page of the peer's bitmap into this node's bitmap

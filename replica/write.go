@@ -36,23 +36,77 @@ const (
 )
 
 // op is one application request on its way through the peers. It is pooled.
+// It completes when its last participant (the local store or a peer)
+// reports, in whichever goroutine that is: the caller, a link's receiver or
+// the goroutine that wrote its frame out. Completion must never run under
+// v.mu or a link's lock: it takes v.mu itself.
 type op struct {
 	remaining atomic.Int32
 	failed    atomic.Uint32 // bit i: peers[i] did not get it
-	done      chan struct{} // one token when remaining reaches zero
 	sent      uint32        // bit i: queued on peers[i]'s link
+
+	v      *Volume
+	id     uint64 // the op's range in v.ranges (0: flush, no range)
+	off, n int64
+	lerr   error       // the local part's error
+	cb     func(error) // the caller's completion
 }
 
-var opPool = sync.Pool{New: func() any { return &op{done: make(chan struct{}, 1)} }}
+var opPool = sync.Pool{New: func() any { return new(op) }}
 
-// complete reports one participant's outcome.
+func newOp(v *Volume, cb func(error)) *op {
+	o := opPool.Get().(*op)
+	o.failed.Store(0)
+	o.sent = 0
+	o.remaining.Store(1) // the local part
+	o.v, o.cb = v, cb
+	return o
+}
+
+// complete reports one participant's outcome; the last one finishes the op.
 func (o *op) complete(peerIdx int, ok bool) {
 	if !ok {
 		o.failed.Or(1 << peerIdx)
 	}
 	if o.remaining.Add(-1) == 0 {
-		o.done <- struct{}{}
+		o.finish()
 	}
+}
+
+// finish settles the bookkeeping and calls the caller back.
+func (o *op) finish() {
+	v, failed, lerr, cb := o.v, o.failed.Load(), o.lerr, o.cb
+	var err error
+	if o.id != 0 || lerr != nil || failed != 0 {
+		v.mu.Lock()
+		if lerr != nil {
+			// The peers may now hold what this node does not: mark the
+			// range for all of them so a resync settles it either way.
+			for _, pe := range v.peers {
+				pe.bitmap.SetRange(o.off, o.n)
+			}
+		}
+		if failed != 0 {
+			err = v.peerFailuresLocked(failed, o.off, o.n)
+		}
+		if o.id != 0 {
+			v.endLocked(o.id, o.off, o.n)
+		}
+		v.mu.Unlock()
+	}
+	if lerr != nil {
+		err = lerr
+	}
+	*o = op{}
+	opPool.Put(o)
+	cb(err)
+}
+
+// wait runs fn with a completion and waits for it.
+func wait(fn func(cb func(error))) error {
+	ch := make(chan error, 1)
+	fn(func(err error) { ch <- err })
+	return <-ch
 }
 
 // errReadOnlySecondary is what writes to a secondary get.
@@ -62,18 +116,28 @@ func (v *Volume) errNotPrimary() error {
 
 // WriteAt writes p at off locally and on every replicating peer.
 func (v *Volume) WriteAt(p []byte, off int64, fua bool) error {
-	return v.submit(opWrite, p, off, int64(len(p)), fua, block.ZeroFlags{})
+	return wait(func(cb func(error)) { v.submit(opWrite, p, off, int64(len(p)), fua, block.ZeroFlags{}, cb) })
+}
+
+// WriteAtAsync is WriteAt that returns once the local write is done and
+// the peers' copies are on their way; done is called, exactly once, when
+// the write completes per the protocol. p must stay unchanged until then.
+// The NBD server calls it from a connection's reader, so that local writes
+// are issued by one goroutine (as for a local store) and the reply is sent
+// by whichever goroutine sees the last acknowledgement.
+func (v *Volume) WriteAtAsync(p []byte, off int64, fua bool, done func(error)) {
+	v.submit(opWrite, p, off, int64(len(p)), fua, block.ZeroFlags{}, done)
 }
 
 // Trim trims locally and on the peers.
 func (v *Volume) Trim(off, length int64) error {
-	return v.submit(opTrim, nil, off, length, false, block.ZeroFlags{})
+	return wait(func(cb func(error)) { v.submit(opTrim, nil, off, length, false, block.ZeroFlags{}, cb) })
 }
 
 // WriteZeroes zeroes locally and on the peers. A Fast request that the local
 // store cannot do quickly fails before anything is sent.
 func (v *Volume) WriteZeroes(off, length int64, flags block.ZeroFlags) error {
-	return v.submit(opZeroes, nil, off, length, false, flags)
+	return wait(func(cb func(error)) { v.submit(opZeroes, nil, off, length, false, flags, cb) })
 }
 
 // Flush makes every completed write durable locally and on every
@@ -84,15 +148,15 @@ func (v *Volume) Flush() error {
 		v.mu.Unlock()
 		return v.store.Flush()
 	}
-	o := opPool.Get().(*op)
-	o.failed.Store(0)
-	o.sent = 0
-	o.remaining.Store(1)
+	ch := make(chan error, 1)
+	o := newOp(v, func(err error) { ch <- err })
+	var kick [MaxPeers]*link
 	for i, p := range v.peers {
 		if p.replicating && p.link != nil {
 			o.remaining.Add(1)
 			if p.link.queueOp(wire.TypeFlush, nil, 0, 0, 0, o, i) {
 				o.sent |= 1 << i
+				kick[i] = p.link
 			} else {
 				o.remaining.Add(-1)
 				o.failed.Or(1 << i)
@@ -100,31 +164,24 @@ func (v *Volume) Flush() error {
 		}
 	}
 	v.mu.Unlock()
-	err := v.store.Flush()
-	o.complete(0, true) // the local part; index unused when ok
-	<-o.done
-	failed := o.failed.Load()
-	opPool.Put(o)
-	if err != nil {
-		return err
-	}
-	if failed != 0 {
-		v.mu.Lock()
-		defer v.mu.Unlock()
-		return v.peerFailuresLocked(failed, 0, 0)
-	}
-	return nil
+	kickAll(&kick, len(v.peers))
+	o.lerr = v.store.Flush()
+	o.complete(0, true)
+	return <-ch
 }
 
-// submit runs one write, trim or write-zeroes through the steps above.
-func (v *Volume) submit(kind opKind, p []byte, off, n int64, fua bool, zf block.ZeroFlags) error {
+// submit runs one write, trim or write-zeroes through the steps above and
+// calls cb with the outcome.
+func (v *Volume) submit(kind opKind, p []byte, off, n int64, fua bool, zf block.ZeroFlags, cb func(error)) {
 	if off < 0 || n < 0 || off+n > v.size {
-		return fmt.Errorf("%w: [%d, %d) on a %d-byte volume", block.ErrOutOfRange, off, off+n, v.size)
+		cb(fmt.Errorf("%w: [%d, %d) on a %d-byte volume", block.ErrOutOfRange, off, off+n, v.size))
+		return
 	}
 	v.lastAppIO.Store(time.Now().UnixNano())
 	id, err := v.begin(off, n)
 	if err != nil {
-		return err
+		cb(err)
+		return
 	}
 	// A fast zero that the local store cannot do quickly must fail before
 	// anything reaches the peers, so it runs locally first; the peers
@@ -134,14 +191,15 @@ func (v *Volume) submit(kind opKind, p []byte, off, n int64, fua bool, zf block.
 	if localFirst {
 		if lerr = v.store.WriteZeroes(off, n, zf); errors.Is(lerr, block.ErrNotFast) {
 			v.end(id, off, n)
-			return lerr
+			cb(lerr)
+			return
 		}
 	}
-	o := opPool.Get().(*op)
-	o.failed.Store(0)
-	o.sent = 0
-	o.remaining.Store(1)
-	if err := v.dispatch(o, kind, p, off, n, fua, zf); err != nil {
+	o := newOp(v, cb)
+	o.id, o.off, o.n = id, off, n
+	var kick [MaxPeers]*link
+	if err := v.dispatch(o, kind, p, off, n, fua, zf, &kick); err != nil {
+		*o = op{}
 		opPool.Put(o)
 		v.mu.Lock()
 		if localFirst {
@@ -151,9 +209,12 @@ func (v *Volume) submit(kind opKind, p []byte, off, n int64, fua bool, zf block.
 		}
 		v.endLocked(id, off, n)
 		v.mu.Unlock()
-		return err
+		cb(err)
+		return
 	}
-
+	// The peers' copies go out first: the network round trip is the long
+	// pole, so it starts before the local write.
+	kickAll(&kick, len(v.peers))
 	switch {
 	case localFirst:
 	case kind == opWrite:
@@ -163,29 +224,8 @@ func (v *Volume) submit(kind opKind, p []byte, off, n int64, fua bool, zf block.
 	case kind == opZeroes:
 		lerr = v.store.WriteZeroes(off, n, zf)
 	}
+	o.lerr = lerr
 	o.complete(0, true)
-	<-o.done
-	failed := o.failed.Load()
-	opPool.Put(o)
-
-	v.mu.Lock()
-	if lerr != nil {
-		// The peers may now hold what this node does not: mark the range
-		// for all of them so a resync settles it either way.
-		for _, pe := range v.peers {
-			pe.bitmap.SetRange(off, n)
-		}
-	}
-	var perr error
-	if failed != 0 {
-		perr = v.peerFailuresLocked(failed, off, n)
-	}
-	v.endLocked(id, off, n)
-	v.mu.Unlock()
-	if lerr != nil {
-		return lerr
-	}
-	return perr
 }
 
 // begin waits for the range and the activity log. It returns the range's id.
@@ -300,7 +340,7 @@ func (v *Volume) alCommitted() uint64 { return v.alSeqDone }
 // dispatch decides, under v.mu, which peers get the operation: it queues
 // the frame on every replicating link and marks the range in the bitmap of
 // every other peer, refusing the write if a peer that must have it cannot.
-func (v *Volume) dispatch(o *op, kind opKind, p []byte, off, n int64, fua bool, zf block.ZeroFlags) error {
+func (v *Volume) dispatch(o *op, kind opKind, p []byte, off, n int64, fua bool, zf block.ZeroFlags, kick *[MaxPeers]*link) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	needNew := false
@@ -348,6 +388,7 @@ func (v *Volume) dispatch(o *op, kind opKind, p []byte, off, n int64, fua bool, 
 		o.remaining.Add(1)
 		if pe.link.queueOp(ftype, payload, flags, off, n, o, i) {
 			o.sent |= 1 << i
+			kick[i] = pe.link
 		} else {
 			o.remaining.Add(-1)
 			pe.bitmap.SetRange(off, n)
@@ -386,4 +427,13 @@ func (v *Volume) endLocked(id uint64, off, n int64) {
 	v.al.End(off, n)
 	v.ranges.remove(id)
 	v.cond.Broadcast()
+}
+
+// kickAll writes out the frames just queued on each link (see link.kick).
+func kickAll(links *[MaxPeers]*link, n int) {
+	for _, l := range links[:n] {
+		if l != nil {
+			l.kick()
+		}
+	}
 }
