@@ -22,6 +22,7 @@ type link struct {
 	v    *Volume
 	p    *peer
 	conn net.Conn
+	br   *bufio.Reader
 	r    *wire.Reader
 	w    *wire.Writer
 
@@ -100,11 +101,13 @@ type verifyResult struct {
 }
 
 func newLink(v *Volume, p *peer, conn net.Conn, version uint8) *link {
+	br := bufio.NewReaderSize(conn, 256<<10)
 	l := &link{
 		v:        v,
 		p:        p,
 		conn:     conn,
-		r:        wire.NewReader(bufio.NewReaderSize(conn, 256<<10), nil),
+		br:       br,
+		r:        wire.NewReader(br, nil),
 		w:        wire.NewWriter(conn),
 		done:     make(chan struct{}),
 		pending:  make(map[uint64]pendingFrame),

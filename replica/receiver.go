@@ -25,6 +25,11 @@ func (l *link) receiver() error {
 		if err := l.handle(h); err != nil {
 			return err
 		}
+		if l.br.Buffered() == 0 {
+			// Nothing more has arrived: send the answers queued while
+			// working through what had (one write for many acks).
+			l.kick()
+		}
 	}
 }
 
@@ -226,13 +231,19 @@ func (l *link) applyData(h wire.Header) error {
 			return v.store.WriteZeroes(off, n, block.ZeroFlags{MayTrim: zflags&zeroMayTrim != 0})
 		}
 	}
-	finish := func(err error) {
+	finish := func(err error, now bool) {
 		if err != nil {
 			v.log.Error("applying a replicated write failed: dropping the link", "peer", p.name, "type", h.Type, "off", off, "len", n, "err", err)
 			l.fail(fmt.Errorf("local %v failed: %w", h.Type, err))
 			return
 		}
-		l.ack(wire.TypeWriteAckDurable, h)
+		a := l.header(wire.TypeWriteAckDurable, h.Epoch, int64(h.Offset), 0)
+		a.Seq = h.Seq
+		if now {
+			l.sendExact(a, nil)
+		} else {
+			l.queueExact(a, nil) // the receiver loop sends it
+		}
 	}
 	if h.Flags&wire.FlagFUA == 0 {
 		// Applied by the receiver itself: a write that completes into the
@@ -242,7 +253,7 @@ func (l *link) applyData(h wire.Header) error {
 		l.waitRange(off, n)
 		err := apply()
 		release()
-		finish(err)
+		finish(err, false)
 		return nil
 	}
 	// A FUA write waits for the disk: it runs aside so the writes behind
@@ -252,7 +263,7 @@ func (l *link) applyData(h wire.Header) error {
 		err := apply()
 		release()
 		l.releaseApplied(id, h.Seq)
-		finish(err)
+		finish(err, true)
 	}()
 	return nil
 }
@@ -277,14 +288,18 @@ func (l *link) ack(t wire.FrameType, h wire.Header) {
 // sendExact queues a frame with its Seq already set (an answer carries
 // the Seq of the frame it answers) and writes it out like sendNow.
 func (l *link) sendExact(h wire.Header, payload []byte) {
-	l.smu.Lock()
-	if l.closed {
-		l.smu.Unlock()
-		return
-	}
-	l.queue = append(l.queue, outFrame{h: h, payload: payload})
-	l.smu.Unlock()
+	l.queueExact(h, payload)
 	l.kick()
+}
+
+// queueExact queues an answer without writing it: for the receiver, which
+// kicks once it has worked through what arrived.
+func (l *link) queueExact(h wire.Header, payload []byte) {
+	l.smu.Lock()
+	if !l.closed {
+		l.queue = append(l.queue, outFrame{h: h, payload: payload})
+	}
+	l.smu.Unlock()
 }
 
 // acquire waits until [off, off+n) is free, marks it busy and records seq
