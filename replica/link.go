@@ -32,16 +32,16 @@ type link struct {
 
 	// smu guards the send queue and the table of frames awaiting an
 	// answer. Lock order: v.mu before smu.
-	smu     sync.Mutex
-	scond   *sync.Cond
-	queue   []outFrame
-	spare   []outFrame
-	closed  bool
+	smu    sync.Mutex
+	scond  *sync.Cond
+	queue  []outFrame
+	spare  []outFrame
+	closed bool
 	// flushing is set while one goroutine writes the queue out; frames
 	// queued meanwhile go out with its next batch.
 	flushing bool
 	seq      uint64
-	pending map[uint64]pendingFrame
+	pending  map[uint64]pendingFrame
 
 	// amu guards what the receiver applies on this node: the sequence
 	// numbers of operations still running, so that a flush waits for
