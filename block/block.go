@@ -74,6 +74,11 @@ var ErrOutOfRange = errors.New("block: request out of range")
 // unchanged until then. A server that calls it from the goroutine reading a
 // connection issues local writes the way it would for a plain store, and
 // needs no goroutine per request to wait for the peers.
+//
+// WriteAtAsync may hold what it must send back until Unplug, so that a
+// burst of writes travels together: a caller that issues writes in a loop
+// calls Unplug before it waits for anything (such as the next request).
 type AsyncWriter interface {
 	WriteAtAsync(p []byte, off int64, fua bool, done func(error))
+	Unplug()
 }

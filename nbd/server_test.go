@@ -664,6 +664,7 @@ type asyncDev struct {
 	mu      sync.Mutex
 	pending []func()
 	async   atomic.Int64
+	unplugs atomic.Int64
 }
 
 func (d *asyncDev) WriteAtAsync(p []byte, off int64, fua bool, done func(error)) {
@@ -677,6 +678,8 @@ func (d *asyncDev) WriteAtAsync(p []byte, off int64, fua bool, done func(error))
 		d.release()
 	}
 }
+
+func (d *asyncDev) Unplug() { d.unplugs.Add(1) }
 
 func (d *asyncDev) release() {
 	d.mu.Lock()
@@ -712,6 +715,9 @@ func TestAsyncWrites(t *testing.T) {
 	}
 	if n := dev.async.Load(); n != 8 {
 		t.Fatalf("%d writes went through WriteAtAsync, want 8", n)
+	}
+	if dev.unplugs.Load() == 0 {
+		t.Fatal("the reader never unplugged before waiting")
 	}
 	for i := range 8 {
 		if r := c.do(cmdRead, 0, uint64(i)*4096, 4096, nil); r.errno != 0 || r.data[0] != byte(i+1) {

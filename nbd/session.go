@@ -92,7 +92,7 @@ func newSession(srv *Server, cc *clientConn, t transport, n *negotiation) *sessi
 	s.out.t = t
 	s.out.buf = make([]byte, 0, replyBufSize)
 	s.out.busy = true
-	s.in = inbuf{src: t, buf: make([]byte, inbufSize), idle: s.out.readerIdle, busy: s.out.readerBusy}
+	s.in = inbuf{src: t, buf: make([]byte, inbufSize), idle: s.idle, busy: s.out.readerBusy}
 	return s
 }
 
@@ -100,9 +100,9 @@ func newSession(srv *Server, cc *clientConn, t transport, n *negotiation) *sessi
 // then waits for the requests still at workers and sends their replies.
 func (s *session) run() error {
 	err := s.loop()
-	s.out.readerIdle()
+	s.idle()
 	s.workers.Wait()
-	s.out.readerIdle()
+	s.idle()
 	if err == io.EOF {
 		err = nil
 	}
@@ -262,6 +262,15 @@ func (s *session) write(r *request) error {
 	return nil
 }
 
+// idle runs before the reader waits for anything: writes held back by an
+// AsyncWriter go out, and queued replies are written.
+func (s *session) idle() {
+	if s.async != nil {
+		s.async.Unplug()
+	}
+	s.out.readerIdle()
+}
+
 // writeAsync starts a write on an AsyncWriter from the reader: the payload
 // goes into a pooled buffer that lives until the device calls back, and the
 // callback sends the reply. A worker slot bounds how many are in flight.
@@ -273,7 +282,7 @@ func (s *session) writeAsync(r *request, n int) error {
 	select {
 	case s.slots <- struct{}{}:
 	default:
-		s.out.readerIdle()
+		s.idle()
 		s.slots <- struct{}{}
 		s.out.readerBusy()
 	}
@@ -332,7 +341,7 @@ func (s *session) read(r *request) error {
 func (s *session) acquire(n int) (*[]byte, int64, error) {
 	weight := int64(max(n, 4096))
 	if !s.srv.budget.TryAcquire(weight) {
-		s.out.readerIdle()
+		s.idle()
 		err := s.srv.budget.Acquire(s.srv.ctx, weight)
 		s.out.readerBusy()
 		if err != nil {
@@ -362,7 +371,7 @@ func (s *session) spawn(r *request, n int) error {
 	select {
 	case s.slots <- struct{}{}:
 	default:
-		s.out.readerIdle()
+		s.idle()
 		s.slots <- struct{}{}
 		s.out.readerBusy()
 	}

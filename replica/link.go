@@ -208,6 +208,13 @@ func (l *link) kick() {
 	l.flushQueue()
 }
 
+// queued reports how many frames wait to be written.
+func (l *link) queued() int {
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	return len(l.queue)
+}
+
 // kickAsync has the sender goroutine write the queue out.
 func (l *link) kickAsync() {
 	l.smu.Lock()

@@ -19,7 +19,7 @@ import (
 // testNode is one in-process node: meta database, memory store, volume and
 // transport. Restarting keeps the database file and the store.
 type testNode struct {
-	t      *testing.T
+	t      testing.TB
 	name   string
 	dir    string
 	addr   string
@@ -32,7 +32,7 @@ type testNode struct {
 }
 
 type testCluster struct {
-	t     *testing.T
+	t     testing.TB
 	nodes []*testNode
 	cfg   func(*VolumeConfig)
 	tcfg  func(*TransportConfig)
@@ -42,7 +42,7 @@ const testVolSize = 64 << 20
 
 var testSecret = []byte("0123456789abcdef-test-secret")
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -53,7 +53,7 @@ func freeAddr(t *testing.T) string {
 }
 
 // newTestCluster makes nodes n1..nN; roles[i] is node i's configured role.
-func newTestCluster(t *testing.T, roles []Role, cfg func(*VolumeConfig)) *testCluster {
+func newTestCluster(t testing.TB, roles []Role, cfg func(*VolumeConfig)) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, cfg: cfg}
 	for i := range roles {
@@ -132,7 +132,7 @@ func (c *testCluster) stop(n *testNode) {
 }
 
 // waitFor polls cond until it holds or 10 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {

@@ -116,7 +116,7 @@ func (v *Volume) errNotPrimary() error {
 
 // WriteAt writes p at off locally and on every replicating peer.
 func (v *Volume) WriteAt(p []byte, off int64, fua bool) error {
-	return wait(func(cb func(error)) { v.submit(opWrite, p, off, int64(len(p)), fua, block.ZeroFlags{}, cb) })
+	return wait(func(cb func(error)) { v.submit(opWrite, p, off, int64(len(p)), fua, block.ZeroFlags{}, cb, false) })
 }
 
 // WriteAtAsync is WriteAt that returns once the local write is done and
@@ -126,18 +126,30 @@ func (v *Volume) WriteAt(p []byte, off int64, fua bool) error {
 // are issued by one goroutine (as for a local store) and the reply is sent
 // by whichever goroutine sees the last acknowledgement.
 func (v *Volume) WriteAtAsync(p []byte, off int64, fua bool, done func(error)) {
-	v.submit(opWrite, p, off, int64(len(p)), fua, block.ZeroFlags{}, done)
+	v.submit(opWrite, p, off, int64(len(p)), fua, block.ZeroFlags{}, done, true)
+}
+
+// Unplug sends the peers' copies that WriteAtAsync held back.
+func (v *Volume) Unplug() {
+	for _, p := range v.peers {
+		v.mu.Lock()
+		l := p.link
+		v.mu.Unlock()
+		if l != nil {
+			l.kick()
+		}
+	}
 }
 
 // Trim trims locally and on the peers.
 func (v *Volume) Trim(off, length int64) error {
-	return wait(func(cb func(error)) { v.submit(opTrim, nil, off, length, false, block.ZeroFlags{}, cb) })
+	return wait(func(cb func(error)) { v.submit(opTrim, nil, off, length, false, block.ZeroFlags{}, cb, false) })
 }
 
 // WriteZeroes zeroes locally and on the peers. A Fast request that the local
 // store cannot do quickly fails before anything is sent.
 func (v *Volume) WriteZeroes(off, length int64, flags block.ZeroFlags) error {
-	return wait(func(cb func(error)) { v.submit(opZeroes, nil, off, length, false, flags, cb) })
+	return wait(func(cb func(error)) { v.submit(opZeroes, nil, off, length, false, flags, cb, false) })
 }
 
 // Flush makes every completed write durable locally and on every
@@ -171,8 +183,10 @@ func (v *Volume) Flush() error {
 }
 
 // submit runs one write, trim or write-zeroes through the steps above and
-// calls cb with the outcome.
-func (v *Volume) submit(kind opKind, p []byte, off, n int64, fua bool, zf block.ZeroFlags, cb func(error)) {
+// calls cb with the outcome. With plugged, a frame that joins others
+// already queued waits for Unplug (the first of a burst goes at once, so
+// a lone write pays no extra latency).
+func (v *Volume) submit(kind opKind, p []byte, off, n int64, fua bool, zf block.ZeroFlags, cb func(error), plugged bool) {
 	if off < 0 || n < 0 || off+n > v.size {
 		cb(fmt.Errorf("%w: [%d, %d) on a %d-byte volume", block.ErrOutOfRange, off, off+n, v.size))
 		return
@@ -214,7 +228,15 @@ func (v *Volume) submit(kind opKind, p []byte, off, n int64, fua bool, zf block.
 	}
 	// The peers' copies go out first: the network round trip is the long
 	// pole, so it starts before the local write.
-	kickAll(&kick, len(v.peers))
+	if !plugged {
+		kickAll(&kick, len(v.peers))
+	} else {
+		for _, l := range kick[:len(v.peers)] {
+			if l != nil && l.queued() == 1 {
+				l.kick()
+			}
+		}
+	}
 	switch {
 	case localFirst:
 	case kind == opWrite:
