@@ -133,6 +133,7 @@ func (v *Volume) Attach(peerName string, conn net.Conn, version uint8, first []b
 	p.lastErr = ""
 	v.mu.Unlock()
 
+	l.takeSocket()
 	var wg sync.WaitGroup
 	wg.Go(l.sender)
 	wg.Go(l.pinger)
@@ -156,6 +157,17 @@ func (v *Volume) Attach(peerName string, conn net.Conn, version uint8, first []b
 	wg.Wait()
 	l.jobs.Wait()
 	l.teardown(context.Cause(l.ctx))
+	if l.fc != nil {
+		// Any goroutine may be writing the queue out (kick): close the
+		// descriptor only once none is, so that it cannot be reused for
+		// another connection under a writer's feet.
+		l.smu.Lock()
+		for l.flushing {
+			l.scond.Wait()
+		}
+		l.smu.Unlock()
+		_ = l.fc.Close()
+	}
 	return context.Cause(l.ctx)
 }
 

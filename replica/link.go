@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/blockrep/blockrep/internal/fdconn"
 	"github.com/blockrep/blockrep/replica/wire"
 )
 
@@ -22,6 +23,10 @@ type link struct {
 	v    *Volume
 	p    *peer
 	conn net.Conn
+	// fc is the socket after takeSocket: blocking system calls outside the
+	// netpoller; nil while the link still uses conn.
+	fc   *fdconn.Conn
+	src  switchReader
 	br   *bufio.Reader
 	r    *wire.Reader
 	w    *wire.Writer
@@ -101,13 +106,11 @@ type verifyResult struct {
 }
 
 func newLink(v *Volume, p *peer, conn net.Conn, version uint8) *link {
-	br := bufio.NewReaderSize(conn, 256<<10)
 	l := &link{
 		v:        v,
 		p:        p,
 		conn:     conn,
-		br:       br,
-		r:        wire.NewReader(br, nil),
+		src:      switchReader{r: conn},
 		w:        wire.NewWriter(conn),
 		done:     make(chan struct{}),
 		pending:  make(map[uint64]pendingFrame),
@@ -115,6 +118,8 @@ func newLink(v *Volume, p *peer, conn net.Conn, version uint8) *link {
 
 		resyncDoneAck: make(chan struct{}, 1),
 	}
+	l.br = bufio.NewReaderSize(&l.src, 256<<10)
+	l.r = wire.NewReader(l.br, nil)
 	l.r.SetVersion(version)
 	l.w.SetVersion(version)
 	l.scond = sync.NewCond(&l.smu)
@@ -134,7 +139,38 @@ func (l *link) fail(err error) {
 	l.wmu.Lock()
 	l.wcond.Broadcast()
 	l.wmu.Unlock()
-	_ = l.conn.Close()
+	if l.fc != nil {
+		l.fc.Abort() // closed in teardown, once nothing reads or writes it
+	} else {
+		_ = l.conn.Close()
+	}
+}
+
+// switchReader is the source of the link's buffered reader: the net.Conn
+// during the handshake and exchange, the taken socket afterwards. bufio
+// reads from it only when its buffer is empty, and bytes not yet read stay
+// in the kernel's socket buffer, shared by both descriptors, so switching
+// loses nothing.
+type switchReader struct{ r io.Reader }
+
+func (s *switchReader) Read(p []byte) (int, error) { return s.r.Read(p) }
+
+// takeSocket moves the link off the netpoller once the exchange is done:
+// blocking reads wake the receiver directly, which on a small machine
+// halves a write's round trip. The read timeout becomes the socket's
+// SO_RCVTIMEO. Links without a socket of their own (tests over pipes) stay
+// as they are.
+func (l *link) takeSocket() {
+	fc := fdconn.Take(l.conn)
+	if fc == nil {
+		return
+	}
+	if err := fc.SetReadTimeout(l.v.cfg.Timeout); err != nil {
+		l.v.log.Warn("peer link: no read timeout on the socket; a silent peer is noticed by the pings only", "err", err)
+	}
+	l.fc = fc
+	l.src.r = fc
+	l.w.SetStream(fc)
 }
 
 // header returns a header for a frame of this volume at the current epoch.
@@ -369,7 +405,9 @@ func (l *link) epoch() uint64 {
 
 // readFrame reads the next frame header with the liveness deadline.
 func (l *link) next() (wire.Header, error) {
-	_ = l.conn.SetReadDeadline(time.Now().Add(l.v.cfg.Timeout))
+	if l.fc == nil {
+		_ = l.conn.SetReadDeadline(time.Now().Add(l.v.cfg.Timeout))
+	}
 	h, err := l.r.Next()
 	if err != nil {
 		if errors.Is(err, io.EOF) {

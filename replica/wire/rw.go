@@ -248,14 +248,33 @@ func (w *Writer) Flush() error {
 		}
 	}
 	w.spare = w.queued[:0]
-	bufs := w.queued
-	_, err := bufs.WriteTo(w.w)
+	err := w.writev(&w.queued)
 	clear(w.spare[:cap(w.spare)])
 	w.queued = nil
 	w.arena = w.arena[:0]
 	w.npend = 0
 	return err
 }
+
+// Vectored is implemented by streams that write several buffers in one
+// system call outside the net package (see internal/fdconn).
+type Vectored interface {
+	Writev(bufs [][]byte) (int64, error)
+}
+
+// writev writes bufs with one writev where the stream allows it.
+func (w *Writer) writev(bufs *net.Buffers) error {
+	if v, ok := w.w.(Vectored); ok {
+		_, err := v.Writev(*bufs)
+		return err
+	}
+	_, err := bufs.WriteTo(w.w)
+	return err
+}
+
+// SetStream redirects the Writer to another stream, for a connection whose
+// socket changed hands between the handshake and the transfer.
+func (w *Writer) SetStream(s io.Writer) { w.w = s }
 
 // WriteFrame writes one frame. It fills in h.Version, h.Length and, if
 // h.Flags has FlagChecksum, h.PayloadCRC (the caller's copy is unchanged),
@@ -271,7 +290,7 @@ func (w *Writer) WriteFrame(h Header, payload []byte) error {
 	if len(payload) == 0 {
 		w.bufs = w.vec[:1]
 	}
-	_, err := w.bufs.WriteTo(w.w)
+	err := w.writev(&w.bufs)
 	w.vec[1] = nil // do not pin the caller's payload
 	return err
 }
