@@ -25,11 +25,11 @@ type link struct {
 	conn net.Conn
 	// fc is the socket after takeSocket: blocking system calls outside the
 	// netpoller; nil while the link still uses conn.
-	fc   *fdconn.Conn
-	src  switchReader
-	br   *bufio.Reader
-	r    *wire.Reader
-	w    *wire.Writer
+	fc  *fdconn.Conn
+	src switchReader
+	br  *bufio.Reader
+	r   *wire.Reader
+	w   *wire.Writer
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
