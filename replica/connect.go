@@ -193,7 +193,9 @@ func (l *link) exchange(mine stateMsg, first []byte) (stateMsg, error) {
 			return peerMsg, err
 		}
 		if h.Type == wire.TypeError {
-			return peerMsg, fmt.Errorf("%w: %w", errStandAlone, &errRemote{msg: string(b)})
+			// The peer refused before comparing states (it is StandAlone
+			// or busy): try again later, it may change its mind.
+			return peerMsg, &errRemote{msg: string(b)}
 		}
 		if h.Type != wire.TypeState || h.Volume != l.v.cfg.ID {
 			return peerMsg, fmt.Errorf("%w: expected the peer's State, got %v", errBadPayload, h.Type)
@@ -225,11 +227,19 @@ func (v *Volume) decideLocked(p *peer, mine, theirs *stateMsg) (Decision, error)
 	case theirs.Policy != mine.Policy:
 		return refuse("split_brain policy differs: peer %v, here %v", theirs.Policy, mine.Policy)
 	case theirs.Role == Primary && mine.Role == Primary:
-		return refuse("both nodes are primary: demote one (blockctl secondary) and connect again")
+		// Not final: it resolves as soon as one of them is demoted.
+		return Decision{}, errors.New("both nodes are primary: demote one (blockctl secondary)")
 	case theirs.Role == Primary && theirs.Epoch < mine.Epoch:
 		return refuse("peer is primary at epoch %d, older than epoch %d known here: a deposed primary (fenced)", theirs.Epoch, mine.Epoch)
 	case mine.Role == Primary && mine.Epoch < theirs.Epoch:
 		return refuse("this node is primary at epoch %d but the peer knows epoch %d: this primary was deposed (fenced)", mine.Epoch, theirs.Epoch)
+	case theirs.Role == Primary && theirs.Epoch == mine.Epoch && mine.PrimarySince == mine.Epoch:
+		// Epochs are counted per node until the cluster hands them out:
+		// two promotions can land on one number. Two primaries of one
+		// epoch cannot both be the legitimate one.
+		return refuse("peer is primary at epoch %d, at which this node was primary too: a deposed primary (fenced)", theirs.Epoch)
+	case mine.Role == Primary && mine.Epoch == theirs.Epoch && theirs.PrimarySince == theirs.Epoch:
+		return refuse("the peer was primary at epoch %d too, this node's epoch: this primary may be deposed (fenced)", mine.Epoch)
 	}
 	// A secondary learns its primary's epoch. Two secondaries agree on
 	// the higher one, so that the frames of a resync between them pass
@@ -252,11 +262,13 @@ func (v *Volume) decideLocked(p *peer, mine, theirs *stateMsg) (Decision, error)
 	}
 	switch d.Action {
 	case SplitBrain:
-		return refuse("split brain: %s (resolve with blockctl connect --discard-my-data on the victim)", d.Reason)
+		return refuse("%s (resolve with blockctl connect --discard-my-data on the victim)", d.Reason)
 	case Unrelated:
 		return refuse("unrelated data: %s", d.Reason)
 	case Refuse:
-		return refuse("refused: %s", d.Reason)
+		// No safe sync now (e.g. neither side has consistent data yet):
+		// another peer may change that, so keep trying.
+		return Decision{}, fmt.Errorf("no sync possible yet: %s", d.Reason)
 	}
 	return d, nil
 }
@@ -291,7 +303,17 @@ func (v *Volume) applyDecisionLocked(l *link, p *peer, d Decision, theirs *state
 		}
 		if v.role == Primary && p.bitmap.Count() > 0 {
 			// Blocks marked out of sync while in the same generation
-			// (a verify, or a crash's activity log): copy them now.
+			// (a verify, or a crash's activity log): copy them now. The
+			// peer decided Proceed too: tell it, ahead of the data, that
+			// it is a sync target after all.
+			m := v.stateFor(p, false)
+			m.StartResync = BitmapResync
+			l.enqueue(l.header(wire.TypeState, v.epoch, 0, 0), m.marshal(), pendingFrame{}, false, false)
+			p.setConn(SyncSource)
+			p.knownDisk = Inconsistent
+			if err := v.persistAll(); err != nil {
+				return NoResync, false, err
+			}
 			return BitmapResync, false, nil
 		}
 		return NoResync, false, nil

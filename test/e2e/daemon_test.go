@@ -42,6 +42,8 @@ type volumeSpec struct {
 	MultiConn *bool
 	// Description is shown to NBD clients.
 	Description string
+	// Role is written as role ("primary" or "secondary") when not empty.
+	Role string
 }
 
 // daemonSpec is a generated configuration.
@@ -50,6 +52,12 @@ type daemonSpec struct {
 	TLSCert, TLSKey, TLSClientCA string
 	// UnixListen adds a unix socket to nbd.listen (see daemon.NBDSocket).
 	UnixListen bool
+	// Name is node.name; "e2e" when empty.
+	Name string
+	// Replication, when not nil, is written as [replication], and Peers
+	// as [[peer]] tables (see cluster_test.go).
+	Replication *replicationSpec
+	Peers       []peerSpec
 }
 
 // daemon is one blockrepd process and the state it keeps across restarts:
@@ -76,6 +84,15 @@ type daemon struct {
 // stopped with SIGTERM (and must exit 0) when the test ends; if the test
 // failed, its log is printed.
 func startDaemon(t *testing.T, spec daemonSpec) *daemon {
+	t.Helper()
+	d := newDaemon(t, spec)
+	d.Start()
+	return d
+}
+
+// newDaemon prepares a daemon like startDaemon but does not start it; the
+// caller may set Port, then calls Start.
+func newDaemon(t *testing.T, spec daemonSpec) *daemon {
 	t.Helper()
 	sockDir, err := os.MkdirTemp("", "br-")
 	if err != nil {
@@ -108,7 +125,6 @@ func startDaemon(t *testing.T, spec daemonSpec) *daemon {
 			d.dumpLog()
 		}
 	})
-	d.Start()
 	return d
 }
 
@@ -137,8 +153,12 @@ func (d *daemon) Addr() string {
 func (d *daemon) config() string {
 	var b strings.Builder
 	q := strconv.Quote
+	name := d.spec.Name
+	if name == "" {
+		name = "e2e"
+	}
 	fmt.Fprintf(&b, "[node]\nname = %s\ndata_dir = %s\ncontrol_socket = %s\n\n",
-		q("e2e"), q(filepath.Join(d.Dir, "data")), q(d.ControlSocket))
+		q(name), q(filepath.Join(d.Dir, "data")), q(d.ControlSocket))
 	listen := []string{q(d.Addr())}
 	if d.NBDSocket != "" {
 		listen = append(listen, q("unix:"+d.NBDSocket))
@@ -167,7 +187,11 @@ func (d *daemon) config() string {
 		if v.MultiConn != nil {
 			fmt.Fprintf(&b, "multi_conn = %t\n", *v.MultiConn)
 		}
+		if v.Role != "" {
+			fmt.Fprintf(&b, "role = %s\n", q(v.Role))
+		}
 	}
+	d.replicationConfig(&b)
 	return b.String()
 }
 

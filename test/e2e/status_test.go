@@ -28,6 +28,8 @@ type statusVolume struct {
 	ReadOnly bool           `json:"read_only"`
 	TLS      string         `json:"tls"`
 	Clients  []statusClient `json:"clients"`
+	// Replication is set for a replicated volume (cluster_test.go).
+	Replication *replStatusJSON `json:"replication"`
 }
 
 type statusClient struct {

@@ -39,6 +39,7 @@ var debianPackage = map[string]string{
 	"umount":      "mount",
 	"fusermount3": "fuse3",
 	"sync":        "coreutils",
+	"nbdkit":      "nbdkit",
 }
 
 // extraDirs are searched after PATH: the sbin directories are often missing
