@@ -42,6 +42,8 @@ type link struct {
 	queue  []outFrame
 	spare  []outFrame
 	closed bool
+	// queuedBytes is the payload waiting in queue.
+	queuedBytes int
 	// flushing is set while one goroutine writes the queue out; frames
 	// queued meanwhile go out with its next batch.
 	flushing bool
@@ -207,6 +209,7 @@ func (l *link) enqueue(h wire.Header, payload []byte, pf pendingFrame, track, co
 		l.pending[h.Seq] = pf
 	}
 	l.queue = append(l.queue, outFrame{h: h, payload: payload, completeOnSend: completeOnSend})
+	l.queuedBytes += len(payload)
 	return h.Seq
 }
 
@@ -233,9 +236,19 @@ func (l *link) sendNow(h wire.Header, payload []byte) {
 // in the goroutine that produced the frame saves a wake-up of the sender:
 // on a small machine each hand-off costs more than the write itself.
 // Never call it under v.mu (see sendNow).
+//
+// Bulk data is the exception: a caller that queued much more than a few
+// small frames hands the write to the sender goroutine, so that copying
+// megabytes into the socket runs alongside the caller's own work (the NBD
+// reader's next read and local write) instead of after it.
 func (l *link) kick() {
 	l.smu.Lock()
 	if l.flushing || len(l.queue) == 0 || l.closed {
+		l.smu.Unlock()
+		return
+	}
+	if l.queuedBytes > inlineFlushMax {
+		l.scond.Broadcast()
 		l.smu.Unlock()
 		return
 	}
@@ -243,6 +256,10 @@ func (l *link) kick() {
 	l.smu.Unlock()
 	l.flushQueue()
 }
+
+// inlineFlushMax is the most queued payload a kick writes in the calling
+// goroutine.
+const inlineFlushMax = 128 << 10
 
 // queued reports how many frames wait to be written.
 func (l *link) queued() int {
@@ -289,6 +306,7 @@ func (l *link) flushQueue() {
 		batch := l.queue
 		l.queue = l.spare[:0]
 		l.spare = nil
+		l.queuedBytes = 0
 		l.smu.Unlock()
 
 		var sentBytes int64

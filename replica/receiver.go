@@ -245,7 +245,7 @@ func (l *link) applyData(h wire.Header) error {
 			l.queueExact(a, nil) // the receiver loop sends it
 		}
 	}
-	if h.Flags&wire.FlagFUA == 0 {
+	if h.Flags&wire.FlagFUA == 0 && n < asideMin {
 		// Applied by the receiver itself: a write that completes into the
 		// page cache takes microseconds, and one writer keeps the file
 		// system's inode lock uncontended (concurrent pwrites to one
@@ -256,8 +256,9 @@ func (l *link) applyData(h wire.Header) error {
 		finish(err, false)
 		return nil
 	}
-	// A FUA write waits for the disk: it runs aside so the writes behind
-	// it keep flowing; its range holds back overlapping later ones.
+	// A FUA write waits for the disk, and a large write copies megabytes:
+	// either runs aside so that the receiver keeps reading what follows;
+	// its range holds back overlapping later ones.
 	id := l.acquire(off, n, h.Seq)
 	go func() {
 		err := apply()
@@ -267,6 +268,9 @@ func (l *link) applyData(h wire.Header) error {
 	}()
 	return nil
 }
+
+// asideMin is the smallest write applied aside of the receiver.
+const asideMin = 256 << 10
 
 // waitRange waits until no operation running aside overlaps [off, off+n).
 func (l *link) waitRange(off, n int64) {
