@@ -609,3 +609,164 @@ func TestActivityLogEvictionKeepsBitmapDurable(t *testing.T) {
 	}
 	sameData(t, p, s)
 }
+
+func TestResyncConcurrentWithWrites(t *testing.T) {
+	// The rate cap stretches the resync to about a second, so the writes
+	// below land while it runs.
+	c := newTestCluster(t, []Role{Primary, Secondary}, func(vc *VolumeConfig) { vc.ContinueAlone, vc.ResyncRate = true, 32<<20 })
+	p, s := c.nodes[0], c.nodes[1]
+	c.waitConnected(p, s)
+	c.stop(s)
+	waitFor(t, "primary notices", func() bool { return peerConn(p, "n2") != Connected })
+	// 32 MiB out of sync, so the resync runs long enough to overlap the
+	// writes below.
+	for off := int64(0); off < 32<<20; off += 1 << 20 {
+		if err := p.vol.WriteAt(randBytes(1<<20), off, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.start(s, Secondary)
+	waitFor(t, "resync running", func() bool { return peerConn(p, "n2") == SyncSource })
+	// Writes into the same blocks while the resync copies them: each
+	// block must end up with whatever was written last, on both sides.
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 200 {
+				off := int64((w*7919+i*104729)%(32<<8)) * 4096
+				if err := p.vol.WriteAt(randBytes(4096*(1+i%4)), off, false); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if peerConn(p, "n2") != SyncSource {
+		t.Fatal("the resync ended before the writes did: the test proves nothing")
+	}
+	c.waitConnected(p, s)
+	waitFor(t, "in sync", func() bool { return p.vol.Status().Peers[0].OutOfSyncBytes == 0 })
+	if err := p.vol.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sameData(t, p, s)
+}
+
+func TestDataIntegrity(t *testing.T) {
+	c := newTestCluster(t, []Role{Primary, Secondary}, func(vc *VolumeConfig) { vc.DataIntegrity = true })
+	p, s := c.nodes[0], c.nodes[1]
+	c.waitConnected(p, s)
+	for i := range 50 {
+		if err := p.vol.WriteAt(randBytes(4096*(1+i%5)), int64(i)*65536, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.vol.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sameData(t, p, s)
+}
+
+// blackhole forwards TCP connections to target until silenced; then it
+// keeps them open and forwards nothing, like a peer whose network died
+// without a reset.
+type blackhole struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	silent bool
+	conns  []net.Conn
+}
+
+func startBlackhole(t testing.TB, target string) *blackhole {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &blackhole{ln: ln, target: target}
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			b.mu.Lock()
+			b.conns = append(b.conns, in, out)
+			b.mu.Unlock()
+			go b.pipe(in, out)
+			go b.pipe(out, in)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, c := range b.conns {
+			c.Close()
+		}
+	})
+	return b
+}
+
+func (b *blackhole) pipe(from, to net.Conn) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := from.Read(buf)
+		if err != nil {
+			return
+		}
+		b.mu.Lock()
+		silent := b.silent
+		b.mu.Unlock()
+		if silent {
+			continue
+		}
+		if _, err := to.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+func (b *blackhole) silence() {
+	b.mu.Lock()
+	b.silent = true
+	b.mu.Unlock()
+}
+
+func TestSilentPeerDetected(t *testing.T) {
+	c := &testCluster{t: t, cfg: func(vc *VolumeConfig) { vc.ContinueAlone = true; vc.Timeout = 500 * time.Millisecond }}
+	for i := range 2 {
+		c.nodes = append(c.nodes, &testNode{t: t, name: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), addr: freeAddr(t), store: blocktest.NewMem(testVolSize)})
+	}
+	// n1 dials n2 through the black hole.
+	bh := startBlackhole(t, c.nodes[1].addr)
+	secondaryAddr := c.nodes[1].addr
+	c.nodes[1].addr = bh.ln.Addr().String()
+	c.start(c.nodes[0], Primary)
+	c.nodes[1].addr = secondaryAddr
+	c.start(c.nodes[1], Secondary)
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			c.stop(n)
+		}
+	})
+	p, s := c.nodes[0], c.nodes[1]
+	c.waitConnected(p, s)
+	bh.silence()
+	// A write now waits for an ack that never comes, until the silence
+	// outlasts the timeout: then the peer is lost, the write is marked
+	// out of sync and (continue_alone) acknowledged.
+	if err := p.vol.WriteAt(randBytes(4096), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	st := p.vol.Status().Peers[0]
+	if st.Connection == Connected || !bytes.Contains([]byte(st.LastError), []byte("silent")) || st.OutOfSyncBytes != 4096 {
+		t.Fatalf("after the peer fell silent: %s, last error %q, out of sync %d", st.Connection, st.LastError, st.OutOfSyncBytes)
+	}
+}
