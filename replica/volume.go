@@ -160,6 +160,7 @@ func Open(cfg VolumeConfig) (*Volume, error) {
 		return nil, err
 	}
 	v.epoch, v.primarySince, v.crashed = rr.Epoch, rr.PrimarySince, rr.Primary
+	alLost := false
 	if v.al, err = v.state.LoadActivityLog(v.size, cfg.ALExtentSize, cfg.ALExtents); err != nil {
 		// The hot set is unknown: only a full resync is safe. Start a new
 		// log and mark every peer's bitmap full below.
@@ -171,11 +172,7 @@ func Open(cfg VolumeConfig) (*Volume, error) {
 			return nil, err
 		}
 		v.crashed = true
-		defer func() {
-			for _, p := range v.peers {
-				p.bitmap.SetRange(0, v.size)
-			}
-		}()
+		alLost = true
 	}
 	v.alSeqDone, v.alCompacted = v.al.Seq(), v.al.Seq()
 	for _, pc := range cfg.Peers {
@@ -197,6 +194,9 @@ func Open(cfg VolumeConfig) (*Volume, error) {
 		}
 	}
 	for _, p := range v.peers {
+		if alLost {
+			p.bitmap.SetRange(0, v.size)
+		}
 		if err := v.state.SaveBitmap(p.name, p.bitmap); err != nil {
 			return nil, err
 		}
