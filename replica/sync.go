@@ -484,7 +484,9 @@ func (l *link) applyVerify(h wire.Header) error {
 	if err != nil {
 		return err
 	}
-	n, mode, ds, err := unmarshalVerifyReq(b)
+	// The mode (verify or checksum resync) matters to the source only:
+	// the answer is the same.
+	n, _, ds, err := unmarshalVerifyReq(b)
 	if err != nil {
 		return err
 	}
@@ -497,7 +499,6 @@ func (l *link) applyVerify(h wire.Header) error {
 		return err
 	}
 	want := append([]byte(nil), ds...)
-	_ = mode
 	id := l.acquire(off, n, h.Seq)
 	go func() {
 		buf := v.pool.Get(int(n))

@@ -526,6 +526,3 @@ func (v *Volume) Cache(off, length int64) error { return v.store.Cache(off, leng
 func (v *Volume) Extents(off, length int64, fn func(block.Extent) bool) error {
 	return v.store.Extents(off, length, fn)
 }
-
-// Store returns the local store.
-func (v *Volume) Store() block.Device { return v.store }

@@ -32,7 +32,6 @@ const (
 	opWrite opKind = iota
 	opTrim
 	opZeroes
-	opFlush
 )
 
 // op is one application request on its way through the peers. It is pooled.
