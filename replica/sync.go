@@ -16,7 +16,7 @@ import (
 // application write to the same blocks is queued on the link after the
 // chunk and the peer applies the two in that order.
 const (
-	resyncChunk = 1 << 20
+	resyncChunk = 4 << 20
 	// digestSize is the bytes of SHA-256 kept per block in verify and
 	// checksum-resync requests: 128 bits make an undetected difference
 	// (a collision between two different blocks) practically impossible.
@@ -25,7 +25,7 @@ const (
 	// with no application I/O the resync fills the link and the disks;
 	// while the application writes it keeps a small share, so
 	// application latency stays close to what it is without a resync.
-	windowIdle = 16 << 20
+	windowIdle = 32 << 20
 	windowBusy = 2 << 20
 	// busyWindow is how recent an application write must be for the
 	// resync to yield.
