@@ -30,10 +30,10 @@ const (
 	// busyWindow is how recent an application write must be for the
 	// resync to yield.
 	busyWindow = 200 * time.Millisecond
-	// saveEvery is how often a running resync persists its progress (after
-	// flushing the target), so an interruption resumes close to where it
-	// stopped.
-	saveEvery = 5 * time.Second
+	// DefaultResyncSaveInterval is how often a running resync persists its
+	// progress (after flushing the target), so that an interruption resumes
+	// close to where it stopped.
+	DefaultResyncSaveInterval = 5 * time.Second
 )
 
 // syncMode is what a resync or verify walk does with each chunk.
@@ -128,7 +128,7 @@ func (l *link) runResync(kind ResyncKind, mode syncMode) {
 			l.fail(fmt.Errorf("resync: %w", err))
 			return
 		}
-		if time.Since(lastSave) > saveEvery {
+		if time.Since(lastSave) > v.cfg.ResyncSaveInterval {
 			if !l.saveProgress() {
 				return
 			}

@@ -53,6 +53,9 @@ type VolumeConfig struct {
 	Timeout time.Duration
 	// ResyncRate caps resync traffic in bytes per second; 0 means no cap.
 	ResyncRate int64
+	// ResyncSaveInterval is how often a running resync persists its
+	// progress; 0 selects DefaultResyncSaveInterval.
+	ResyncSaveInterval time.Duration
 	// Logger receives the volume's events.
 	Logger *slog.Logger
 }
@@ -136,6 +139,9 @@ func Open(cfg VolumeConfig) (*Volume, error) {
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 2 * time.Second
+	}
+	if cfg.ResyncSaveInterval == 0 {
+		cfg.ResyncSaveInterval = DefaultResyncSaveInterval
 	}
 	v := &Volume{
 		cfg:   cfg,

@@ -770,3 +770,45 @@ func TestSilentPeerDetected(t *testing.T) {
 		t.Fatalf("after the peer fell silent: %s, last error %q, out of sync %d", st.Connection, st.LastError, st.OutOfSyncBytes)
 	}
 }
+
+func TestInterruptedResyncResumes(t *testing.T) {
+	c := newTestCluster(t, []Role{Primary, Secondary}, func(vc *VolumeConfig) {
+		vc.ContinueAlone, vc.ResyncRate, vc.ResyncSaveInterval = true, 32<<20, 100*time.Millisecond
+	})
+	p, s := c.nodes[0], c.nodes[1]
+	c.waitConnected(p, s)
+	c.stop(s)
+	waitFor(t, "primary notices", func() bool { return peerConn(p, "n2") != Connected })
+	const dirty = 32 << 20
+	for off := int64(0); off < dirty; off += 1 << 20 {
+		if err := p.vol.WriteAt(randBytes(1<<20), off, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.start(s, Secondary)
+	// Interrupt the resync (about a second long at the capped rate)
+	// once it has copied a good part.
+	waitFor(t, "resync under way", func() bool {
+		r := p.vol.Status().Peers[0].Resync
+		return r != nil && r.Finished.IsZero() && r.DoneBytes >= 12<<20
+	})
+	c.crash(s)
+	waitFor(t, "primary notices", func() bool { return peerConn(p, "n2") != SyncSource })
+	left := p.vol.Status().Peers[0].OutOfSyncBytes
+	if left >= dirty || left == 0 {
+		t.Fatalf("after the interruption %d bytes are out of sync, want less than the %d dirty and more than 0", left, dirty)
+	}
+	// The target restarts Inconsistent; the primary's bitmap still counts
+	// from the generation the target holds, so the resync resumes where
+	// it was instead of starting over.
+	c.start(s, Secondary)
+	c.waitConnected(p, s)
+	st := p.vol.Status().Peers[0]
+	if st.Resync == nil || st.Resync.Kind != "bitmap" || st.Resync.TotalBytes > left {
+		t.Fatalf("resumed resync %+v, want a bitmap resync of at most the %d bytes left", st.Resync, left)
+	}
+	if err := p.vol.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	sameData(t, p, s)
+}
