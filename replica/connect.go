@@ -134,6 +134,7 @@ func (v *Volume) Attach(peerName string, conn net.Conn, version uint8, first []b
 	v.mu.Unlock()
 
 	l.takeSocket()
+	l.start()
 	var wg sync.WaitGroup
 	wg.Go(l.sender)
 	wg.Go(l.pinger)

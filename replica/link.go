@@ -44,6 +44,11 @@ type link struct {
 	closed bool
 	// queuedBytes is the payload waiting in queue.
 	queuedBytes int
+	// ready is set once the exchange is over and the socket is in its
+	// final hands: frames queued before (state broadcasts, the first
+	// writes) wait until then, so nothing writes to the stream while the
+	// exchange does.
+	ready bool
 	// flushing is set while one goroutine writes the queue out; frames
 	// queued meanwhile go out with its next batch.
 	flushing bool
@@ -175,6 +180,15 @@ func (l *link) takeSocket() {
 	l.w.SetStream(fc)
 }
 
+// start lets queued frames go out: the exchange is over and the socket is
+// in its final hands.
+func (l *link) start() {
+	l.smu.Lock()
+	l.ready = true
+	l.scond.Broadcast()
+	l.smu.Unlock()
+}
+
 // header returns a header for a frame of this volume at the current epoch.
 // Caller may hold v.mu; the epoch is read under it by the caller's choice,
 // so header takes it as an argument.
@@ -243,7 +257,7 @@ func (l *link) sendNow(h wire.Header, payload []byte) {
 // reader's next read and local write) instead of after it.
 func (l *link) kick() {
 	l.smu.Lock()
-	if l.flushing || len(l.queue) == 0 || l.closed {
+	if !l.ready || l.flushing || len(l.queue) == 0 || l.closed {
 		l.smu.Unlock()
 		return
 	}
@@ -279,7 +293,7 @@ func (l *link) kickAsync() {
 func (l *link) sender() {
 	for {
 		l.smu.Lock()
-		for (len(l.queue) == 0 || l.flushing) && !l.closed {
+		for (!l.ready || len(l.queue) == 0 || l.flushing) && !l.closed {
 			l.scond.Wait()
 		}
 		if l.closed {
