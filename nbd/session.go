@@ -279,13 +279,7 @@ func (s *session) writeAsync(r *request, n int) error {
 	if err != nil {
 		return err
 	}
-	select {
-	case s.slots <- struct{}{}:
-	default:
-		s.idle()
-		s.slots <- struct{}{}
-		s.out.readerBusy()
-	}
+	s.takeSlot()
 	if err := s.in.readFull(*buf); err != nil {
 		<-s.slots
 		s.release(buf, weight)
@@ -361,13 +355,9 @@ func (s *session) release(buf *[]byte, weight int64) {
 	s.srv.budget.Release(weight)
 }
 
-// spawn hands a request to a worker goroutine. A request with a payload
-// (n > 0) gets a pooled buffer, filled from the stream for writes.
-func (s *session) spawn(r *request, n int) error {
-	buf, weight, err := s.acquire(n)
-	if err != nil {
-		return err
-	}
+// takeSlot waits for one of the connection's worker slots; while it waits
+// the reader counts as idle, so replies and held-back writes go out.
+func (s *session) takeSlot() {
 	select {
 	case s.slots <- struct{}{}:
 	default:
@@ -375,6 +365,16 @@ func (s *session) spawn(r *request, n int) error {
 		s.slots <- struct{}{}
 		s.out.readerBusy()
 	}
+}
+
+// spawn hands a request to a worker goroutine. A request with a payload
+// (n > 0) gets a pooled buffer, filled from the stream for writes.
+func (s *session) spawn(r *request, n int) error {
+	buf, weight, err := s.acquire(n)
+	if err != nil {
+		return err
+	}
+	s.takeSlot()
 	if r.cmd == cmdWrite {
 		if err := s.in.readFull(*buf); err != nil {
 			<-s.slots
