@@ -138,9 +138,8 @@ var resyncModes = []string{"bitmap", "checksum", "full"}
 // roles are the roles Controller.SetRole accepts.
 var roles = []string{"primary", "secondary"}
 
-// OnlyVolume is the {volume} path segment that means the only volume. Volume
-// names may be "_" too: such a volume is reachable only while it is the only
-// one.
+// OnlyVolume is the {volume} path segment that means the only volume. The
+// configuration reserves it: no volume may be named "_".
 const OnlyVolume = "_"
 
 // ConnectRequest is the body of POST /v1/volumes/{volume}/connect.

@@ -335,6 +335,9 @@ func decodeVolume(t *table, replicated bool) Volume {
 		t.p.add(t.key("name"), "%s is required", t.key("name"))
 	case !volumeNameRE.MatchString(v.Name) || v.Name == "." || v.Name == "..":
 		t.p.add(t.key("name"), "%s: %q is invalid: use 1 to 64 of A-Z, a-z, 0-9, '.', '_' and '-' (not \".\" or \"..\")", t.key("name"), v.Name)
+	case v.Name == "_":
+		// The control API names "the only volume" with "_".
+		t.p.add(t.key("name"), "%s: %q is reserved (the control API uses it for \"the only volume\"): choose another name", t.key("name"), v.Name)
 	}
 	if v.Path == "" {
 		t.p.add(t.key("path"), "%s is required (the backing file or block device)", t.key("path"))

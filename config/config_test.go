@@ -309,6 +309,7 @@ func TestParseBad(t *testing.T) {
 		{"volume missing name", strings.Replace(minimal, `name = "vol0"`, "", 1), []string{"volume.0.name is required"}},
 		{"volume bad name", strings.Replace(minimal, `"vol0"`, `"vol 0"`, 1), []string{`line 7: volume.0.name: "vol 0" is invalid`}},
 		{"volume name dotdot", strings.Replace(minimal, `"vol0"`, `".."`, 1), []string{`volume.0.name: ".." is invalid`}},
+		{"volume name reserved", strings.Replace(minimal, `"vol0"`, `"_"`, 1), []string{`volume.0.name: "_" is reserved`}},
 		{"volume missing path", strings.Replace(minimal, `path = "/var/lib/blockrep/node1/vol0.img"`, "", 1), []string{"volume.0.path is required"}},
 		{"volume relative path", strings.Replace(minimal, `"/var/lib/blockrep/node1/vol0.img"`, `"vol0.img"`, 1), []string{`line 8: volume.0.path: "vol0.img" is a relative path`}},
 		{"duplicate volume name", minimal + "[[volume]]\nname = \"vol0\"\npath = \"/other\"\n", []string{`line 10: volume.1.name: "vol0" is also the name of volume.0`}},
