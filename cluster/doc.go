@@ -8,11 +8,10 @@
 // randomness, no I/O), so every node that applies the same commands in the
 // same order — the Raft log order — holds byte-identical state
 // (MarshalBinary). FSM runs it under hashicorp/raft: Apply for each
-// committed log entry, MarshalBinary/UnmarshalBinary for snapshots; the Raft
-// leader is
-// the arbiter that proposes decisions (ChooseFailover's answer, an
-// operator's promote/demote), it is not by itself the primary: a witness can
-// lead. Time-based conditions (heartbeats missed, the old primary's lease run
+// committed log entry, MarshalBinary/UnmarshalBinary for snapshots. The
+// Raft leader is the arbiter that proposes decisions (ChooseFailover's
+// answer, an operator's promote/demote); it is not by itself the primary: a
+// witness can lead. Time-based conditions (heartbeats missed, the old primary's lease run
 // out) are judged by the proposer before it proposes; the state machine only
 // judges what the log says.
 //
