@@ -156,35 +156,39 @@ func (l *link) checkSender(h wire.Header, resync bool) error {
 	return nil
 }
 
+// incoming is one data frame on its way to the local store.
+type incoming struct {
+	h      wire.Header
+	off, n int64
+	data   []byte
+	buf    *[]byte // pooled buffer holding data, nil for trim and zeroes
+	zflags byte
+}
+
 // applyData applies a write, trim, zeroes or resync data frame in arrival
 // order for overlapping ranges and concurrently otherwise, then acks it.
 func (l *link) applyData(h wire.Header) error {
 	v, p := l.v, l.p
-	off := int64(h.Offset)
-	var n int64
-	var buf *[]byte
-	var data []byte
-	var zflags byte
+	in := incoming{h: h, off: int64(h.Offset)}
 	resync := h.Type == wire.TypeResyncData
 	switch h.Type {
 	case wire.TypeWrite, wire.TypeResyncData:
 		if h.Length > 32<<20 {
 			return fmt.Errorf("%w: %v of %d bytes", errBadPayload, h.Type, h.Length)
 		}
-		buf = v.pool.Get(int(h.Length))
-		b, err := l.r.Payload((*buf)[:0])
+		in.buf = v.pool.Get(int(h.Length))
+		b, err := l.r.Payload((*in.buf)[:0])
 		if err != nil {
-			v.pool.Put(buf)
+			v.pool.Put(in.buf)
 			return err
 		}
-		data = b
-		n = int64(len(b))
+		in.data, in.n = b, int64(len(b))
 	case wire.TypeTrim:
 		b, err := l.smallPayload(h)
 		if err != nil {
 			return err
 		}
-		if n, err = unmarshalLength(b); err != nil {
+		if in.n, err = unmarshalLength(b); err != nil {
 			return err
 		}
 	case wire.TypeZeroes:
@@ -192,81 +196,94 @@ func (l *link) applyData(h wire.Header) error {
 		if err != nil {
 			return err
 		}
-		var err2 error
-		if n, zflags, err2 = unmarshalZeroes(b); err2 != nil {
-			return err2
+		if in.n, in.zflags, err = unmarshalZeroes(b); err != nil {
+			return err
 		}
-		resync = zflags&zeroResync != 0
-	}
-	release := func() {
-		if buf != nil {
-			v.pool.Put(buf)
-		}
+		resync = in.zflags&zeroResync != 0
 	}
 	if err := l.checkSender(h, resync); err != nil {
-		release()
+		l.release(&in)
 		return err
 	}
-	if off < 0 || n < 0 || off+n > v.size {
-		release()
-		return fmt.Errorf("%w: %v [%d, %d) beyond the %d-byte volume", errBadPayload, h.Type, off, off+n, v.size)
+	if in.off < 0 || in.n < 0 || in.off+in.n > v.size {
+		l.release(&in)
+		return fmt.Errorf("%w: %v [%d, %d) beyond the %d-byte volume", errBadPayload, h.Type, in.off, in.off+in.n, v.size)
 	}
 	if resync {
-		p.resyncRecv.Add(n)
+		p.resyncRecv.Add(in.n)
 	} else {
-		p.bytesRecv.Add(int64(len(data)))
+		p.bytesRecv.Add(int64(len(in.data)))
 		if v.cfg.Protocol == 'B' {
 			l.ack(wire.TypeWriteAckReceived, h)
 		}
 	}
-	apply := func() error {
-		switch h.Type {
-		case wire.TypeWrite:
-			return v.store.WriteAt(data, off, h.Flags&wire.FlagFUA != 0)
-		case wire.TypeResyncData:
-			return v.store.WriteAt(data, off, false)
-		case wire.TypeTrim:
-			return v.store.Trim(off, n)
-		default:
-			return v.store.WriteZeroes(off, n, block.ZeroFlags{MayTrim: zflags&zeroMayTrim != 0})
-		}
-	}
-	finish := func(err error, now bool) {
-		if err != nil {
-			v.log.Error("applying a replicated write failed: dropping the link", "peer", p.name, "type", h.Type, "off", off, "len", n, "err", err)
-			l.fail(fmt.Errorf("local %v failed: %w", h.Type, err))
-			return
-		}
-		a := l.header(wire.TypeWriteAckDurable, h.Epoch, int64(h.Offset), 0)
-		a.Seq = h.Seq
-		if now {
-			l.sendExact(a, nil)
-		} else {
-			l.queueExact(a, nil) // the receiver loop sends it
-		}
-	}
-	if h.Flags&wire.FlagFUA == 0 && n < asideMin {
+	if h.Flags&wire.FlagFUA == 0 && in.n < asideMin {
 		// Applied by the receiver itself: a write that completes into the
 		// page cache takes microseconds, and one writer keeps the file
 		// system's inode lock uncontended (concurrent pwrites to one
 		// file queue on it). Arrival order is then the apply order.
-		l.waitRange(off, n)
-		err := apply()
-		release()
-		finish(err, false)
+		l.waitRange(in.off, in.n)
+		err := l.apply(&in)
+		l.release(&in)
+		l.applied(&in, err, false)
 		return nil
 	}
 	// A FUA write waits for the disk, and a large write copies megabytes:
 	// either runs aside so that the receiver keeps reading what follows;
 	// its range holds back overlapping later ones.
-	id := l.acquire(off, n, h.Seq)
-	go func() {
-		err := apply()
-		release()
-		l.releaseApplied(id, h.Seq)
-		finish(err, true)
-	}()
+	id := l.acquire(in.off, in.n, h.Seq)
+	go l.applyAside(in, id)
 	return nil
+}
+
+// applyAside applies one frame beside the receiver.
+func (l *link) applyAside(in incoming, id uint64) {
+	err := l.apply(&in)
+	l.release(&in)
+	l.releaseApplied(id, in.h.Seq)
+	l.applied(&in, err, true)
+}
+
+// apply writes one frame to the local store.
+func (l *link) apply(in *incoming) error {
+	st := l.v.store
+	switch in.h.Type {
+	case wire.TypeWrite:
+		return st.WriteAt(in.data, in.off, in.h.Flags&wire.FlagFUA != 0)
+	case wire.TypeResyncData:
+		return st.WriteAt(in.data, in.off, false)
+	case wire.TypeTrim:
+		return st.Trim(in.off, in.n)
+	default:
+		return st.WriteZeroes(in.off, in.n, block.ZeroFlags{MayTrim: in.zflags&zeroMayTrim != 0})
+	}
+}
+
+// release returns a frame's buffer to the pool.
+func (l *link) release(in *incoming) {
+	if in.buf != nil {
+		l.v.pool.Put(in.buf)
+		in.buf, in.data = nil, nil
+	}
+}
+
+// applied acks a frame once it is on the store, or drops the link if the
+// store failed. now writes the ack at once; otherwise the receiver loop
+// sends it with the others of its burst.
+func (l *link) applied(in *incoming, err error, now bool) {
+	h := in.h
+	if err != nil {
+		l.v.log.Error("applying a replicated write failed: dropping the link", "peer", l.p.name, "type", h.Type, "off", in.off, "len", in.n, "err", err)
+		l.fail(fmt.Errorf("local %v failed: %w", h.Type, err))
+		return
+	}
+	a := l.header(wire.TypeWriteAckDurable, h.Epoch, in.off, 0)
+	a.Seq = h.Seq
+	if now {
+		l.sendExact(a, nil)
+	} else {
+		l.queueExact(a, nil)
+	}
 }
 
 // asideMin is the smallest write applied aside of the receiver.
