@@ -661,30 +661,78 @@ func TestResyncConcurrentWithWrites(t *testing.T) {
 	sameData(t, p, s)
 }
 
+// TestDataIntegrity flips one bit of a write's payload on its way to the
+// secondary. With per-frame checksums the secondary refuses the frame and
+// the link drops (the write is then marked out of sync); without them the
+// damaged block lands on the secondary unnoticed — which shows the test
+// sees the difference.
 func TestDataIntegrity(t *testing.T) {
-	c := newTestCluster(t, []Role{Primary, Secondary}, func(vc *VolumeConfig) { vc.DataIntegrity = true })
-	p, s := c.nodes[0], c.nodes[1]
-	c.waitConnected(p, s)
-	for i := range 50 {
-		if err := p.vol.WriteAt(randBytes(4096*(1+i%5)), int64(i)*65536, false); err != nil {
-			t.Fatal(err)
+	for _, integrity := range []bool{true, false} {
+		t.Run(fmt.Sprint(integrity), func(t *testing.T) {
+			c := &testCluster{t: t, cfg: func(vc *VolumeConfig) { vc.DataIntegrity, vc.ContinueAlone = integrity, true }}
+			for i := range 2 {
+				c.nodes = append(c.nodes, &testNode{t: t, name: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), addr: freeAddr(t), store: blocktest.NewMem(testVolSize)})
+			}
+			// n1 dials n2 through the tap.
+			tap := startBlackhole(t, c.nodes[1].addr)
+			secondaryAddr := c.nodes[1].addr
+			c.nodes[1].addr = tap.ln.Addr().String()
+			c.start(c.nodes[0], Primary)
+			c.nodes[1].addr = secondaryAddr
+			c.start(c.nodes[1], Secondary)
+			t.Cleanup(func() {
+				for _, n := range c.nodes {
+					c.stop(n)
+				}
+			})
+			p, s := c.nodes[0], c.nodes[1]
+			c.waitConnected(p, s)
+			data := randBytes(64 << 10)
+			tap.corruptAfter(1000) // inside the payload: the header is 64 bytes
+			if err := p.vol.WriteAt(data, 0, false); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(data))
+			if err := s.store.ReadAt(got, 0); err != nil {
+				t.Fatal(err)
+			}
+			if integrity {
+				waitFor(t, "the link to drop", func() bool { return peerConn(p, "n2") != Connected || peerConn(s, "n1") != Connected })
+				if bytes.Equal(got, data) || diffBytes(got, data) == 1 {
+					t.Fatalf("with checksums the damaged frame was applied (%d bytes differ)", diffBytes(got, data))
+				}
+				if e := s.vol.Status().Peers[0].LastError; !bytes.Contains([]byte(e), []byte("checksum")) {
+					t.Fatalf("secondary's last error %q, want the payload checksum", e)
+				}
+				return
+			}
+			if d := diffBytes(got, data); d != 1 {
+				t.Fatalf("without checksums %d bytes differ on the secondary, want the 1 damaged in transit", d)
+			}
+		})
+	}
+}
+
+func diffBytes(a, b []byte) int {
+	n := 0
+	for i := range a {
+		if a[i] != b[i] {
+			n++
 		}
 	}
-	if err := p.vol.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	sameData(t, p, s)
+	return n
 }
 
 // blackhole forwards TCP connections to target until silenced; then it
 // keeps them open and forwards nothing, like a peer whose network died
-// without a reset.
+// without a reset. It can also damage one byte in transit.
 type blackhole struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	silent bool
-	conns  []net.Conn
+	ln      net.Listener
+	target  string
+	mu      sync.Mutex
+	silent  bool
+	corrupt int64 // when > 0: flip the corrupt-th byte still to come towards the target
+	conns   []net.Conn
 }
 
 func startBlackhole(t testing.TB, target string) *blackhole {
@@ -707,8 +755,8 @@ func startBlackhole(t testing.TB, target string) *blackhole {
 			b.mu.Lock()
 			b.conns = append(b.conns, in, out)
 			b.mu.Unlock()
-			go b.pipe(in, out)
-			go b.pipe(out, in)
+			go b.pipe(in, out, true)
+			go b.pipe(out, in, false)
 		}
 	}()
 	t.Cleanup(func() {
@@ -722,7 +770,7 @@ func startBlackhole(t testing.TB, target string) *blackhole {
 	return b
 }
 
-func (b *blackhole) pipe(from, to net.Conn) {
+func (b *blackhole) pipe(from, to net.Conn, dialerToTarget bool) {
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := from.Read(buf)
@@ -731,6 +779,14 @@ func (b *blackhole) pipe(from, to net.Conn) {
 		}
 		b.mu.Lock()
 		silent := b.silent
+		if dialerToTarget && b.corrupt > 0 {
+			if int64(n) >= b.corrupt {
+				buf[b.corrupt-1] ^= 0x10
+				b.corrupt = 0
+			} else {
+				b.corrupt -= int64(n)
+			}
+		}
 		b.mu.Unlock()
 		if silent {
 			continue
@@ -739,6 +795,13 @@ func (b *blackhole) pipe(from, to net.Conn) {
 			return
 		}
 	}
+}
+
+// corruptAfter flips one bit of the n-th byte the dialer sends from now on.
+func (b *blackhole) corruptAfter(n int64) {
+	b.mu.Lock()
+	b.corrupt = n
+	b.mu.Unlock()
 }
 
 func (b *blackhole) silence() {
