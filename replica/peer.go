@@ -266,33 +266,49 @@ func (v *Volume) canSourceLocked(p *peer, what string) error {
 	return nil
 }
 
-// Resync starts a resync from this node to peer (every connected peer for
-// ""): the peer's disk is Inconsistent until it finishes.
-func (v *Volume) Resync(name string, mode ResyncMode) error {
+// sourcePeersLocked returns the peers named (every peer for "") that this
+// node may push data to for what; with "" the unconnected ones are skipped.
+// Caller holds v.mu.
+func (v *Volume) sourcePeersLocked(name, what string) ([]*peer, error) {
 	ps, err := v.peersNamed(name)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	out := ps[:0:0]
 	for _, p := range ps {
-		if err := v.canSourceLocked(p, "resync"); err != nil {
+		if err := v.canSourceLocked(p, what); err != nil {
 			if name == "" && p.link == nil {
 				continue
 			}
-			return err
+			return nil, err
 		}
-		kind, sm := BitmapResync, modeCopy
-		switch mode {
-		case ResyncFull:
-			kind = FullResync
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Resync starts a resync from this node to peer (every connected peer for
+// ""): the peer's disk is Inconsistent until it finishes.
+func (v *Volume) Resync(name string, mode ResyncMode) error {
+	kind, sm, all := BitmapResync, modeCopy, false
+	switch mode {
+	case ResyncFull:
+		kind, all = FullResync, true
+	case ResyncChecksum:
+		sm, all = modeChecksum, true
+	case ResyncBitmap, "":
+	default:
+		return fmt.Errorf("resync mode %q: want %q, %q or %q", mode, ResyncBitmap, ResyncChecksum, ResyncFull)
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	ps, err := v.sourcePeersLocked(name, "resync")
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		if all {
 			p.bitmap.SetRange(0, v.size)
-		case ResyncChecksum:
-			sm = modeChecksum
-			p.bitmap.SetRange(0, v.size)
-		case ResyncBitmap, "":
-		default:
-			return fmt.Errorf("resync mode %q: want %q, %q or %q", mode, ResyncBitmap, ResyncChecksum, ResyncFull)
 		}
 		l := p.link
 		m := v.stateFor(p, false)
@@ -314,19 +330,13 @@ func (v *Volume) Resync(name string, mode ResyncMode) error {
 // Verify starts an online verify of peer (every connected peer for ""):
 // blocks found to differ are marked out of sync; `Resync` copies them.
 func (v *Volume) Verify(name string) error {
-	ps, err := v.peersNamed(name)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	ps, err := v.sourcePeersLocked(name, "verify")
 	if err != nil {
 		return err
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
 	for _, p := range ps {
-		if err := v.canSourceLocked(p, "verify"); err != nil {
-			if name == "" && p.link == nil {
-				continue
-			}
-			return err
-		}
 		p.setConn(VerifySource)
 		l := p.link
 		l.startJob(l.runVerify)
