@@ -1,19 +1,18 @@
 package cluster
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"flag"
 	"fmt"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/blockrep/blockrep/internal/scenario"
 	"github.com/blockrep/blockrep/replica"
 )
 
@@ -63,157 +62,29 @@ import (
 
 var rewrite = flag.Bool("rewrite", false, "rewrite expected outputs of testdata scenario files")
 
-// item is one block of a scenario file: free text, or a scenario.
-type item struct {
-	comments []string // lines starting with '#'
-	cmd      string   // empty for free text
-	line     int      // line number of cmd
-	input    []string
-	want     []string
-}
-
-func parseFile(path string) ([]item, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var (
-		items []item
-		cur   item
-		state = 0 // 0 comments, 1 input, 2 output
-		ln    = 0
-	)
-	flush := func() error {
-		if cur.cmd == "" && len(cur.comments) == 0 {
-			return nil
-		}
-		if cur.cmd != "" && state != 2 {
-			return fmt.Errorf("%s:%d: scenario %q has no ---- separator", path, cur.line, cur.cmd)
-		}
-		if cur.cmd != "" && len(cur.comments) == 0 {
-			return fmt.Errorf("%s:%d: scenario %q has no comment explaining it", path, cur.line, cur.cmd)
-		}
-		items = append(items, cur)
-		cur, state = item{}, 0
-		return nil
-	}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		ln++
-		text := strings.TrimRight(sc.Text(), " \t")
-		switch {
-		case text == "":
-			if err := flush(); err != nil {
-				return nil, err
-			}
-		case state == 0 && strings.HasPrefix(text, "#"):
-			cur.comments = append(cur.comments, text)
-		case state == 0:
-			cur.cmd, cur.line, state = text, ln, 1
-		case state == 1 && text == "----":
-			state = 2
-		case state == 1:
-			cur.input = append(cur.input, text)
-		default:
-			cur.want = append(cur.want, text)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	if err := flush(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-func writeFile(path string, items []item) error {
-	var b strings.Builder
-	for i, it := range items {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		for _, c := range it.comments {
-			b.WriteString(c + "\n")
-		}
-		if it.cmd == "" {
-			continue
-		}
-		b.WriteString(it.cmd + "\n")
-		for _, l := range it.input {
-			b.WriteString(l + "\n")
-		}
-		b.WriteString("----\n")
-		for _, l := range it.want {
-			b.WriteString(l + "\n")
-		}
-	}
-	return os.WriteFile(path, []byte(b.String()), 0o644)
-}
-
 func TestScenarios(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("testdata", "*.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) == 0 {
-		t.Fatal("no scenario files in testdata")
-	}
-	for _, path := range files {
-		t.Run(filepath.Base(path), func(t *testing.T) {
-			items, err := parseFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
+	scenario.Run(t, filepath.Join("testdata", "*.txt"), scenario.Options{Rewrite: *rewrite, Sequential: true},
+		func() scenario.Runner {
 			s := NewState()
-			n := 0
-			for i := range items {
-				it := &items[i]
-				if it.cmd == "" {
-					continue
-				}
-				n++
-				got, err := runScenario(&s, it)
-				if err != nil {
-					t.Fatalf("%s:%d: %s: %v", path, it.line, it.cmd, err)
-				}
-				if *rewrite {
-					it.want = got
-					continue
-				}
-				if !slices.Equal(got, it.want) {
-					t.Errorf("%s:%d: %s\n%s\ngot:\n\t%s\nwant:\n\t%s", path, it.line, it.cmd,
-						strings.Join(it.comments, "\n"), strings.Join(got, "\n\t"), strings.Join(it.want, "\n\t"))
-				}
-			}
-			if n == 0 {
-				t.Errorf("%s: no scenarios", path)
-			}
-			if *rewrite {
-				if err := writeFile(path, items); err != nil {
-					t.Fatal(err)
-				}
-			}
+			return func(b *scenario.Block) ([]string, error) { return runScenario(&s, b) }
 		})
-	}
 }
 
 // runScenario executes one block against *s and returns its output lines.
 // An error means the scenario is malformed or a runner check failed (which
 // aborts the file: later blocks depend on this one's state).
-func runScenario(s **State, it *item) ([]string, error) {
-	fields := strings.Fields(it.cmd)
+func runScenario(s **State, it *scenario.Block) ([]string, error) {
+	fields := strings.Fields(it.Cmd)
 	switch fields[0] {
 	case "reset":
-		if len(fields) != 1 || len(it.input) != 0 {
+		if len(fields) != 1 || len(it.Input) != 0 {
 			return nil, fmt.Errorf("reset takes no arguments and no input")
 		}
 		*s = NewState()
 		return nil, nil
 
 	case "failover":
-		if len(fields) != 3 || len(it.input) != 0 {
+		if len(fields) != 3 || len(it.Input) != 0 {
 			return nil, fmt.Errorf("want: failover VOL alive=A,B,… and no input")
 		}
 		list, ok := strings.CutPrefix(fields[2], "alive=")
@@ -240,7 +111,7 @@ func runScenario(s **State, it *item) ([]string, error) {
 			return nil, fmt.Errorf("apply takes no arguments")
 		}
 		var out []string
-		for _, l := range it.input {
+		for _, l := range it.Input {
 			c, err := parseCommand(l)
 			if err != nil {
 				return nil, fmt.Errorf("%q: %v", l, err)

@@ -1,17 +1,17 @@
 package replica
 
 import (
-	"bufio"
 	"flag"
 	"fmt"
 	"maps"
 	"math/rand"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/blockrep/blockrep/internal/scenario"
 )
 
 // Scenario files (testdata/gen/*.txt)
@@ -51,147 +51,16 @@ import (
 
 var rewriteGen = flag.Bool("rewrite", false, "rewrite expected outputs of testdata/gen scenario files")
 
-// genItem is one block of a scenario file: free text, or a scenario.
-type genItem struct {
-	comments []string // lines starting with '#'
-	cmd      string   // empty for free text
-	line     int      // line number of cmd
-	input    []string
-	want     []string
-}
-
-func parseGenFile(path string) ([]genItem, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var (
-		items []genItem
-		cur   genItem
-		state = 0 // 0 comments, 1 input, 2 output
-		ln    = 0
-	)
-	flush := func() error {
-		if cur.cmd == "" && len(cur.comments) == 0 {
-			return nil
-		}
-		if cur.cmd != "" && state != 2 {
-			return fmt.Errorf("%s:%d: scenario %q has no ---- separator", path, cur.line, cur.cmd)
-		}
-		if cur.cmd != "" && len(cur.comments) == 0 {
-			return fmt.Errorf("%s:%d: scenario %q has no comment explaining it", path, cur.line, cur.cmd)
-		}
-		items = append(items, cur)
-		cur, state = genItem{}, 0
-		return nil
-	}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		ln++
-		text := strings.TrimRight(sc.Text(), " \t")
-		switch {
-		case text == "":
-			if err := flush(); err != nil {
-				return nil, err
-			}
-		case state == 0 && strings.HasPrefix(text, "#"):
-			cur.comments = append(cur.comments, text)
-		case state == 0:
-			cur.cmd, cur.line, state = text, ln, 1
-		case state == 1 && text == "----":
-			state = 2
-		case state == 1:
-			cur.input = append(cur.input, text)
-		default:
-			cur.want = append(cur.want, text)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	if err := flush(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-func writeGenFile(path string, items []genItem) error {
-	var b strings.Builder
-	for i, it := range items {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		for _, c := range it.comments {
-			b.WriteString(c + "\n")
-		}
-		if it.cmd == "" {
-			continue
-		}
-		b.WriteString(it.cmd + "\n")
-		for _, l := range it.input {
-			b.WriteString(l + "\n")
-		}
-		b.WriteString("----\n")
-		for _, l := range it.want {
-			b.WriteString(l + "\n")
-		}
-	}
-	return os.WriteFile(path, []byte(b.String()), 0o644)
-}
-
 func TestGenScenarios(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("testdata", "gen", "*.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) == 0 {
-		t.Fatal("no scenario files in testdata/gen")
-	}
-	for _, path := range files {
-		t.Run(filepath.Base(path), func(t *testing.T) {
-			items, err := parseGenFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			n := 0
-			for i := range items {
-				it := &items[i]
-				if it.cmd == "" {
-					continue
-				}
-				n++
-				got, err := runGenScenario(it)
-				if err != nil {
-					t.Errorf("%s:%d: %s: %v", path, it.line, it.cmd, err)
-					continue
-				}
-				if *rewriteGen {
-					it.want = got
-					continue
-				}
-				if !slices.Equal(got, it.want) {
-					t.Errorf("%s:%d: %s\n%s\ngot:\n\t%s\nwant:\n\t%s", path, it.line, it.cmd,
-						strings.Join(it.comments, "\n"), strings.Join(got, "\n\t"), strings.Join(it.want, "\n\t"))
-				}
-			}
-			if n == 0 {
-				t.Errorf("%s: no scenarios", path)
-			}
-			if *rewriteGen {
-				if err := writeGenFile(path, items); err != nil {
-					t.Fatal(err)
-				}
-			}
-		})
-	}
+	scenario.Run(t, filepath.Join("testdata", "gen", "*.txt"), scenario.Options{Rewrite: *rewriteGen},
+		func() scenario.Runner { return runGenScenario })
 }
 
 // runGenScenario executes one scenario and returns its output lines. An
 // error means the scenario itself is malformed, or a decide scenario is not
 // symmetric.
-func runGenScenario(it *genItem) ([]string, error) {
-	fields := strings.Fields(it.cmd)
+func runGenScenario(it *scenario.Block) ([]string, error) {
+	fields := strings.Fields(it.Cmd)
 	args := map[string]string{}
 	for _, f := range fields[1:] {
 		k, v, ok := strings.Cut(f, "=")
@@ -221,7 +90,7 @@ func runGenScenario(it *genItem) ([]string, error) {
 			}
 			policy = p
 		}
-		in, err := namedLines(it.input, "local", "peer")
+		in, err := namedLines(it.Input, "local", "peer")
 		if err != nil {
 			return nil, err
 		}
@@ -250,10 +119,10 @@ func runGenScenario(it *genItem) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("fresh: %v", err)
 		}
-		if len(it.input) != 1 {
+		if len(it.Input) != 1 {
 			return nil, fmt.Errorf("want one input line")
 		}
-		g, err := parseGens(it.input[0])
+		g, err := parseGens(it.Input[0])
 		if err != nil {
 			return nil, err
 		}
@@ -272,10 +141,10 @@ func runGenScenario(it *genItem) ([]string, error) {
 		if err := checkArgs(); err != nil {
 			return nil, err
 		}
-		if len(it.input) != 1 {
+		if len(it.Input) != 1 {
 			return nil, fmt.Errorf("want one input line")
 		}
-		g, err := parseGens(it.input[0])
+		g, err := parseGens(it.Input[0])
 		if err != nil {
 			return nil, err
 		}
@@ -285,7 +154,7 @@ func runGenScenario(it *genItem) ([]string, error) {
 		if err := checkArgs(); err != nil {
 			return nil, err
 		}
-		in, err := namedLines(it.input, "target", "source")
+		in, err := namedLines(it.Input, "target", "source")
 		if err != nil {
 			return nil, err
 		}
@@ -307,7 +176,7 @@ func runGenScenario(it *genItem) ([]string, error) {
 			return nil, err
 		}
 		var out []string
-		for _, l := range it.input {
+		for _, l := range it.Input {
 			s := l
 			if strings.HasPrefix(l, `"`) {
 				u, err := strconv.Unquote(l)
