@@ -275,7 +275,9 @@ func (s *State) Apply(c Command) (Result, error) {
 	case OpPromote:
 		return s.promote(c, refuse)
 
-	case OpDemote:
+	case OpDemote, OpPrimaryLost:
+		// Both end the current primary's term: Demote on its own word,
+		// PrimaryLost on the arbiter's after the primary's lease ran out.
 		v, ok := s.Volumes[c.Volume]
 		if !ok {
 			return refuse(RuleUnknownVolume, "no volume %q", c.Volume)
@@ -286,7 +288,7 @@ func (s *State) Apply(c Command) (Result, error) {
 		if v.Primary == "" {
 			return refuse(RuleNoPrimary, "volume %s has no primary at epoch %d", c.Volume, v.Epoch)
 		}
-		if c.Node != v.Primary {
+		if c.Op == OpDemote && c.Node != v.Primary {
 			return refuse(RuleNotPrimary, "%s is not primary of %s (the primary is %s)", c.Node, c.Volume, v.Primary)
 		}
 		v.Primary = ""
@@ -295,19 +297,6 @@ func (s *State) Apply(c Command) (Result, error) {
 	case OpOutdate, OpSetDisk:
 		return s.setDisk(c, refuse)
 
-	case OpPrimaryLost:
-		v, ok := s.Volumes[c.Volume]
-		if !ok {
-			return refuse(RuleUnknownVolume, "no volume %q", c.Volume)
-		}
-		if c.Epoch != v.Epoch {
-			return refuse(RuleStaleEpoch, "epoch %d is not the current epoch %d", c.Epoch, v.Epoch)
-		}
-		if v.Primary == "" {
-			return refuse(RuleNoPrimary, "volume %s has no primary at epoch %d", c.Volume, v.Epoch)
-		}
-		v.Primary = ""
-		return Result{}, nil
 	}
 	return refuse(RuleMalformed, "unknown op %v", c.Op)
 }
