@@ -30,8 +30,9 @@ type TransportConfig struct {
 
 // Transport accepts and dials the peer links of a node's volumes. Of each
 // pair of nodes, the one whose name sorts first dials and the other
-// accepts, so two nodes never race two connections for one volume. One TCP
-// connection carries one volume.
+// accepts, so two nodes never race two connections for one volume; the
+// accepting one knocks when it starts, so the dialer does not wait out its
+// backoff. One TCP connection carries one volume.
 type Transport struct {
 	cfg     TransportConfig
 	log     *slog.Logger
@@ -85,6 +86,11 @@ func (t *Transport) Run(ctx context.Context) error {
 			}
 		}
 	}
+	for _, pc := range t.cfg.Peers {
+		if t.cfg.Local > pc.Name {
+			wg.Go(func() { t.knock(ctx, pc) })
+		}
+	}
 	wg.Go(func() {
 		<-ctx.Done()
 		_ = t.ln.Close()
@@ -133,10 +139,15 @@ func (t *Transport) accept(ctx context.Context, conn net.Conn) {
 		return
 	}
 	if t.cfg.Local < peer.NodeID {
-		// This node dials that peer; a connection the other way means
-		// the two disagree about names: refuse rather than double up.
-		t.log.Warn("peer link refused: this node dials that peer", "remote", remote, "node", peer.NodeID)
+		// This node dials that peer. The peer knocked: it has just
+		// started, so dial it now instead of when the backoff ends.
+		t.log.Debug("peer knocked: dialing it now", "node", peer.NodeID)
 		_ = conn.Close()
+		for _, v := range t.list {
+			if p, err := v.findPeer(peer.NodeID); err == nil {
+				p.nudge()
+			}
+		}
 		return
 	}
 	// Read the dialer's State exactly (no read-ahead), to find the volume.
@@ -161,6 +172,22 @@ func (t *Transport) accept(ctx context.Context, conn net.Conn) {
 	first = append([]byte(nil), first...)
 	err = v.Attach(peer.NodeID, conn, peer.Version, first)
 	t.log.Debug("peer link ended", "volume", v.Name(), "node", peer.NodeID, "err", err)
+}
+
+// knock tells a peer that dials this node that this node has started: an
+// authenticated connection that the peer answers by dialing at once, so a
+// restarted node is not left waiting for the peer's reconnect backoff. It
+// is best effort: a peer that is down dials when it comes back anyway.
+func (t *Transport) knock(ctx context.Context, pc PeerConfig) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", pc.Address)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	hctx, cancel := context.WithTimeout(ctx, wire.DefaultHandshakeTimeout)
+	defer cancel()
+	_, _ = wire.Handshake(hctx, conn, wire.HandshakeConfig{Cluster: t.cfg.Cluster, NodeID: t.cfg.Local, PeerID: pc.Name, Secret: t.cfg.Secret, Initiator: true})
 }
 
 // dialLoop keeps one volume's link to one peer up: dial, authenticate,

@@ -883,3 +883,21 @@ func TestInterruptedResyncResumes(t *testing.T) {
 	}
 	sameData(t, p, s)
 }
+
+// TestRestartedPeerKnocks restarts the node that accepts the link while the
+// dialer's backoff is an hour long: the restarted node's knock makes the
+// dialer connect at once.
+func TestRestartedPeerKnocks(t *testing.T) {
+	c := newTestCluster(t, []Role{Primary, Secondary}, nil)
+	c.tcfg = func(tc *TransportConfig) { tc.RetryMin, tc.RetryMax = time.Hour, time.Hour }
+	p, s := c.nodes[0], c.nodes[1]
+	// Restart the dialer with the long backoff (it dials at once when it
+	// starts), then the acceptor.
+	c.stop(p)
+	c.start(p, Primary)
+	c.waitConnected(p, s)
+	c.stop(s)
+	waitFor(t, "dialer notices", func() bool { return peerConn(p, "n2") != Connected })
+	c.start(s, Secondary)
+	c.waitConnected(p, s)
+}
