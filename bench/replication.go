@@ -86,9 +86,8 @@ type ReplicatedPair struct {
 
 // NewReplicatedPair configures a primary serving primaryFile and a
 // secondary holding secondaryFile, with free ports and a fresh 32-byte
-// secret (mode 0600) in workDir. The secondary's node name sorts first, so
-// the secondary dials the primary: a restarted secondary connects at once
-// instead of waiting for the primary's reconnect backoff.
+// secret (mode 0600) in workDir. The primary's name sorts first, so it
+// dials; a restarted secondary knocks and is dialed at once.
 func NewReplicatedPair(workDir, primaryFile, secondaryFile string) (*ReplicatedPair, error) {
 	ports := make([]int, 4)
 	seen := map[int]bool{}
@@ -119,10 +118,10 @@ func NewReplicatedPair(workDir, primaryFile, secondaryFile string) (*ReplicatedP
 	return &ReplicatedPair{
 		Primary: NodeConfig{
 			Name: "bench-primary", DataDir: filepath.Join(workDir, "primary"), File: primaryFile, NBDPort: ports[0],
-			Cluster: "bench", SecretFile: secretFile, ReplListen: pl, Peer: "bench-a-secondary", PeerAddr: sl, Role: "primary",
+			Cluster: "bench", SecretFile: secretFile, ReplListen: pl, Peer: "bench-secondary", PeerAddr: sl, Role: "primary",
 		},
 		Secondary: NodeConfig{
-			Name: "bench-a-secondary", DataDir: filepath.Join(workDir, "secondary"), File: secondaryFile, NBDPort: ports[1],
+			Name: "bench-secondary", DataDir: filepath.Join(workDir, "secondary"), File: secondaryFile, NBDPort: ports[1],
 			Cluster: "bench", SecretFile: secretFile, ReplListen: sl, Peer: "bench-primary", PeerAddr: pl, Role: "secondary",
 		},
 	}, nil
