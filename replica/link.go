@@ -197,14 +197,18 @@ func (l *link) header(t wire.FrameType, epoch uint64, off int64, flags wire.Flag
 }
 
 // queueOp queues an application op's frame and registers the wait for its
-// answer. It reports false if the link is closed. Caller holds v.mu.
-func (l *link) queueOp(t wire.FrameType, payload []byte, flags wire.Flags, off, n int64, o *op, idx int) bool {
+// answer. queued is false if the link is closed; first is set when the
+// frame is alone in the queue (the first of a burst). Caller holds v.mu.
+func (l *link) queueOp(t wire.FrameType, payload []byte, flags wire.Flags, off, n int64, o *op, idx int) (queued, first bool) {
 	if l.v.cfg.DataIntegrity && len(payload) > 0 && t == wire.TypeWrite {
 		flags |= wire.FlagChecksum
 	}
 	h := l.header(t, l.v.epoch, off, flags)
 	onSend := l.v.cfg.Protocol == 'A' && t != wire.TypeFlush
-	return l.enqueue(h, payload, pendingFrame{kind: pendApp, off: off, n: n, op: o, idx: idx}, true, onSend) != 0
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	seq := l.enqueueLocked(h, payload, pendingFrame{kind: pendApp, off: off, n: n, op: o, idx: idx}, true, onSend)
+	return seq != 0, len(l.queue) == 1
 }
 
 // enqueue assigns the next sequence number, queues the frame and, if
@@ -214,6 +218,11 @@ func (l *link) queueOp(t wire.FrameType, payload []byte, flags wire.Flags, off, 
 func (l *link) enqueue(h wire.Header, payload []byte, pf pendingFrame, track, completeOnSend bool) uint64 {
 	l.smu.Lock()
 	defer l.smu.Unlock()
+	return l.enqueueLocked(h, payload, pf, track, completeOnSend)
+}
+
+// enqueueLocked is enqueue for a caller that holds smu.
+func (l *link) enqueueLocked(h wire.Header, payload []byte, pf pendingFrame, track, completeOnSend bool) uint64 {
 	if l.closed {
 		return 0
 	}
@@ -274,13 +283,6 @@ func (l *link) kick() {
 // inlineFlushMax is the most queued payload a kick writes in the calling
 // goroutine.
 const inlineFlushMax = 128 << 10
-
-// queued reports how many frames wait to be written.
-func (l *link) queued() int {
-	l.smu.Lock()
-	defer l.smu.Unlock()
-	return len(l.queue)
-}
 
 // kickAsync has the sender goroutine write the queue out.
 func (l *link) kickAsync() {

@@ -165,7 +165,7 @@ func (v *Volume) Flush() error {
 	for i, p := range v.peers {
 		if p.replicating && p.link != nil {
 			o.remaining.Add(1)
-			if p.link.queueOp(wire.TypeFlush, nil, 0, 0, 0, o, i) {
+			if queued, _ := p.link.queueOp(wire.TypeFlush, nil, 0, 0, 0, o, i); queued {
 				o.sent |= 1 << i
 				kick[i] = p.link
 			} else {
@@ -211,7 +211,7 @@ func (v *Volume) submit(kind opKind, p []byte, off, n int64, fua bool, zf block.
 	o := newOp(v, cb)
 	o.id, o.off, o.n = id, off, n
 	var kick [MaxPeers]*link
-	if err := v.dispatch(o, kind, p, off, n, fua, zf, &kick); err != nil {
+	if err := v.dispatch(o, kind, p, off, n, fua, zf, plugged, &kick); err != nil {
 		*o = op{}
 		opPool.Put(o)
 		v.mu.Lock()
@@ -227,15 +227,7 @@ func (v *Volume) submit(kind opKind, p []byte, off, n int64, fua bool, zf block.
 	}
 	// The peers' copies go out first: the network round trip is the long
 	// pole, so it starts before the local write.
-	if !plugged {
-		kickAll(&kick, len(v.peers))
-	} else {
-		for _, l := range kick[:len(v.peers)] {
-			if l != nil && l.queued() == 1 {
-				l.kick()
-			}
-		}
-	}
+	kickAll(&kick, len(v.peers))
 	switch {
 	case localFirst:
 	case kind == opWrite:
@@ -361,7 +353,9 @@ func (v *Volume) alCommitted() uint64 { return v.alSeqDone }
 // dispatch decides, under v.mu, which peers get the operation: it queues
 // the frame on every replicating link and marks the range in the bitmap of
 // every other peer, refusing the write if a peer that must have it cannot.
-func (v *Volume) dispatch(o *op, kind opKind, p []byte, off, n int64, fua bool, zf block.ZeroFlags, kick *[MaxPeers]*link) error {
+// With plugged, only links on which this frame is the first of a burst are
+// put in kick; the others go out at Unplug.
+func (v *Volume) dispatch(o *op, kind opKind, p []byte, off, n int64, fua bool, zf block.ZeroFlags, plugged bool, kick *[MaxPeers]*link) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	needNew := false
@@ -407,9 +401,11 @@ func (v *Volume) dispatch(o *op, kind opKind, p []byte, off, n int64, fua bool, 
 			ftype, payload = wire.TypeZeroes, marshalZeroes(n, zfl)
 		}
 		o.remaining.Add(1)
-		if pe.link.queueOp(ftype, payload, flags, off, n, o, i) {
+		if queued, first := pe.link.queueOp(ftype, payload, flags, off, n, o, i); queued {
 			o.sent |= 1 << i
-			kick[i] = pe.link
+			if first || !plugged {
+				kick[i] = pe.link
+			}
 		} else {
 			o.remaining.Add(-1)
 			pe.bitmap.SetRange(off, n)
