@@ -291,6 +291,9 @@ func (s *State) Apply(c Command) (Result, error) {
 		if c.Op == OpDemote && c.Node != v.Primary {
 			return refuse(RuleNotPrimary, "%s is not primary of %s (the primary is %s)", c.Node, c.Volume, v.Primary)
 		}
+		if c.Op == OpPrimaryLost {
+			v.Lost = v.Primary
+		}
 		v.Primary = ""
 		return Result{}, nil
 
@@ -365,6 +368,7 @@ func (s *State) promote(c Command, refuse refuseFunc) (Result, error) {
 	v.Disks[c.Node] = replica.UpToDate
 	v.Primary = c.Node
 	v.Epoch = c.Epoch
+	v.Lost = ""
 	return res, nil
 }
 
@@ -399,7 +403,9 @@ func (s *State) setDisk(c Command, refuse refuseFunc) (Result, error) {
 	case isPrimary:
 		// The primary reports about a peer: any state.
 	case c.By == c.Node:
-		if want > old {
+		// Before the first promotion no primary has acknowledged anything,
+		// so each node's own word on its data is all there is.
+		if want > old && v.Epoch > 0 {
 			return refuse(RuleSelfUpward, "%s cannot raise its own disk from %v to %v; only the primary reports a peer UpToDate after a resync", c.Node, old, want)
 		}
 	default:

@@ -56,7 +56,12 @@
 // peer (UpToDate after a resync, Inconsistent when one starts). A node may
 // report its own disk only downward (UpToDate > Outdated > Inconsistent >
 // Diskless), e.g. Outdated on a clean leave: shrinking the set of promotion
-// candidates is always safe, growing it needs the primary's word.
+// candidates is always safe, growing it needs the primary's word. The one
+// exception is epoch 0: before the volume's first promotion no primary has
+// acknowledged a write, so each node reports its own data either way (a
+// node with the volume's data, or the designated first primary of a blank
+// volume, reports UpToDate; that is how a new cluster gets its first
+// primary).
 //
 // Nodes. A node that is some volume's primary cannot be removed. Removing a
 // node drops its replicas (and clears a preference for it); removing the

@@ -15,12 +15,28 @@ import (
 type FSM struct {
 	mu    sync.RWMutex
 	state *State
+	// changed is closed, and replaced, whenever state changed.
+	changed chan struct{}
 }
 
 var _ raft.FSM = (*FSM)(nil)
 
 // NewFSM returns an FSM holding an empty State.
-func NewFSM() *FSM { return &FSM{state: NewState()} }
+func NewFSM() *FSM { return &FSM{state: NewState(), changed: make(chan struct{})} }
+
+// Changed returns a channel that is closed at the next change of the
+// state (an applied command or a restored snapshot).
+func (f *FSM) Changed() <-chan struct{} {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.changed
+}
+
+// notifyLocked wakes the waiters of Changed. Caller holds f.mu for writing.
+func (f *FSM) notifyLocked() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
 
 // Applied is what FSM.Apply returns for each log entry (raft hands it back
 // through ApplyFuture.Response): the command's result, or why it was
@@ -45,6 +61,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	res, err := f.state.Apply(c)
+	if err == nil {
+		f.notifyLocked()
+	}
 	return Applied{Result: res, Err: err}
 }
 
@@ -80,6 +99,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.state = s
+	f.notifyLocked()
 	f.mu.Unlock()
 	return nil
 }

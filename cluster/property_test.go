@@ -177,7 +177,7 @@ func transitionOK(pre, post *State, c Command, res Result) error {
 			forcedPromote := promoted && c.Force && pv.Disks[c.Node] == replica.Outdated
 			switch {
 			case byPrimary && dn == c.Node && dn != pv.Primary:
-			case c.Volume == vn && c.Op == OpSetDisk && c.By == dn && dn == c.Node && d < od && c.Epoch == pv.Epoch:
+			case c.Volume == vn && c.Op == OpSetDisk && c.By == dn && dn == c.Node && (d < od || pv.Epoch == 0) && c.Epoch == pv.Epoch:
 			case forcedPromote && dn == c.Node && d == replica.UpToDate:
 			case forcedPromote && od == replica.UpToDate && d == replica.Outdated && slices.Contains(res.Outdated, dn):
 			default:

@@ -272,6 +272,9 @@ func formatState(s *State) []string {
 	for _, name := range slices.Sorted(maps.Keys(s.Volumes)) {
 		v := s.Volumes[name]
 		l := fmt.Sprintf("%s: primary=%s epoch=%d preferred=%s", name, dash(v.Primary), v.Epoch, dash(v.Preferred))
+		if v.Lost != "" {
+			l += " lost=" + v.Lost
+		}
 		for _, dn := range slices.Sorted(maps.Keys(v.Disks)) {
 			l += fmt.Sprintf(" %s=%v", dn, v.Disks[dn])
 		}

@@ -66,6 +66,10 @@ type VolumeState struct {
 	Disks map[string]replica.DiskState `json:"disks"`
 	// Preferred is the data node that failover picks first; "" for none.
 	Preferred string `json:"preferred"`
+	// Lost is the primary that PrimaryLost removed, until the next
+	// promotion: it stopped answering, so it may hold writes nobody
+	// acknowledged, which it must discard when it comes back.
+	Lost string `json:"lost,omitempty"`
 }
 
 // State is the whole replicated cluster state. The zero value is an empty

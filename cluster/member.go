@@ -1,0 +1,883 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/blockrep/blockrep/replica"
+)
+
+// Server is one member of a new cluster's initial Raft configuration.
+type Server struct {
+	Name    string
+	Address string
+}
+
+// LocalVolume is a data node's replica of one volume, as its Member drives
+// it: the member promotes and demotes it as the cluster state says and
+// renews its lease with every heartbeat the leader grants.
+type LocalVolume interface {
+	// Name is the volume's name in the cluster.
+	Name() string
+	// Report says whether the replica serves as primary, at which epoch,
+	// and its disk state.
+	Report() LocalReport
+	// Fresh reports whether the replica never held data.
+	Fresh() bool
+	// Promote makes the replica primary at epoch.
+	Promote(epoch uint64) error
+	// Demote makes it secondary; deposed says the cluster gave the volume
+	// to another node while this one was cut off.
+	Demote(deposed bool) error
+	// SetLease lets the primary serve until until.
+	SetLease(until time.Time)
+}
+
+// Remote is how a member reaches the leader: the control API over the
+// authenticated transport in blockrepd, a router in tests. addr is the
+// leader's Raft address.
+type Remote interface {
+	Heartbeat(ctx context.Context, addr raft.ServerAddress, r Report) (HeartbeatReply, error)
+	Apply(ctx context.Context, addr raft.ServerAddress, c Command) (Result, error)
+	Switchover(ctx context.Context, addr raft.ServerAddress, volume, target string) error
+	AddMember(ctx context.Context, addr raft.ServerAddress, name, memberAddr string) error
+	RemoveMember(ctx context.Context, addr raft.ServerAddress, name string, force bool, reason string) error
+}
+
+// HeartbeatReply is the leader's answer to a heartbeat.
+type HeartbeatReply struct {
+	// Leader is the leader's name.
+	Leader string `json:"leader"`
+	// Granted maps each volume the node is primary of to the epoch for
+	// which the leader grants it a lease.
+	Granted map[string]uint64 `json:"granted"`
+}
+
+// NotLeaderError is returned by a member asked to do what only the leader
+// does; Leader names the leader it knows ("" if none).
+type NotLeaderError struct {
+	Leader string
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.Leader == "" {
+		return "not the cluster leader (no leader known)"
+	}
+	return "not the cluster leader (the leader is " + e.Leader + ")"
+}
+
+// MemberConfig is everything a Member needs.
+type MemberConfig struct {
+	// Name and Kind are this node's; Name is also its Raft server ID.
+	Name string
+	Kind NodeKind
+	// Timing is the cluster's failover timing (DefaultTiming if zero).
+	Timing Timing
+	// Raft plumbing: the transport (authenticated in blockrepd, in-memory
+	// in tests) and the stores (bbolt in blockrepd).
+	Transport   raft.Transport
+	LogStore    raft.LogStore
+	StableStore raft.StableStore
+	Snapshots   raft.SnapshotStore
+	// Bootstrap is the initial configuration of a new cluster. It is used
+	// only when the stores hold no Raft state and this node is in it; a
+	// node started without state and not in it waits to be added.
+	Bootstrap []Server
+	// Volumes are the replicas this (data) node holds.
+	Volumes []LocalVolume
+	// Initial names, per volume, the node whose blank replica becomes
+	// the first data of a new volume (its preferred primary, else the
+	// first of its data nodes by name); Preferred the configured
+	// preferred primary ("" for none).
+	Initial, Preferred map[string]string
+	// Remote reaches the leader.
+	Remote Remote
+	Logger *slog.Logger
+}
+
+// Member is one node's membership in the cluster: its Raft instance and
+// the cluster State it replicates, the leader's arbiter when it leads, the
+// heartbeats that keep its primaries' leases, and the controller that makes
+// its replicas follow the cluster state.
+type Member struct {
+	cfg  MemberConfig
+	log  *slog.Logger
+	fsm  *FSM
+	raft *raft.Raft
+	// notify receives raft's leadership changes.
+	notify chan bool
+
+	// kick wakes the heartbeat loop at once (after a promotion).
+	kick chan struct{}
+
+	mu      sync.Mutex
+	arbiter *Arbiter // non-nil while leading, after the barrier
+	leases  map[string]time.Time
+	lastErr map[string]string // volume → last controller error
+}
+
+// Raft timings derived from the failover timing: an election starts after
+// about 40% of the failover timeout without a leader, so a dead leader is
+// replaced well within one failover timeout.
+func raftConfig(name string, t Timing, logger *slog.Logger) *raft.Config {
+	c := raft.DefaultConfig()
+	c.LocalID = raft.ServerID(name)
+	hb := max(t.FailoverTimeout*5/12, 50*time.Millisecond)
+	c.HeartbeatTimeout = hb
+	c.ElectionTimeout = hb
+	c.LeaderLeaseTimeout = hb / 2
+	c.CommitTimeout = 5 * time.Millisecond
+	c.SnapshotThreshold = 1024
+	c.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{logger}})
+	return c
+}
+
+// slogWriter forwards hashicorp/raft's log lines to slog.
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.log.Warn(strings.TrimSpace(string(p)), "component", "raft")
+	return len(p), nil
+}
+
+var _ io.Writer = slogWriter{}
+
+// NewMember starts the node's Raft instance (bootstrapping a new cluster
+// if the configuration says so) and returns the member. Run drives it.
+func NewMember(cfg MemberConfig) (*Member, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Timing == (Timing{}) {
+		cfg.Timing = DefaultTiming()
+	}
+	if err := cfg.Timing.Validate(); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	if cfg.Name == "" {
+		return nil, errors.New("cluster: no node name")
+	}
+	if cfg.Kind == Witness && len(cfg.Volumes) > 0 {
+		return nil, fmt.Errorf("cluster: witness %s holds %d volumes; a witness holds no data", cfg.Name, len(cfg.Volumes))
+	}
+	log := cfg.Logger.With("component", "cluster")
+	m := &Member{
+		cfg: cfg, log: log, fsm: NewFSM(),
+		notify:  make(chan bool, 16),
+		kick:    make(chan struct{}, 1),
+		leases:  map[string]time.Time{},
+		lastErr: map[string]string{},
+	}
+	rc := raftConfig(cfg.Name, cfg.Timing, log)
+	rc.NotifyCh = m.notify
+	has, err := raft.HasExistingState(cfg.LogStore, cfg.StableStore, cfg.Snapshots)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: reading raft state: %w", err)
+	}
+	if !has && slices.ContainsFunc(cfg.Bootstrap, func(s Server) bool { return s.Name == cfg.Name }) {
+		var conf raft.Configuration
+		for _, s := range cfg.Bootstrap {
+			conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(s.Name), Address: raft.ServerAddress(s.Address)})
+		}
+		if err := raft.BootstrapCluster(rc, cfg.LogStore, cfg.StableStore, cfg.Snapshots, cfg.Transport, conf); err != nil {
+			return nil, fmt.Errorf("cluster: bootstrapping: %w", err)
+		}
+		log.Info("bootstrapped a new cluster", "members", len(conf.Servers))
+	}
+	r, err := raft.NewRaft(rc, m.fsm, cfg.LogStore, cfg.StableStore, cfg.Snapshots, cfg.Transport)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: starting raft: %w", err)
+	}
+	m.raft = r
+	return m, nil
+}
+
+// Run drives the member until ctx ends, then shuts Raft down.
+func (m *Member) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, loop := range []func(context.Context){m.leaderLoop, m.heartbeatLoop, m.controlLoop} {
+		wg.Go(func() { loop(ctx) })
+	}
+	<-ctx.Done()
+	wg.Wait()
+	if err := m.raft.Shutdown().Error(); err != nil {
+		return fmt.Errorf("cluster: raft shutdown: %w", err)
+	}
+	return nil
+}
+
+// Name returns the node's name.
+func (m *Member) Name() string { return m.cfg.Name }
+
+// State returns a copy of the replicated cluster state as this node has
+// applied it.
+func (m *Member) State() *State { return m.fsm.State() }
+
+// Changed returns a channel closed at the next change of State.
+func (m *Member) Changed() <-chan struct{} { return m.fsm.Changed() }
+
+// Leader returns the leader's name and Raft address ("" when none known).
+func (m *Member) Leader() (name string, addr raft.ServerAddress) {
+	addr, id := m.raft.LeaderWithID()
+	return string(id), addr
+}
+
+// IsLeader reports whether this node leads.
+func (m *Member) IsLeader() bool { return m.raft.State() == raft.Leader }
+
+// leaderLoop runs the arbiter while this node leads.
+func (m *Member) leaderLoop(ctx context.Context) {
+	type term struct {
+		stop context.CancelFunc
+		done chan struct{}
+	}
+	var cur *term
+	end := func() {
+		if cur != nil {
+			cur.stop()
+			<-cur.done
+			cur = nil
+		}
+	}
+	defer end()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case leading := <-m.notify:
+			end()
+			if leading {
+				lctx, stop := context.WithCancel(ctx)
+				cur = &term{stop: stop, done: make(chan struct{})}
+				go func(done chan struct{}) {
+					defer close(done)
+					m.lead(lctx)
+				}(cur.done)
+			}
+		}
+	}
+}
+
+// lead is the arbiter's loop for one term of leadership.
+func (m *Member) lead(ctx context.Context) {
+	defer func() {
+		m.mu.Lock()
+		m.arbiter = nil
+		m.mu.Unlock()
+	}()
+	// The new leader's log entries are only applied after its first
+	// commit: wait for them before judging the state.
+	for {
+		if err := m.raft.Barrier(m.cfg.Timing.FailoverTimeout).Error(); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			return
+		} else {
+			m.log.Warn("leader barrier", "err", err)
+		}
+	}
+	since := time.Now()
+	m.mu.Lock()
+	m.arbiter = NewArbiter(m.cfg.Timing, since)
+	m.mu.Unlock()
+	m.log.Info("leading the cluster", "term", m.raft.Stats()["term"])
+	tick := time.NewTicker(m.cfg.Timing.HeartbeatInterval / 4)
+	defer tick.Stop()
+	var lastTransfer time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		s := m.fsm.State()
+		m.mu.Lock()
+		cmds := m.arbiter.Decide(now, s)
+		away := m.arbiter.WantsLeadershipAway(m.cfg.Name, s)
+		alive := m.arbiter.Alive(now, s)
+		m.mu.Unlock()
+		for _, c := range cmds {
+			res, err := m.applyLocal(ctx, c)
+			if err != nil {
+				m.log.Warn("arbiter decision not applied", "op", c.Op.String(), "volume", c.Volume, "node", c.Node, "epoch", c.Epoch, "err", err)
+				break
+			}
+			m.log.Info("arbiter decision", "op", c.Op.String(), "volume", c.Volume, "node", c.Node, "epoch", c.Epoch, "reason", c.Reason, "note", res.Note)
+		}
+		if away && now.Sub(since) > 2*m.cfg.Timing.FailoverTimeout && now.Sub(lastTransfer) > 10*time.Second {
+			lastTransfer = now
+			m.transferLeadership(s, alive)
+		}
+	}
+}
+
+// transferLeadership hands leadership to an alive voter that is no
+// volume's primary, a witness first, so that the death of a primary never
+// also costs an election before its failover.
+func (m *Member) transferLeadership(s *State, alive map[string]bool) {
+	f := m.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	primaries := map[string]bool{}
+	for _, v := range s.Volumes {
+		primaries[v.Primary] = true
+	}
+	var best *raft.Server
+	for _, srv := range f.Configuration().Servers {
+		name := string(srv.ID)
+		if name == m.cfg.Name || srv.Suffrage != raft.Voter || !alive[name] || primaries[name] {
+			continue
+		}
+		if best == nil || s.Nodes[name].Kind == Witness && s.Nodes[string(best.ID)].Kind != Witness {
+			best = &srv
+		}
+	}
+	if best == nil {
+		return
+	}
+	m.log.Info("handing leadership to a node that is no primary", "to", best.ID)
+	if err := m.raft.LeadershipTransferToServer(best.ID, best.Address).Error(); err != nil {
+		m.log.Warn("leadership transfer", "to", best.ID, "err", err)
+	}
+}
+
+// applyLocal proposes c on this node, which must lead.
+func (m *Member) applyLocal(ctx context.Context, c Command) (Result, error) {
+	timeout := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	f := m.raft.Apply(c.Encode(), timeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			name, _ := m.Leader()
+			return Result{}, &NotLeaderError{Leader: name}
+		}
+		return Result{}, fmt.Errorf("cluster: applying %v: %w", c.Op, err)
+	}
+	a, _ := f.Response().(Applied)
+	return a.Result, a.Err
+}
+
+// Apply proposes c through the leader, wherever it is, and returns the
+// outcome (a *RefusedError if the state refused it). It retries while
+// there is no leader or the leader changes, until ctx ends. A command
+// whose answer was lost may be applied twice; every command is such that
+// the second one is refused or changes nothing.
+func (m *Member) Apply(ctx context.Context, c Command) (Result, error) {
+	var last error
+	for {
+		name, addr := m.Leader()
+		var res Result
+		var err error
+		switch {
+		case name == m.cfg.Name:
+			res, err = m.applyLocal(ctx, c)
+		case addr != "":
+			res, err = m.cfg.Remote.Apply(ctx, addr, c)
+		default:
+			err = &NotLeaderError{}
+		}
+		if err == nil || !retryable(err) {
+			return res, err
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return Result{}, fmt.Errorf("cluster: %v: %w (last: %v)", c.Op, ctx.Err(), last)
+		case <-time.After(m.cfg.Timing.HeartbeatInterval / 4):
+		}
+	}
+}
+
+// retryable reports whether an error from the leader (or the way to it)
+// may go away with another try: no leader, a leader change, a transport
+// error. A refusal or a failed switchover is an answer.
+func retryable(err error) bool {
+	var refused *RefusedError
+	var final *FinalError
+	return !errors.As(err, &refused) && !errors.As(err, &final)
+}
+
+// FinalError is an answer from the leader that another try would not
+// change (a switchover refused, a member that cannot be removed).
+type FinalError struct{ Msg string }
+
+func (e *FinalError) Error() string { return e.Msg }
+
+func finalf(format string, args ...any) error {
+	return &FinalError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// ReportPeerDisk commits, on behalf of this node as volume's primary at
+// epoch, that peer's replica is disk (replica.Authority).
+func (m *Member) ReportPeerDisk(ctx context.Context, volume, peer string, epoch uint64, disk replica.DiskState) error {
+	_, err := m.Apply(ctx, Command{Op: OpSetDisk, Volume: volume, Node: peer, Epoch: epoch, Disk: disk, By: m.cfg.Name})
+	return err
+}
+
+// Switchover moves volume's primary role to target ("" for the best other
+// UpToDate node) with no loss: the arbiter demotes the primary once target
+// is in sync, and promotes target once the old primary has stepped down.
+// It returns when target is primary.
+func (m *Member) Switchover(ctx context.Context, volume, target string) error {
+	for {
+		name, addr := m.Leader()
+		var err error
+		switch {
+		case name == m.cfg.Name:
+			err = m.HandleSwitchover(ctx, volume, target)
+		case addr != "":
+			err = m.cfg.Remote.Switchover(ctx, addr, volume, target)
+		default:
+			err = &NotLeaderError{}
+		}
+		if err == nil || !retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: switchover: %w (last: %v)", ctx.Err(), err)
+		case <-time.After(m.cfg.Timing.HeartbeatInterval / 4):
+		}
+	}
+}
+
+// HandleSwitchover runs a switchover on the leader (see Switchover).
+func (m *Member) HandleSwitchover(ctx context.Context, volume, target string) error {
+	wait := 30 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		wait = time.Until(dl)
+	}
+	m.mu.Lock()
+	a := m.arbiter
+	if a == nil {
+		m.mu.Unlock()
+		name, _ := m.Leader()
+		return &NotLeaderError{Leader: name}
+	}
+	sw, err := a.Switchover(time.Now(), m.fsm.State(), volume, target, wait)
+	m.mu.Unlock()
+	if err != nil {
+		return finalf("switchover refused: %v", err)
+	}
+	m.log.Info("switchover", "volume", volume, "from", sw.From, "to", sw.Target, "epoch", sw.Epoch)
+	for {
+		m.mu.Lock()
+		done, serr, lost := sw.Done, sw.Err, m.arbiter != a
+		m.mu.Unlock()
+		switch {
+		case done:
+			return nil
+		case serr != nil:
+			return finalf("switchover of %s to %s failed: %v", volume, sw.Target, serr)
+		case lost:
+			return &NotLeaderError{}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: switchover of %s to %s: %w", volume, sw.Target, ctx.Err())
+		case <-time.After(m.cfg.Timing.HeartbeatInterval / 4):
+		}
+	}
+}
+
+// ForcePromote promotes node to primary of volume even if its replica is
+// Outdated or another node is recorded as primary (the operator asserts
+// that it has stopped serving); reason is logged. The result says what may
+// be lost.
+func (m *Member) ForcePromote(ctx context.Context, volume, node, reason string) (Result, error) {
+	s := m.fsm.State()
+	v, ok := s.Volumes[volume]
+	if !ok {
+		return Result{}, fmt.Errorf("cluster: no volume %q", volume)
+	}
+	return m.Apply(ctx, Command{Op: OpPromote, Volume: volume, Node: node, Epoch: v.Epoch + 1, Force: true, Reason: reason})
+}
+
+// AddMember adds a node to the Raft configuration as a voter; the node adds
+// itself to the cluster state when it hears from the leader.
+func (m *Member) AddMember(ctx context.Context, name, addr string) error {
+	return m.onLeader(ctx, func(leader raft.ServerAddress) error {
+		if leader == "" {
+			return m.HandleAddMember(ctx, name, addr)
+		}
+		return m.cfg.Remote.AddMember(ctx, leader, name, addr)
+	})
+}
+
+// RemoveMember removes a node from the cluster state (refused if it is a
+// primary, or holds a volume's last UpToDate replica without force) and
+// then from the Raft configuration.
+func (m *Member) RemoveMember(ctx context.Context, name string, force bool, reason string) error {
+	return m.onLeader(ctx, func(leader raft.ServerAddress) error {
+		if leader == "" {
+			return m.HandleRemoveMember(ctx, name, force, reason)
+		}
+		return m.cfg.Remote.RemoveMember(ctx, leader, name, force, reason)
+	})
+}
+
+// onLeader calls fn with the leader's address ("" when this node leads)
+// until it gives an answer.
+func (m *Member) onLeader(ctx context.Context, fn func(leader raft.ServerAddress) error) error {
+	for {
+		name, addr := m.Leader()
+		var err error
+		switch {
+		case name == m.cfg.Name:
+			err = fn("")
+		case addr != "":
+			err = fn(addr)
+		default:
+			err = &NotLeaderError{}
+		}
+		if err == nil || !retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: %w (last: %v)", ctx.Err(), err)
+		case <-time.After(m.cfg.Timing.HeartbeatInterval / 4):
+		}
+	}
+}
+
+// HandleAddMember adds a voter; this node must lead.
+func (m *Member) HandleAddMember(ctx context.Context, name, addr string) error {
+	if name == "" || addr == "" {
+		return finalf("add member: name and address are required")
+	}
+	if err := m.raft.AddVoter(raft.ServerID(name), raft.ServerAddress(addr), 0, timeoutOf(ctx)).Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return &NotLeaderError{}
+		}
+		return finalf("add member %s at %s: %v", name, addr, err)
+	}
+	m.log.Info("member added", "name", name, "address", addr)
+	return nil
+}
+
+// HandleRemoveMember removes a node; this node must lead.
+func (m *Member) HandleRemoveMember(ctx context.Context, name string, force bool, reason string) error {
+	if name == m.cfg.Name {
+		return finalf("the leader cannot remove itself; remove %s from another member after leadership moved", name)
+	}
+	if _, ok := m.fsm.State().Nodes[name]; ok {
+		if _, err := m.applyLocal(ctx, Command{Op: OpRemoveNode, Node: name, Force: force, Reason: reason}); err != nil {
+			var refused *RefusedError
+			if errors.As(err, &refused) {
+				return err
+			}
+			return err
+		}
+	}
+	if err := m.raft.RemoveServer(raft.ServerID(name), 0, timeoutOf(ctx)).Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return &NotLeaderError{}
+		}
+		return finalf("remove member %s: %v", name, err)
+	}
+	m.log.Info("member removed", "name", name, "reason", reason)
+	return nil
+}
+
+func timeoutOf(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return time.Until(dl)
+	}
+	return 10 * time.Second
+}
+
+// HandleHeartbeat answers a node's heartbeat on the leader: it confirms
+// the leadership with a quorum first, so a deposed leader grants nothing.
+func (m *Member) HandleHeartbeat(ctx context.Context, r Report) (HeartbeatReply, error) {
+	at := time.Now()
+	if err := m.raft.VerifyLeader().Error(); err != nil {
+		name, _ := m.Leader()
+		return HeartbeatReply{}, &NotLeaderError{Leader: name}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.arbiter == nil {
+		return HeartbeatReply{}, &NotLeaderError{}
+	}
+	return HeartbeatReply{Leader: m.cfg.Name, Granted: m.arbiter.Heartbeat(r, at, m.fsm.State())}, nil
+}
+
+// report is this node's heartbeat content.
+func (m *Member) report() Report {
+	r := Report{Node: m.cfg.Name, Volumes: map[string]LocalReport{}}
+	for _, v := range m.cfg.Volumes {
+		r.Volumes[v.Name()] = v.Report()
+	}
+	return r
+}
+
+// heartbeatLoop reports to the leader every heartbeat interval and renews
+// the leases of this node's primaries with what the leader granted.
+func (m *Member) heartbeatLoop(ctx context.Context) {
+	tick := time.NewTicker(m.cfg.Timing.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-m.kick:
+		}
+		m.heartbeat(ctx)
+	}
+}
+
+func (m *Member) heartbeat(ctx context.Context) {
+	name, addr := m.Leader()
+	if name == "" {
+		return
+	}
+	r := m.report()
+	hctx, cancel := context.WithTimeout(ctx, m.cfg.Timing.HeartbeatInterval)
+	defer cancel()
+	sent := time.Now()
+	var reply HeartbeatReply
+	var err error
+	if name == m.cfg.Name {
+		reply, err = m.HandleHeartbeat(hctx, r)
+	} else {
+		reply, err = m.cfg.Remote.Heartbeat(hctx, addr, r)
+	}
+	if err != nil {
+		m.log.Debug("heartbeat", "leader", name, "err", err)
+		return
+	}
+	until := sent.Add(m.cfg.Timing.Lease())
+	for _, v := range m.cfg.Volumes {
+		lr := r.Volumes[v.Name()]
+		if e, ok := reply.Granted[v.Name()]; ok && lr.Primary && e == lr.Epoch {
+			v.SetLease(until)
+			m.mu.Lock()
+			m.leases[v.Name()] = until
+			m.mu.Unlock()
+		}
+	}
+}
+
+// kickHeartbeat makes the heartbeat loop send one now.
+func (m *Member) kickHeartbeat() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// controlLoop makes the local replicas follow the cluster state: it
+// registers the node and its volumes, reports its disks, promotes and
+// demotes. It runs on every change of the state, and at each heartbeat
+// interval (local disks change without the state changing).
+func (m *Member) controlLoop(ctx context.Context) {
+	tick := time.NewTicker(m.cfg.Timing.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		changed := m.fsm.Changed()
+		m.reconcile(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-tick.C:
+		}
+	}
+}
+
+// reconcile does one round of controlLoop.
+func (m *Member) reconcile(ctx context.Context) {
+	s := m.fsm.State()
+	if name, _ := m.Leader(); name == "" {
+		return
+	}
+	if _, ok := s.Nodes[m.cfg.Name]; !ok {
+		if !m.inConfiguration() {
+			return // not (yet) a member: nothing to propose
+		}
+		m.propose(ctx, "", Command{Op: OpAddNode, Node: m.cfg.Name, Kind: m.cfg.Kind, Reason: "node joined"})
+		return
+	}
+	for _, lv := range m.cfg.Volumes {
+		if err := m.reconcileVolume(ctx, s, lv); err != nil {
+			m.setErr(lv.Name(), err)
+		} else {
+			m.setErr(lv.Name(), nil)
+		}
+	}
+}
+
+func (m *Member) reconcileVolume(ctx context.Context, s *State, lv LocalVolume) error {
+	name, me := lv.Name(), m.cfg.Name
+	v, ok := s.Volumes[name]
+	if !ok {
+		m.propose(ctx, name, Command{Op: OpAddVolume, Volume: name, Reason: "volume configured on " + me})
+		return nil
+	}
+	if _, ok := v.Disks[me]; !ok {
+		return fmt.Errorf("the cluster holds no replica of %s on %s", name, me)
+	}
+	if p := m.cfg.Preferred[name]; p != "" && v.Preferred == "" {
+		if _, ok := v.Disks[p]; ok {
+			m.propose(ctx, name, Command{Op: OpSetPreferred, Volume: name, Node: p, Reason: "configured"})
+		}
+	}
+	lr := lv.Report()
+	switch {
+	case v.Epoch == 0 && v.Primary == "":
+		// Before the first promotion each node tells what data it has;
+		// a blank volume starts from its designated first primary.
+		want := lr.Disk
+		if lv.Fresh() {
+			want = replica.Inconsistent
+			if m.cfg.Initial[name] == me {
+				want = replica.UpToDate
+			}
+		}
+		if v.Disks[me] != want {
+			m.propose(ctx, name, Command{Op: OpSetDisk, Volume: name, Node: me, By: me, Disk: want, Reason: "initial report"})
+		}
+	case v.Primary != me && !lr.Primary && lr.Disk < v.Disks[me]:
+		// The local disk fell below what the cluster believes (a resync
+		// started, an invalidate, a clean leave): say so at once, it
+		// shrinks the promotion candidates.
+		m.propose(ctx, name, Command{Op: OpSetDisk, Volume: name, Node: me, By: me, Epoch: v.Epoch, Disk: lr.Disk, Reason: "local disk " + lr.Disk.String()})
+	}
+	switch {
+	case v.Primary == me && !lr.Primary && v.Epoch > lr.Epoch:
+		if err := lv.Promote(v.Epoch); err != nil {
+			return fmt.Errorf("promote %s at epoch %d: %w", name, v.Epoch, err)
+		}
+		m.log.Info("promoted by the cluster", "volume", name, "epoch", v.Epoch)
+		m.kickHeartbeat()
+	case lr.Primary && v.Primary != me:
+		deposed := v.Lost == me || v.Epoch > lr.Epoch
+		if err := lv.Demote(deposed); err != nil {
+			return fmt.Errorf("demote %s: %w", name, err)
+		}
+		m.log.Info("demoted by the cluster", "volume", name, "epoch", v.Epoch, "primary", orNobody(v.Primary), "deposed", deposed)
+	}
+	return nil
+}
+
+// propose applies c, logging a failure; a refusal is normal (another node
+// or an earlier round got there first).
+func (m *Member) propose(ctx context.Context, volume string, c Command) {
+	actx, cancel := context.WithTimeout(ctx, m.cfg.Timing.FailoverTimeout)
+	defer cancel()
+	if _, err := m.Apply(actx, c); err != nil {
+		var refused *RefusedError
+		if errors.As(err, &refused) {
+			m.log.Debug("proposal refused", "op", c.Op.String(), "volume", volume, "err", err)
+			return
+		}
+		m.log.Warn("proposal failed", "op", c.Op.String(), "volume", volume, "err", err)
+	}
+}
+
+func (m *Member) inConfiguration() bool {
+	f := m.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	return slices.ContainsFunc(f.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == m.cfg.Name })
+}
+
+func (m *Member) setErr(volume string, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err == nil {
+		delete(m.lastErr, volume)
+		return
+	}
+	if m.lastErr[volume] != err.Error() {
+		m.log.Warn("cluster control", "volume", volume, "err", err)
+	}
+	m.lastErr[volume] = err.Error()
+}
+
+// MemberStatus is a member's view of the cluster, for blockctl.
+type MemberStatus struct {
+	Name   string `json:"name"`
+	Kind   string `json:"kind"`
+	Raft   string `json:"raft"` // Leader, Follower, Candidate, Shutdown
+	Leader string `json:"leader"`
+	Term   string `json:"term"`
+	// Members is the Raft configuration, with what the leader last heard
+	// (only on the leader).
+	Members []MemberInfo `json:"members"`
+	// State is the replicated cluster state as applied here.
+	State *State `json:"state"`
+	// Leases maps each volume this node is primary of to its lease's end.
+	Leases map[string]time.Time `json:"leases,omitempty"`
+	// Errors maps a volume to the last error of its control loop.
+	Errors map[string]string `json:"errors,omitempty"`
+}
+
+// MemberInfo is one member of the Raft configuration.
+type MemberInfo struct {
+	Name     string `json:"name"`
+	Address  string `json:"address"`
+	Voter    bool   `json:"voter"`
+	Kind     string `json:"kind,omitempty"`
+	Alive    *bool  `json:"alive,omitempty"`
+	LastSeen string `json:"last_seen,omitempty"`
+}
+
+// Status returns the member's view of the cluster.
+func (m *Member) Status() MemberStatus {
+	s := m.fsm.State()
+	leader, _ := m.Leader()
+	st := MemberStatus{
+		Name: m.cfg.Name, Kind: m.cfg.Kind.String(), Raft: m.raft.State().String(),
+		Leader: leader, Term: m.raft.Stats()["term"], State: s,
+	}
+	m.mu.Lock()
+	var alive map[string]bool
+	var heard map[string]time.Time
+	if m.arbiter != nil {
+		alive = m.arbiter.Alive(time.Now(), s)
+		heard = m.arbiter.LastHeard()
+	}
+	if len(m.leases) > 0 {
+		st.Leases = maps.Clone(m.leases)
+	}
+	if len(m.lastErr) > 0 {
+		st.Errors = maps.Clone(m.lastErr)
+	}
+	m.mu.Unlock()
+	if f := m.raft.GetConfiguration(); f.Error() == nil {
+		for _, srv := range f.Configuration().Servers {
+			mi := MemberInfo{Name: string(srv.ID), Address: string(srv.Address), Voter: srv.Suffrage == raft.Voter}
+			if n, ok := s.Nodes[mi.Name]; ok {
+				mi.Kind = n.Kind.String()
+			}
+			if alive != nil {
+				a := alive[mi.Name]
+				mi.Alive = &a
+				if h, ok := heard[mi.Name]; ok {
+					mi.LastSeen = time.Since(h).Round(time.Millisecond).String() + " ago"
+				}
+			}
+			st.Members = append(st.Members, mi)
+		}
+	}
+	return st
+}
