@@ -56,6 +56,11 @@ func ChooseFailover(s *State, volume string, alive map[string]bool) (node string
 		}
 		return "", false, r
 	}
+	if len(cands) > 1 && slices.Contains(cands, v.Lost) {
+		// The node just declared lost is back, but another has the same
+		// data: do not hand the volume back to the node that failed.
+		cands = slices.DeleteFunc(cands, func(n string) bool { return n == v.Lost })
+	}
 	if v.Preferred != "" && slices.Contains(cands, v.Preferred) {
 		return v.Preferred, true, "preferred primary, alive and UpToDate"
 	}
