@@ -233,6 +233,12 @@ func (a *Arbiter) Decide(now time.Time, s *State) []Command {
 		if a.someoneServes(name, alive) {
 			continue
 		}
+		if v.Epoch == 0 && !a.allHeard(v) && now.Sub(a.since) < 2*a.timing.FailoverTimeout {
+			// A volume's first primary: give every replica's node the
+			// time to report its data (and the preferred primary to be
+			// set) before choosing among those that did.
+			continue
+		}
 		if node, ok, reason := ChooseFailover(s, name, alive); ok {
 			cmds = append(cmds, Command{Op: OpPromote, Volume: name, Node: node, Epoch: v.Epoch + 1, Reason: reason})
 		}
@@ -278,6 +284,17 @@ func (a *Arbiter) someoneServes(volume string, alive map[string]bool) bool {
 		}
 	}
 	return false
+}
+
+// allHeard reports whether every node with a replica of v was heard since
+// this leader took office.
+func (a *Arbiter) allHeard(v *VolumeState) bool {
+	for n := range v.Disks {
+		if _, ok := a.heard[n]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // WantsLeadershipAway reports whether the leader, node self, should hand

@@ -44,6 +44,8 @@ type simNet struct {
 	// node's applied state.
 	epochs     map[uint64]string
 	violations []string
+	// remote, when set, makes each member's Remote (default simRemote).
+	remote func(from string) Remote
 }
 
 type simMember struct {
@@ -182,8 +184,15 @@ func (r simRemote) RemoveMember(ctx context.Context, addr raft.ServerAddress, na
 // newSimNet starts the members, data nodes and witnesses by name, with
 // preferred as volume v's preferred primary.
 func newSimNet(t *testing.T, data, witnesses []string, preferred string) *simNet {
+	return newSimNetWith(t, data, witnesses, preferred, nil)
+}
+
+func newSimNetWith(t *testing.T, data, witnesses []string, preferred string, remote func(n *simNet, from string) Remote) *simNet {
 	t.Helper()
 	n := &simNet{t: t, members: map[string]*simMember{}, cut: map[[2]string]bool{}, epochs: map[uint64]string{}}
+	if remote != nil {
+		n.remote = func(from string) Remote { return remote(n, from) }
+	}
 	var boot []Server
 	add := func(name string, kind NodeKind) {
 		_, trans := raft.NewInmemTransport(raft.ServerAddress(name))
@@ -228,6 +237,9 @@ func (n *simNet) start(sm *simMember, boot []Server, preferred string) {
 		Initial:   map[string]string{"v": preferred},
 		Preferred: map[string]string{"v": preferred},
 		Remote:    simRemote{net: n, from: sm.name},
+	}
+	if n.remote != nil {
+		cfg.Remote = n.remote(sm.name)
 	}
 	if sm.vol != nil {
 		cfg.Volumes = []LocalVolume{sm.vol}

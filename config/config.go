@@ -23,7 +23,9 @@ type Config struct {
 	NBD         NBD
 	Replication Replication // the [replication] table
 	Peers       []Peer      // the [[peer]] tables
+	Cluster     Cluster     // the [cluster] table
 	Volumes     []Volume
+	Hooks       []Hook // the [[hook]] tables, in file order
 }
 
 // Replicated reports whether peers are configured, that is whether this node
@@ -109,8 +111,12 @@ type Volume struct {
 	// MultiConn advertises that a flush on one connection covers all.
 	MultiConn bool
 	// Role is the volume's role when the node starts: RolePrimary or
-	// RoleSecondary.
+	// RoleSecondary. With [cluster] the cluster decides instead.
 	Role Role
+	// PreferredPrimary is the node failover picks first for the volume,
+	// and the one whose blank replica becomes a new volume's first data;
+	// "" for none (then the first node by name). Only with [cluster].
+	PreferredPrimary string
 }
 
 // Defaults and limits.
@@ -165,8 +171,10 @@ func Parse(data []byte, name string) (*Config, error) {
 	rawNode := root.sub("node")
 	rawNBD := root.sub("nbd")
 	rawRepl := root.sub("replication")
+	rawCluster := root.sub("cluster")
 	rawPeers := root.tables("peer")
 	rawVols := root.tables("volume")
+	cfg.Hooks = decodeHooks(root.tables("hook"))
 	root.unknown()
 
 	// Whether peers exist decides what [replication] requires and the
@@ -174,14 +182,19 @@ func Parse(data []byte, name string) (*Config, error) {
 	replicated := len(rawPeers) > 0
 	decodeNode(rawNode, &cfg.Node)
 	decodeNBD(rawNBD, &cfg.NBD)
-	decodeReplication(rawRepl, &cfg.Replication, replicated)
+	decodeReplication(rawRepl, &cfg.Replication, replicated, rawCluster.m != nil)
+	decodeCluster(rawCluster, &cfg.Cluster)
 	for _, t := range rawPeers {
 		cfg.Peers = append(cfg.Peers, decodePeer(t))
 	}
+	var roleSet []bool
 	for _, t := range rawVols {
 		cfg.Volumes = append(cfg.Volumes, decodeVolume(t, replicated))
+		_, set := t.m["role"]
+		roleSet = append(roleSet, set)
 	}
 	validate(p, cfg, rawNBD, rawRepl)
+	validateCluster(p, cfg, rawCluster, rawRepl, roleSet)
 	if err := p.err(); err != nil {
 		return nil, err
 	}
@@ -328,6 +341,7 @@ func decodeVolume(t *table, replicated bool) Volume {
 	t.size("block_size_max", &bmax)
 	t.boolean("multi_conn", &v.MultiConn)
 	oneOf(t, "role", &v.Role, RolePrimary, RoleSecondary)
+	t.str("preferred_primary", &v.PreferredPrimary)
 	t.unknown()
 
 	switch {
@@ -393,7 +407,7 @@ func decodeVolume(t *table, replicated bool) Volume {
 
 // validate checks the constraints that span tables.
 func validate(p *problems, cfg *Config, nbdTable, replTable *table) {
-	if len(cfg.Volumes) == 0 && !p.bad["volume"] {
+	if len(cfg.Volumes) == 0 && !p.bad["volume"] && !cfg.Witness() {
 		p.add("volume", "no volumes: at least one [[volume]] table is required")
 	}
 	names := map[string]int{}

@@ -142,8 +142,9 @@ const (
 )
 
 // decodeReplication decodes the [replication] table; replicated says whether
-// [[peer]] tables exist, which makes cluster, secret_file and listen required.
-func decodeReplication(t *table, r *Replication, replicated bool) {
+// [[peer]] tables exist, which makes cluster, secret_file and listen required
+// (cluster and secret_file default to [cluster]'s when clustered).
+func decodeReplication(t *table, r *Replication, replicated, clustered bool) {
 	*r = Replication{
 		Protocol:        DefaultProtocol,
 		Timeout:         DefaultTimeout,
@@ -177,7 +178,7 @@ func decodeReplication(t *table, r *Replication, replicated bool) {
 	const why = "when [[peer]] tables are configured"
 	switch {
 	case r.Cluster == "":
-		if replicated {
+		if replicated && !clustered {
 			t.p.add(t.key("cluster"), "%s is required %s: both ends of a peer link must name the same cluster", t.key("cluster"), why)
 		}
 	case !nodeNameRE.MatchString(r.Cluster):
@@ -185,7 +186,7 @@ func decodeReplication(t *table, r *Replication, replicated bool) {
 	}
 	switch {
 	case r.SecretFile == "":
-		if replicated {
+		if replicated && !clustered {
 			t.p.add(t.key("secret_file"), "%s is required %s: the peers authenticate each other with the secret in it", t.key("secret_file"), why)
 		}
 	case checkAbs(t, "secret_file", r.SecretFile):
