@@ -110,6 +110,7 @@ func NewHandler(b Backend) http.Handler {
 		}
 		return b.SetRole(ctx, volume, req.Role, req.Force)
 	}))
+	mux.Handle("/v1/events", eventsHandler(b))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such route: %s %s", r.Method, r.URL.Path))
 	})

@@ -12,6 +12,7 @@
 //	blockctl invalidate [VOLUME]
 //	blockctl primary    [VOLUME] [--force]
 //	blockctl secondary  [VOLUME]
+//	blockctl events     [-o text|json] [--now=false]
 //
 // An omitted VOLUME means the node's only volume (an error if it has
 // several); an omitted PEER means every peer of the volume. A command's
@@ -77,6 +78,10 @@ commands:
       confirmed current
   secondary [VOLUME]
       make the volume secondary
+  events [-o text|json] [--now=false]
+      print the node's events (role, disk, connection, ... changes) one a
+      line as they happen, until interrupted; first the current state,
+      marked initial and ended by an exists-end line, unless --now=false
 
   VOLUME defaults to the only volume, PEER to every peer of the volume.
   Flags may also follow the arguments; "--" ends them.
@@ -160,6 +165,16 @@ func dispatch(args []string, stdout io.Writer, getenv func(string) string) error
 			return err
 		}
 		return control(socket, req, stdout)
+	case "events":
+		req, err := parseEvents(cmdArgs)
+		if err != nil {
+			return err
+		}
+		socket, err := socketPath(*sockFlag, *confFlag, getenv)
+		if err != nil {
+			return err
+		}
+		return watchEvents(socket, req, stdout)
 	case "help":
 		return flag.ErrHelp
 	default:
