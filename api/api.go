@@ -10,6 +10,9 @@
 //	POST /v1/volumes/{volume}/verify        {"peer": ""}
 //	POST /v1/volumes/{volume}/invalidate    {}
 //	POST /v1/volumes/{volume}/role          {"role": "primary"|"secondary", "force": false}
+//	GET  /v1/events                         NDJSON stream (see events.go)
+//
+// and, on a cluster member, the routes of ClusterController (cluster.go).
 //
 // The POST routes carry out a Controller method and answer 200 with an
 // empty object {} once the daemon has accepted the command; its effect (a
@@ -31,6 +34,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/blockrep/blockrep/cluster"
 	"github.com/blockrep/blockrep/nbd"
 	"github.com/blockrep/blockrep/replica"
 )
@@ -49,6 +53,8 @@ type Status struct {
 	UptimeSeconds float64 `json:"uptime_seconds"`
 	// Volumes lists the volumes in configuration order.
 	Volumes []VolumeStatus `json:"volumes"`
+	// Cluster is the node's view of its cluster; nil without [cluster].
+	Cluster *cluster.MemberStatus `json:"cluster,omitempty"`
 }
 
 // Uptime returns UptimeSeconds as a duration.

@@ -111,6 +111,7 @@ func NewHandler(b Backend) http.Handler {
 		return b.SetRole(ctx, volume, req.Role, req.Force)
 	}))
 	mux.Handle("/v1/events", eventsHandler(b))
+	clusterRoutes(mux, b)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such route: %s %s", r.Method, r.URL.Path))
 	})
@@ -121,6 +122,13 @@ func NewHandler(b Backend) http.Handler {
 // Req and calls do with the volume ("" for OnlyVolume). name prefixes error
 // messages.
 func command[Req any](name string, do func(ctx context.Context, volume string, req Req) error) http.Handler {
+	return call(name, func(ctx context.Context, volume string, req Req) (struct{}, error) {
+		return struct{}{}, do(ctx, volume, req)
+	})
+}
+
+// call is command for a call that answers with a Reply.
+func call[Req, Reply any](name string, do func(ctx context.Context, volume string, req Req) (Reply, error)) http.Handler {
 	return method(http.MethodPost, func(w http.ResponseWriter, r *http.Request) {
 		volume := r.PathValue("volume")
 		if volume == OnlyVolume {
@@ -136,11 +144,12 @@ func command[Req any](name string, do func(ctx context.Context, volume string, r
 			writeError(w, http.StatusBadRequest, name+": "+err.Error())
 			return
 		}
-		if err := do(r.Context(), volume, req); err != nil {
+		reply, err := do(r.Context(), volume, req)
+		if err != nil {
 			writeError(w, errorCode(err), name+": "+err.Error())
 			return
 		}
-		writeJSON(w, http.StatusOK, struct{}{})
+		writeJSON(w, http.StatusOK, reply)
 	})
 }
 

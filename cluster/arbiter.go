@@ -233,10 +233,10 @@ func (a *Arbiter) Decide(now time.Time, s *State) []Command {
 		if a.someoneServes(name, alive) {
 			continue
 		}
-		if v.Epoch == 0 && !a.allHeard(v) && now.Sub(a.since) < 2*a.timing.FailoverTimeout {
+		if !v.Promoted && !a.allReported(v) && now.Sub(a.since) < 2*a.timing.FailoverTimeout {
 			// A volume's first primary: give every replica's node the
-			// time to report its data (and the preferred primary to be
-			// set) before choosing among those that did.
+			// time to report its data (and so its preferred primary)
+			// before choosing among those that did.
 			continue
 		}
 		if node, ok, reason := ChooseFailover(s, name, alive); ok {
@@ -286,11 +286,12 @@ func (a *Arbiter) someoneServes(volume string, alive map[string]bool) bool {
 	return false
 }
 
-// allHeard reports whether every node with a replica of v was heard since
-// this leader took office.
-func (a *Arbiter) allHeard(v *VolumeState) bool {
-	for n := range v.Disks {
-		if _, ok := a.heard[n]; !ok {
+// allReported reports whether every node with a replica of v was heard
+// since this leader took office and the state holds the disk it reports.
+func (a *Arbiter) allReported(v *VolumeState) bool {
+	for n, d := range v.Disks {
+		lr, ok := a.reports[n].Volumes[v.Name]
+		if !ok || lr.Disk != d {
 			return false
 		}
 	}

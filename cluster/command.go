@@ -43,6 +43,12 @@ const (
 	// OpPrimaryLost: the arbiter records that Volume's primary at the
 	// current Epoch stopped answering and its lease ran out.
 	OpPrimaryLost
+	// OpRaiseEpoch: Node, which holds a replica of Volume, has seen Epoch
+	// locally (from before this cluster, e.g. manual replication or a
+	// rebuilt cluster); while the volume has no primary the epoch rises to
+	// it, so the next promotion is newer than anything a replica has
+	// seen. A lower or equal Epoch changes nothing.
+	OpRaiseEpoch
 )
 
 var opNames = [...]string{
@@ -55,6 +61,7 @@ var opNames = [...]string{
 	OpOutdate:      "outdate",
 	OpSetDisk:      "set-disk",
 	OpPrimaryLost:  "primary-lost",
+	OpRaiseEpoch:   "raise-epoch",
 }
 
 // String returns the op's name ("promote", "set-disk", …).
@@ -300,6 +307,23 @@ func (s *State) Apply(c Command) (Result, error) {
 	case OpOutdate, OpSetDisk:
 		return s.setDisk(c, refuse)
 
+	case OpRaiseEpoch:
+		v, ok := s.Volumes[c.Volume]
+		if !ok {
+			return refuse(RuleUnknownVolume, "no volume %q", c.Volume)
+		}
+		if _, ok := v.Disks[c.Node]; !ok {
+			return refuse(RuleNoReplica, "%s holds no replica of %s", nodeDesc(s, c.Node), c.Volume)
+		}
+		if v.Primary != "" {
+			return refuse(RulePrimaryNotDeposed, "%s is primary of %s at epoch %d: epochs only rise by promotion while there is a primary", v.Primary, c.Volume, v.Epoch)
+		}
+		if c.Epoch <= v.Epoch {
+			return Result{Note: fmt.Sprintf("epoch %d is not above %d: unchanged", c.Epoch, v.Epoch)}, nil
+		}
+		v.Epoch = c.Epoch
+		return Result{}, nil
+
 	}
 	return refuse(RuleMalformed, "unknown op %v", c.Op)
 }
@@ -368,6 +392,7 @@ func (s *State) promote(c Command, refuse refuseFunc) (Result, error) {
 	v.Disks[c.Node] = replica.UpToDate
 	v.Primary = c.Node
 	v.Epoch = c.Epoch
+	v.Promoted = true
 	v.Lost = ""
 	return res, nil
 }
@@ -405,7 +430,7 @@ func (s *State) setDisk(c Command, refuse refuseFunc) (Result, error) {
 	case c.By == c.Node:
 		// Before the first promotion no primary has acknowledged anything,
 		// so each node's own word on its data is all there is.
-		if want > old && v.Epoch > 0 {
+		if want > old && v.Promoted {
 			return refuse(RuleSelfUpward, "%s cannot raise its own disk from %v to %v; only the primary reports a peer UpToDate after a resync", c.Node, old, want)
 		}
 	default:

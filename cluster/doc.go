@@ -23,12 +23,16 @@
 // # Rules and the invariants of shared/DESIGN.md they enforce
 //
 // Epochs (invariants 3 and 4). Each volume has an epoch, 0 for a new
-// volume. Only Promote changes it, and only to exactly current+1: two
+// volume. Promote changes it, and only to exactly current+1: two
 // arbiters that race to promote from the same state both propose E+1, and
 // the second to commit sees a stale epoch and is refused, so each epoch has
 // at most one primary. Every other command that names an epoch (Demote,
 // Outdate, SetDisk, PrimaryLost) must name the current one, so a decision
 // made against an older primary cannot land after a newer one took over.
+// RaiseEpoch lifts the epoch of a volume without a primary to one a
+// replica saw before this cluster existed (replication driven by hand, or
+// a cluster rebuilt from scratch), so that the next promotion is newer than
+// any epoch a replica would fence on.
 //
 // Promotion (invariant 3). Promote(volume, node, E+1) requires:
 //   - node is a data node with a replica of the volume: a witness is never
@@ -57,7 +61,7 @@
 // report its own disk only downward (UpToDate > Outdated > Inconsistent >
 // Diskless), e.g. Outdated on a clean leave: shrinking the set of promotion
 // candidates is always safe, growing it needs the primary's word. The one
-// exception is epoch 0: before the volume's first promotion no primary has
+// exception is a volume never promoted (Promoted unset): no primary has
 // acknowledged a write, so each node reports its own data either way (a
 // node with the volume's data, or the designated first primary of a blank
 // volume, reports UpToDate; that is how a new cluster gets its first

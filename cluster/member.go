@@ -618,13 +618,33 @@ func (m *Member) HandleHeartbeat(ctx context.Context, r Report) (HeartbeatReply,
 	return HeartbeatReply{Leader: m.cfg.Name, Granted: m.arbiter.Heartbeat(r, at, m.fsm.State())}, nil
 }
 
-// report is this node's heartbeat content.
+// report is this node's heartbeat content. For a volume never promoted
+// the disk is the node's claim (see claim), which the arbiter waits to see
+// in the state before it picks the first primary.
 func (m *Member) report() Report {
+	s := m.fsm.State()
 	r := Report{Node: m.cfg.Name, Volumes: map[string]LocalReport{}}
 	for _, v := range m.cfg.Volumes {
-		r.Volumes[v.Name()] = v.Report()
+		lr := v.Report()
+		if vs, ok := s.Volumes[v.Name()]; !ok || !vs.Promoted {
+			lr.Disk = m.claim(v, lr)
+		}
+		r.Volumes[v.Name()] = lr
 	}
 	return r
+}
+
+// claim is the disk state a node reports for its replica of a volume that
+// was never promoted: its own, except that a blank replica is
+// Inconsistent unless this node is the volume's designated first primary.
+func (m *Member) claim(lv LocalVolume, lr LocalReport) replica.DiskState {
+	if !lv.Fresh() {
+		return lr.Disk
+	}
+	if m.cfg.Initial[lv.Name()] == m.cfg.Name {
+		return replica.UpToDate
+	}
+	return replica.Inconsistent
 }
 
 // heartbeatLoop reports to the leader every heartbeat interval and renews
@@ -741,24 +761,22 @@ func (m *Member) reconcileVolume(ctx context.Context, s *State, lv LocalVolume) 
 	}
 	lr := lv.Report()
 	switch {
-	case v.Epoch == 0 && v.Primary == "":
+	case !v.Promoted:
 		// Before the first promotion each node tells what data it has;
 		// a blank volume starts from its designated first primary.
-		want := lr.Disk
-		if lv.Fresh() {
-			want = replica.Inconsistent
-			if m.cfg.Initial[name] == me {
-				want = replica.UpToDate
-			}
-		}
-		if v.Disks[me] != want {
-			m.propose(ctx, name, Command{Op: OpSetDisk, Volume: name, Node: me, By: me, Disk: want, Reason: "initial report"})
+		if want := m.claim(lv, lr); v.Disks[me] != want {
+			m.propose(ctx, name, Command{Op: OpSetDisk, Volume: name, Node: me, By: me, Epoch: v.Epoch, Disk: want, Reason: "initial report"})
 		}
 	case v.Primary != me && !lr.Primary && lr.Disk < v.Disks[me]:
 		// The local disk fell below what the cluster believes (a resync
 		// started, an invalidate, a clean leave): say so at once, it
 		// shrinks the promotion candidates.
 		m.propose(ctx, name, Command{Op: OpSetDisk, Volume: name, Node: me, By: me, Epoch: v.Epoch, Disk: lr.Disk, Reason: "local disk " + lr.Disk.String()})
+	}
+	if v.Primary == "" && lr.Epoch > v.Epoch {
+		// This replica saw a newer epoch than the cluster's (before the
+		// cluster existed): the next promotion must be newer still.
+		m.propose(ctx, name, Command{Op: OpRaiseEpoch, Volume: name, Node: me, Epoch: lr.Epoch, Reason: "local epoch"})
 	}
 	switch {
 	case v.Primary == me && !lr.Primary && v.Epoch > lr.Epoch:

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -115,6 +117,16 @@ func (n *simNet) violate(format string, args ...any) {
 
 func (n *simNet) reachable(a, b string) bool {
 	return !n.cut[[2]string{a, b}] && !n.cut[[2]string{b, a}]
+}
+
+// testLog sends the members' logs to the test's log (shown on failure).
+type testLog struct{ t *testing.T }
+
+func (w testLog) Write(p []byte) (int, error) {
+	if w.t.Context().Err() == nil {
+		w.t.Log(strings.TrimSpace(string(p)))
+	}
+	return len(p), nil
 }
 
 // simRemote routes one member's calls to the leader, unless cut.
@@ -237,6 +249,7 @@ func (n *simNet) start(sm *simMember, boot []Server, preferred string) {
 		Initial:   map[string]string{"v": preferred},
 		Preferred: map[string]string{"v": preferred},
 		Remote:    simRemote{net: n, from: sm.name},
+		Logger:    slog.New(slog.NewTextHandler(testLog{n.t}, nil)).With("node", sm.name),
 	}
 	if n.remote != nil {
 		cfg.Remote = n.remote(sm.name)

@@ -127,10 +127,11 @@ func transitionOK(pre, post *State, c Command, res Result) error {
 		switch {
 		case v.Epoch == pv.Epoch:
 		case promoted && v.Epoch == pv.Epoch+1:
+		case c.Op == OpRaiseEpoch && c.Volume == vn && pv.Primary == "" && v.Epoch == c.Epoch && c.Epoch > pv.Epoch:
 		default:
 			return fmt.Errorf("volume %s: epoch %d -> %d by %v", vn, pv.Epoch, v.Epoch, c.Op)
 		}
-		if v.Primary != pv.Primary || v.Epoch != pv.Epoch {
+		if v.Primary != pv.Primary || v.Epoch != pv.Epoch && c.Op != OpRaiseEpoch {
 			if v.Primary != "" {
 				// A new primary: only a promotion of a data node with
 				// consistent, current (or forced Outdated) data, and only
@@ -177,7 +178,7 @@ func transitionOK(pre, post *State, c Command, res Result) error {
 			forcedPromote := promoted && c.Force && pv.Disks[c.Node] == replica.Outdated
 			switch {
 			case byPrimary && dn == c.Node && dn != pv.Primary:
-			case c.Volume == vn && c.Op == OpSetDisk && c.By == dn && dn == c.Node && (d < od || pv.Epoch == 0) && c.Epoch == pv.Epoch:
+			case c.Volume == vn && c.Op == OpSetDisk && c.By == dn && dn == c.Node && (d < od || !pv.Promoted) && c.Epoch == pv.Epoch:
 			case forcedPromote && dn == c.Node && d == replica.UpToDate:
 			case forcedPromote && od == replica.UpToDate && d == replica.Outdated && slices.Contains(res.Outdated, dn):
 			default:
@@ -306,8 +307,10 @@ func (g *gen) command() Command {
 		c.Op = OpOutdate
 	case x < 90:
 		c.Op = OpSetDisk
-	case x < 98:
+	case x < 96:
 		c.Op = OpPrimaryLost
+	case x < 98:
+		c.Op = OpRaiseEpoch
 	default:
 		c.Op = Op(r.Intn(2) * 77) // invalid: 0 or 77
 	}

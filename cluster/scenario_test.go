@@ -52,6 +52,7 @@ import (
 //	outdate VOL PEER epoch=N by=NODE
 //	set-disk VOL NODE STATE epoch=N by=NODE
 //	primary-lost VOL epoch=N
+//	raise-epoch VOL NODE epoch=N
 //
 // The runner also checks, for every command, that it survives
 // Encode/DecodeCommand unchanged, that a refused command leaves the state
@@ -180,6 +181,7 @@ var positional = map[Op][]string{
 	OpOutdate:      {"volume", "node"},
 	OpSetDisk:      {"volume", "node", "disk"},
 	OpPrimaryLost:  {"volume"},
+	OpRaiseEpoch:   {"volume", "node"},
 }
 
 func parseCommand(line string) (Command, error) {

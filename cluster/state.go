@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/blockrep/blockrep/replica"
 )
@@ -48,6 +49,29 @@ func ParseNodeKind(s string) (NodeKind, error) {
 
 func (k NodeKind) valid() bool { return k == DataNode || k == Witness }
 
+// MarshalText encodes the kind by name; an invalid one as "NodeKind(N)",
+// so that a command carrying it can still be logged and refused.
+func (k NodeKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText decodes what MarshalText wrote.
+func (k *NodeKind) UnmarshalText(b []byte) error {
+	s := string(b)
+	if n, ok := strings.CutPrefix(s, "NodeKind("); ok && strings.HasSuffix(n, ")") {
+		v, err := strconv.ParseUint(strings.TrimSuffix(n, ")"), 10, 8)
+		if err != nil {
+			return fmt.Errorf("unknown node kind %q", s)
+		}
+		*k = NodeKind(v)
+		return nil
+	}
+	x, err := ParseNodeKind(s)
+	if err != nil {
+		return err
+	}
+	*k = x
+	return nil
+}
+
 // Node is one cluster member.
 type Node struct {
 	Name string   `json:"name"`
@@ -60,8 +84,12 @@ type VolumeState struct {
 	// Primary is the data node serving the volume; "" when none (new
 	// volume, after Demote or PrimaryLost).
 	Primary string `json:"primary"`
-	// Epoch is the number of the latest promotion; 0 for a new volume.
+	// Epoch is the number of the latest promotion (or the highest epoch a
+	// replica reported before it, RaiseEpoch); 0 for a new volume.
 	Epoch uint64 `json:"epoch"`
+	// Promoted is set once the volume had a primary: before, no write was
+	// ever acknowledged, and each node's word on its own data stands.
+	Promoted bool `json:"promoted,omitempty"`
 	// Disks is the disk state of each data node's replica.
 	Disks map[string]replica.DiskState `json:"disks"`
 	// Preferred is the data node that failover picks first; "" for none.

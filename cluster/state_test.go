@@ -68,8 +68,8 @@ func TestUnmarshalRefuses(t *testing.T) {
 		"unknown field": strings.Replace(good, `"version":1`, `"version":1,"leader":"x"`, 1),
 		"null volume":   strings.Replace(good, `"v2":{`, `"v3":null,"v2":{`, 1),
 		// Check failures: the primary is not UpToDate; a replica on the witness.
-		"primary outdated": strings.Replace(good, `"node1":3`, `"node1":2`, 1),
-		"witness replica":  strings.Replace(good, `"disks":{"node1":3`, `"disks":{"w":3,"node1":3`, 1),
+		"primary outdated": strings.Replace(good, `"node1":"UpToDate"`, `"node1":"Outdated"`, 1),
+		"witness replica":  strings.Replace(good, `"disks":{"node1":"UpToDate"`, `"disks":{"w":"UpToDate","node1":"UpToDate"`, 1),
 	}
 	for name, data := range cases {
 		if data == good {

@@ -236,8 +236,8 @@ func validateCluster(p *problems, cfg *Config, clusterTable, replTable *table, r
 	}
 	for i, v := range cfg.Volumes {
 		key := "volume." + strconv.Itoa(i)
-		// Whatever the table says, no volume starts as primary on its
-		// own: the cluster promotes one node.
+		// No volume starts as primary on its own (without peers the
+		// default would be primary): the cluster promotes one node.
 		cfg.Volumes[i].Role = RoleSecondary
 		if roleSet[i] {
 			p.add(key+".role", "%s.role: with [cluster] the cluster decides the role; remove the key (set preferred_primary to choose where the volume runs)", key)

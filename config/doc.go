@@ -31,8 +31,10 @@
 //	                     # default: the only volume if there is exactly one
 //
 //	[replication]        # optional; defaults apply when absent
-//	cluster = "prod"     # required with peers; 1-63 of [a-z0-9-]; peers agree
-//	secret_file = "/etc/blockrep/secret"  # required with peers; absolute
+//	cluster = "prod"     # required with peers; 1-63 of [a-z0-9-]; peers agree;
+//	                     # default cluster.name with [cluster]
+//	secret_file = "/etc/blockrep/secret"  # required with peers; absolute;
+//	                     # default cluster.secret_file with [cluster]
 //	listen = "10.0.0.1:7789"  # required with peers; host:port, no unix:
 //	protocol = "C"       # "A", "B" or "C" (default)
 //	timeout = "2s"       # peer-loss detection; 100ms to 60s
@@ -41,7 +43,8 @@
 //	                     # discard-younger-primary, discard-older-primary,
 //	                     # discard-least-changes
 //	continue_alone = false  # UNSAFE without quorum: a primary keeps writing
-//	                     # while its peer is unreachable
+//	                     # while its peer is unreachable; true is refused
+//	                     # with [cluster]
 //	data_integrity = false  # CRC-32C of every replicated frame
 //	bitmap_block_size = 4096  # power of two, 512 to 1GiB
 //	al_extents = 1237    # 7 to 65534
@@ -54,7 +57,33 @@
 //	address = "10.0.0.2:7789"  # required, unique; the peer's
 //	                     # replication.listen
 //
-//	[[volume]]                   # at least one
+//	[cluster]            # optional; makes the node a member of the Raft
+//	                     # group that chooses the primaries and fails over
+//	name = "prod"        # required; 1-63 of [a-z0-9-]; every member agrees
+//	secret_file = "/etc/blockrep/secret"  # required; absolute; shared by
+//	                     # every member (and remote blockctl)
+//	listen = "10.0.0.1:7790"  # required; host:port of the Raft transport
+//	                     # and the authenticated control API, advertised to
+//	                     # the members: a concrete host (no empty host, no
+//	                     # 0.0.0.0 or [::]), port 1-65535; not
+//	                     # replication.listen, not an nbd.listen address
+//	kind = "data"        # "data" (default) or "witness": a diskless voter
+//	heartbeat_interval = "200ms"  # members report to the leader; 10ms to 10s
+//	failover_timeout = "1.2s"  # the leader declares a primary lost this long
+//	                     # after the last heartbeat it granted it; the
+//	                     # primary's lease is failover_timeout -
+//	                     # heartbeat_interval; 3 heartbeat intervals to 10m
+//	fence = "suspend"    # a primary whose lease ran out holds I/O
+//	                     # ("suspend") or fails it with EIO ("error")
+//
+//	[[cluster.member]]   # zero or more: the initial members, used only to
+//	                     # create a new cluster (bootstrap); none to join
+//	                     # an existing one (blockctl cluster add)
+//	name = "node1"       # required, unique; the member's node.name
+//	address = "10.0.0.1:7790"  # required, unique; the member's
+//	                     # cluster.listen; concrete host, as listen
+//
+//	[[volume]]                   # at least one (none on a witness)
 //	name = "vol0"                # required, unique; 1-64 of [A-Za-z0-9._-]
 //	path = "/var/lib/blockrep/node1/vol0.img"  # required, unique, absolute;
 //	                             # a file or a block device
@@ -70,7 +99,30 @@
 //	block_size_max = "32MiB"     # >= preferred, a multiple of min, <= 32MiB
 //	multi_conn = true            # advertise NBD_FLAG_CAN_MULTI_CONN
 //	role = "primary"             # "primary" or "secondary" at start; default
-//	                             # "secondary" with peers, "primary" without
+//	                             # "secondary" with peers, "primary" without;
+//	                             # refused with [cluster]
+//	preferred_primary = "node1"  # only with [cluster]: the node failover
+//	                             # picks first; this node.name or a peer's
+//
+// # The cluster and the other tables
+//
+// With a [cluster] table the cluster decides which node is primary of each
+// volume, so:
+//   - volume.role is refused, and every volume's Role is "secondary" (no
+//     volume starts as primary on its own); preferred_primary names the
+//     node failover picks first, this node or a [[peer]];
+//   - replication.continue_alone = true is refused: a lost peer is outdated
+//     through the cluster's quorum instead;
+//   - replication.cluster and replication.secret_file default to
+//     cluster.name and cluster.secret_file (a value given is kept); the
+//     data nodes still need [[peer]] tables and replication.listen, which
+//     must differ from cluster.listen;
+//   - a witness (kind = "witness") has no [[volume]] and no [[peer]] tables;
+//   - if [[cluster.member]] tables are given, one of them must have this
+//     node's node.name, and its address must be cluster.listen;
+//   - failover_timeout must be at least three heartbeat intervals.
+//
+// Without [cluster], preferred_primary is refused.
 //
 // The repository's docs/blockrepd.example.toml is a commented example.
 package config

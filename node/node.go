@@ -24,6 +24,7 @@ import (
 	"github.com/blockrep/blockrep/api"
 	"github.com/blockrep/blockrep/block"
 	"github.com/blockrep/blockrep/config"
+	"github.com/blockrep/blockrep/events"
 	"github.com/blockrep/blockrep/internal/buildinfo"
 	"github.com/blockrep/blockrep/internal/unixsock"
 	"github.com/blockrep/blockrep/meta"
@@ -39,6 +40,8 @@ const (
 	DrainTimeout = 30 * time.Second
 	// controlTimeout bounds the wait for control API requests in flight.
 	controlTimeout = 5 * time.Second
+	// handOverTimeout bounds the switchover of a stopping primary.
+	handOverTimeout = 10 * time.Second
 )
 
 // InlineMaxLocal is nbd.Export.InlineMax for volumes served straight from a
@@ -68,6 +71,11 @@ type Node struct {
 	ctlListener  *unixsock.Listener
 	// transport carries the peer links; nil on a node without peers.
 	transport *replica.Transport
+	// membership is the node's part in the cluster; nil without [cluster].
+	membership *membership
+	// bus carries the node's events; watcher publishes state changes.
+	bus     *events.Bus
+	watcher *events.Watcher
 
 	ran       atomic.Bool
 	closeOnce sync.Once
@@ -109,7 +117,9 @@ func New(cfg *config.Config, logger *slog.Logger) (n *Node, err error) {
 		log:     logger,
 		version: buildinfo.Version(),
 		started: time.Now(),
+		bus:     events.NewBus(eventHistory),
 	}
+	n.watcher = events.NewWatcher(n.bus)
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, n.Close())
@@ -125,11 +135,17 @@ func New(cfg *config.Config, logger *slog.Logger) (n *Node, err error) {
 	}
 	logger.Info("node identity", "node", cfg.Node.Name, "node_id", n.meta.NodeID(), "meta", n.meta.Path(), "version", n.version)
 
-	var secret []byte
+	var secret, clusterSecret []byte
 	if cfg.Replicated() {
 		if secret, err = readSecret(cfg.Replication.SecretFile, logger); err != nil {
 			return n, err
 		}
+	}
+	if cfg.Clustered() {
+		if clusterSecret, err = readSecret(cfg.Cluster.SecretFile, logger); err != nil {
+			return n, err
+		}
+		n.membership = &membership{authority: &memberAuthority{}}
 	}
 	for _, vc := range cfg.Volumes {
 		v, err := n.openVolume(vc)
@@ -162,6 +178,11 @@ func New(cfg *config.Config, logger *slog.Logger) (n *Node, err error) {
 			return n, err
 		}
 	}
+	if cfg.Clustered() {
+		if err := n.joinCluster(clusterSecret); err != nil {
+			return n, err
+		}
+	}
 
 	tlsCfg, err := tlsConfig(cfg.NBD)
 	if err != nil {
@@ -176,6 +197,9 @@ func New(cfg *config.Config, logger *slog.Logger) (n *Node, err error) {
 	n.ctl = api.NewServer(n, logger.With("component", "api"))
 
 	for _, lc := range cfg.NBD.Listen {
+		if cfg.Witness() {
+			break // a witness has nothing to export
+		}
 		l, err := listen(lc)
 		if err != nil {
 			return n, err
@@ -344,6 +368,21 @@ func (n *Node) Run(ctx context.Context) error {
 	} else {
 		transportDone <- nil
 	}
+	cctx, stopCluster := context.WithCancel(context.Background())
+	defer stopCluster()
+	clusterDone := make(chan error, 1)
+	if n.membership != nil {
+		go func() { clusterDone <- n.runCluster(cctx) }()
+	} else {
+		clusterDone <- nil
+	}
+	ectx, stopEvents := context.WithCancel(context.Background())
+	defer stopEvents()
+	eventsDone := make(chan struct{})
+	go func() {
+		defer close(eventsDone)
+		n.watchEvents(ectx)
+	}()
 	n.log.Info("control API listening", "socket", n.ctlListener.Path())
 	g.Go(func() error {
 		err := n.ctl.Serve(n.ctlListener)
@@ -361,13 +400,20 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	stopErr := n.stopServing()
 	serveErr := g.Wait()
+	// A primary hands its volumes to another node while the cluster can
+	// still do it, rather than leave them to a failover timeout.
+	n.handOver(handOverTimeout)
 	// Replicated volumes leave their peers cleanly before the transport
 	// stops: a secondary records itself Outdated and tells its primary.
 	replErr := n.closeReplicas()
 	stopTransport()
 	transportErr := <-transportDone
+	stopCluster()
+	clusterErr := <-clusterDone
+	stopEvents()
+	<-eventsDone
 	closeErr := n.Close()
-	err := errors.Join(serveErr, stopErr, replErr, transportErr, closeErr)
+	err := errors.Join(serveErr, stopErr, replErr, transportErr, clusterErr, closeErr)
 	if err == nil {
 		n.log.Info("shutdown complete")
 	}
@@ -412,6 +458,9 @@ func (n *Node) Close() error {
 		}
 		if n.transport != nil {
 			_ = n.transport.Close()
+		}
+		if err := n.closeCluster(); err != nil {
+			errs = append(errs, err)
 		}
 		for _, v := range n.volumes {
 			if !v.cfg.ReadOnly {
@@ -472,6 +521,10 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 			vs.Replication = &rs
 		}
 		st.Volumes = append(st.Volumes, vs)
+	}
+	if n.membership != nil && n.membership.member != nil {
+		cs := n.membership.member.Status()
+		st.Cluster = &cs
 	}
 	return st, nil
 }

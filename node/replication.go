@@ -48,8 +48,17 @@ func peerConfigs(cfg *config.Config) []replica.PeerConfig {
 func (n *Node) openReplica(v *volume) (*replica.Volume, error) {
 	rc := n.cfg.Replication
 	role := replica.Secondary
-	if v.cfg.Role == config.RolePrimary {
+	if v.cfg.Role == config.RolePrimary && n.membership == nil {
 		role = replica.Primary
+	}
+	var auth replica.Authority
+	fence := replica.FenceSuspend
+	if n.membership != nil {
+		// The cluster decides the role: every volume opens secondary.
+		auth = n.membership.authority
+		if n.cfg.Cluster.Fence == config.FenceError {
+			fence = replica.FenceError
+		}
 	}
 	return replica.Open(replica.VolumeConfig{
 		Name:            v.cfg.Name,
@@ -68,6 +77,8 @@ func (n *Node) openReplica(v *volume) (*replica.Volume, error) {
 		ALExtentSize:    rc.ALExtentSize,
 		Timeout:         rc.Timeout,
 		ResyncRate:      rc.ResyncRate,
+		Authority:       auth,
+		Fence:           fence,
 		Logger:          n.log,
 	})
 }
@@ -171,6 +182,9 @@ func (n *Node) Invalidate(_ context.Context, volume string) error {
 
 // SetRole implements api.Controller.
 func (n *Node) SetRole(_ context.Context, volume, role string, force bool) error {
+	if n.membership != nil {
+		return fmt.Errorf("%w: the cluster decides the roles: use blockctl promote NODE or blockctl demote", api.ErrConflict)
+	}
 	r, err := n.replicated(volume)
 	if err != nil {
 		return err

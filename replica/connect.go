@@ -45,7 +45,7 @@ func (v *Volume) stateFor(p *peer, leaving bool) stateMsg {
 		WasPrimary:    v.crashed,
 		ChangedBlocks: p.bitmap.Count(),
 		PrimarySince:  v.primarySince,
-		DiscardMyData: p.discardMyData,
+		DiscardMyData: p.discardMyData || p.deposed,
 		Leaving:       leaving,
 	}
 }
@@ -132,6 +132,7 @@ func (v *Volume) Attach(peerName string, conn net.Conn, version uint8, first []b
 	}
 	p.lastErr = ""
 	v.mu.Unlock()
+	p.nudgeReport()
 
 	l.takeSocket()
 	l.start()
@@ -218,6 +219,27 @@ func (v *Volume) decideLocked(p *peer, mine, theirs *stateMsg) (Decision, error)
 	refuse := func(format string, args ...any) (Decision, error) {
 		return Decision{}, fmt.Errorf("%w: %s", errStandAlone, fmt.Sprintf(format, args...))
 	}
+	// fence refuses a deposed primary. Standalone, the nodes then wait for
+	// the operator. With a cluster they keep trying: the cluster demotes
+	// the deposed one, and the next connect resyncs it.
+	fence := refuse
+	if v.auth != nil {
+		fence = func(format string, args ...any) (Decision, error) {
+			return Decision{}, fmt.Errorf(format+"; retrying until the cluster demotes it", args...)
+		}
+	}
+	if v.auth != nil || v.promoting != 0 {
+		// The cluster's epochs (and a Promote under way, whose epoch is
+		// the cluster's too) fence before the roles are compared: of two
+		// primaries, the older epoch's is the deposed one.
+		known := max(mine.Epoch, v.promoting)
+		switch {
+		case theirs.Role == Primary && theirs.Epoch < known:
+			return fence("peer is primary at epoch %d, older than epoch %d known here: a deposed primary (fenced)", theirs.Epoch, known)
+		case mine.Role == Primary && mine.Epoch < theirs.Epoch:
+			return fence("this node is primary at epoch %d but the peer knows epoch %d: this primary was deposed (fenced)", mine.Epoch, theirs.Epoch)
+		}
+	}
 	switch {
 	case theirs.Size != mine.Size:
 		return refuse("volume size differs: peer %d bytes, here %d", theirs.Size, mine.Size)
@@ -231,16 +253,16 @@ func (v *Volume) decideLocked(p *peer, mine, theirs *stateMsg) (Decision, error)
 		// Not final: it resolves as soon as one of them is demoted.
 		return Decision{}, errors.New("both nodes are primary: demote one (blockctl secondary)")
 	case theirs.Role == Primary && theirs.Epoch < mine.Epoch:
-		return refuse("peer is primary at epoch %d, older than epoch %d known here: a deposed primary (fenced)", theirs.Epoch, mine.Epoch)
+		return fence("peer is primary at epoch %d, older than epoch %d known here: a deposed primary (fenced)", theirs.Epoch, mine.Epoch)
 	case mine.Role == Primary && mine.Epoch < theirs.Epoch:
-		return refuse("this node is primary at epoch %d but the peer knows epoch %d: this primary was deposed (fenced)", mine.Epoch, theirs.Epoch)
+		return fence("this node is primary at epoch %d but the peer knows epoch %d: this primary was deposed (fenced)", mine.Epoch, theirs.Epoch)
 	case theirs.Role == Primary && theirs.Epoch == mine.Epoch && mine.PrimarySince == mine.Epoch:
-		// Epochs are counted per node until the cluster hands them out:
-		// two promotions can land on one number. Two primaries of one
-		// epoch cannot both be the legitimate one.
-		return refuse("peer is primary at epoch %d, at which this node was primary too: a deposed primary (fenced)", theirs.Epoch)
+		// Epochs are counted per node in the standalone mode: two
+		// promotions can land on one number. Two primaries of one epoch
+		// cannot both be the legitimate one.
+		return fence("peer is primary at epoch %d, at which this node was primary too: a deposed primary (fenced)", theirs.Epoch)
 	case mine.Role == Primary && mine.Epoch == theirs.Epoch && theirs.PrimarySince == theirs.Epoch:
-		return refuse("the peer was primary at epoch %d too, this node's epoch: this primary may be deposed (fenced)", mine.Epoch)
+		return fence("the peer was primary at epoch %d too, this node's epoch: this primary may be deposed (fenced)", mine.Epoch)
 	}
 	// A secondary learns its primary's epoch. Two secondaries agree on
 	// the higher one, so that the frames of a resync between them pass
@@ -282,6 +304,11 @@ func (v *Volume) applyDecisionLocked(l *link, p *peer, d Decision, theirs *state
 	p.peerRole = theirs.Role
 	p.peerDisk = theirs.Disk
 	p.discardMyData = false
+	if theirs.Role == Primary {
+		// A deposed node discards its writes at the first connect to a
+		// primary only.
+		p.deposed = false
+	}
 	switch d.Action {
 	case Proceed:
 		if theirs.Disk != Diskless && v.disk != Diskless {
@@ -393,7 +420,7 @@ func (l *link) teardown(cause error) {
 		// here this node's data is a new generation.
 		v.newCurrentLocked()
 	}
-	if v.role == Primary && v.cfg.ContinueAlone && p.knownDisk == UpToDate {
+	if v.role == Primary && v.cfg.ContinueAlone && v.auth == nil && p.knownDisk == UpToDate {
 		v.log.Warn("continue_alone: going on without an UpToDate peer; it is Outdated from here (unsafe without quorum)", "peer", p.name)
 		p.knownDisk = Outdated
 	}
@@ -411,6 +438,7 @@ func (l *link) teardown(cause error) {
 	v.log.Warn("peer link down", "peer", p.name, "reason", cause)
 	v.cond.Broadcast()
 	v.mu.Unlock()
+	p.nudgeReport()
 	// Ops finish under v.mu themselves: complete them only now.
 	for _, pf := range failedOps {
 		pf.op.complete(pf.idx, false)

@@ -32,11 +32,21 @@ type peer struct {
 	replicating   bool // application writes are queued on link
 	standalone    bool // do not connect until the operator says so
 	discardMyData bool // for the next connect only
-	resync        *Progress
-	verify        *Progress
+	// deposed: the cluster deposed this node as primary; its next connect
+	// to a primary discards its own unreplicated writes (Demote).
+	deposed bool
+	resync  *Progress
+	verify  *Progress
+	// With an Authority: the peer's disk state as last committed, and the
+	// report in flight (reporting, reportingDisk).
+	cluster       clusterRecord
+	reporting     bool
+	reportingDisk DiskState
 
-	// wake nudges the dialer out of its backoff (connect command).
-	wake chan struct{}
+	// wake nudges the dialer out of its backoff (connect command); report
+	// nudges the peer's reporter (with an Authority).
+	wake   chan struct{}
+	report chan struct{}
 
 	bytesSent, bytesRecv   atomic.Int64
 	resyncSent, resyncRecv atomic.Int64
@@ -44,7 +54,7 @@ type peer struct {
 
 // openPeer loads a peer's durable state.
 func (v *Volume) openPeer(pc PeerConfig) (*peer, error) {
-	p := &peer{v: v, idx: len(v.peers), name: pc.Name, addr: pc.Address, conn: Connecting, since: time.Now(), wake: make(chan struct{}, 1)}
+	p := &peer{v: v, idx: len(v.peers), name: pc.Name, addr: pc.Address, conn: Connecting, since: time.Now(), wake: make(chan struct{}, 1), report: make(chan struct{}, 1)}
 	rec, err := v.state.LoadPeer(pc.Name)
 	switch {
 	case err == nil:
@@ -160,7 +170,8 @@ func (v *Volume) Connect(name string, discardMyData bool) error {
 
 // Disconnect takes the link to peer (or every peer) down and keeps it down
 // until Connect. On a primary this is the operator's decision that the
-// peer may miss writes: it is recorded Outdated.
+// peer may miss writes: it is recorded Outdated (with an Authority, once
+// the cluster committed it: writes the peer misses wait for that).
 func (v *Volume) Disconnect(name string) error {
 	ps, err := v.peersNamed(name)
 	if err != nil {
@@ -170,7 +181,7 @@ func (v *Volume) Disconnect(name string) error {
 	for _, p := range ps {
 		p.standalone = true
 		p.lastErr = "disconnected by the operator"
-		if v.role == Primary && p.knownDisk == UpToDate {
+		if v.role == Primary && p.knownDisk == UpToDate && v.auth == nil {
 			p.knownDisk = Outdated
 			v.log.Warn("peer outdated by the operator's disconnect", "peer", p.name)
 		}
@@ -182,6 +193,7 @@ func (v *Volume) Disconnect(name string) error {
 		v.mu.Lock()
 		p.setConn(StandAlone)
 		v.mu.Unlock()
+		p.nudgeReport()
 	}
 	return err
 }
@@ -198,6 +210,13 @@ func (v *Volume) Status() Status {
 		Protocol:      string(v.cfg.Protocol),
 		ContinueAlone: v.cfg.ContinueAlone,
 		Peers:         make([]PeerStatus, 0, len(v.peers)),
+	}
+	if v.auth != nil {
+		rem := v.leaseRemaining()
+		st.Fenced = v.role == Primary && rem <= 0
+		if rem > 0 {
+			st.LeaseRemaining = rem.Milliseconds()
+		}
 	}
 	for _, p := range v.peers {
 		ps := PeerStatus{
@@ -221,6 +240,9 @@ func (v *Volume) Status() Status {
 		}
 		if p.heard || p.knownDisk != Diskless {
 			ps.Disk = p.knownDisk.String()
+		}
+		if p.cluster.ok {
+			ps.ClusterDisk = p.cluster.disk.String()
 		}
 		if p.resync != nil {
 			r := *p.resync
@@ -322,6 +344,7 @@ func (v *Volume) Resync(name string, mode ResyncMode) error {
 		if err := v.persistAll(); err != nil {
 			return err
 		}
+		p.nudgeReport()
 		l.startJob(func() { l.runResync(kind, sm) })
 	}
 	return nil

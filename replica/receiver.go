@@ -459,8 +459,8 @@ func (l *link) stateUpdate(m *stateMsg) error {
 	if m.Role == Primary && v.role == Primary {
 		return fmt.Errorf("%w: the peer became primary while this node is primary", errStandAlone)
 	}
-	if m.Role == Primary && m.Epoch < v.epoch {
-		return &wire.StaleEpochError{Frame: m.Epoch, Known: v.epoch}
+	if m.Role == Primary && m.Epoch < max(v.epoch, v.promoting) {
+		return &wire.StaleEpochError{Frame: m.Epoch, Known: max(v.epoch, v.promoting)}
 	}
 	if m.Role == Primary && m.Epoch > v.epoch {
 		v.epoch = m.Epoch
@@ -471,6 +471,7 @@ func (l *link) stateUpdate(m *stateMsg) error {
 		p.knownDisk = m.Disk
 		p.lastErr = "peer left cleanly (disk " + m.Disk.String() + ")"
 		v.log.Info("peer leaving", "peer", p.name, "disk", m.Disk)
+		p.nudgeReport()
 		return v.persistAll()
 	}
 	if m.Role == Primary && v.role == Secondary && p.conn == Connected && m.Gen.Current != v.gens.Current {

@@ -64,6 +64,14 @@ type Status struct {
 	Protocol string `json:"protocol"`
 	// ContinueAlone is set when the unsafe continue_alone switch is on.
 	ContinueAlone bool `json:"continue_alone"`
+	// Fenced is set on a primary run by a cluster (an Authority) whose
+	// lease ran out: it serves no I/O (suspended or failed, per the fence
+	// mode) until the lease is renewed.
+	Fenced bool `json:"fenced"`
+	// LeaseRemaining is, with a cluster, how long the lease still lasts in
+	// milliseconds; 0 (omitted) when it ran out, was never granted, or
+	// there is no cluster.
+	LeaseRemaining int64 `json:"lease_remaining_ms,omitempty"`
 	// Peers lists the configured peers in configuration order.
 	Peers []PeerStatus `json:"peers"`
 }
@@ -80,6 +88,9 @@ type PeerStatus struct {
 	// this node continued writing is Outdated); "Unknown" when never heard.
 	Role string `json:"role"`
 	Disk string `json:"disk"`
+	// ClusterDisk is, with a cluster, the peer's disk state as this node
+	// (as primary) last committed it; empty when it committed none.
+	ClusterDisk string `json:"cluster_disk,omitempty"`
 	// Replicating is set while application writes are sent to the peer.
 	Replicating bool `json:"replicating"`
 	// OutOfSyncBytes is the size of the blocks set in this node's bitmap for
@@ -137,6 +148,8 @@ var (
 	ErrNotPrimary = errors.New("replica: volume is not primary")
 	// ErrPeerUnreachable: a write could not reach a peer that must have it
 	// (an UpToDate peer, with continue_alone off), so it was not
-	// acknowledged. The blocks are marked out of sync.
+	// acknowledged. The blocks are marked out of sync. Standalone mode
+	// only: with an Authority such a write waits for the cluster's commit
+	// that the peer is no longer UpToDate.
 	ErrPeerUnreachable = errors.New("replica: write could not reach an UpToDate peer")
 )

@@ -173,6 +173,7 @@ func (l *link) runResync(kind ResyncKind, mode syncMode) {
 		v.log.Error("saving bitmaps after a resync", "err", err)
 	}
 	v.log.Info("resync finished", "peer", p.name, "kind", p.resync.Kind, "bytes", p.resync.DoneBytes, "took", time.Since(p.resync.Started).Round(time.Millisecond))
+	p.nudgeReport()
 }
 
 // lockRange takes [off, off+n) like a write does.

@@ -41,7 +41,19 @@ type VolumeConfig struct {
 	SplitBrain SplitBrainPolicy
 	// ContinueAlone lets a primary acknowledge writes that an UpToDate peer
 	// did not get (unsafe without quorum: see the configuration docs).
+	// Standalone mode only: it cannot be combined with an Authority.
 	ContinueAlone bool
+	// Authority, when set, is the cluster that hands out epochs and records
+	// each replica's disk state (see the package's "A replica under a
+	// cluster"): the volume becomes primary only through Promote, a peer
+	// leaves the UpToDate set only through a commit (writes it misses wait
+	// for that commit instead of failing), and the primary serves I/O only
+	// while its lease (SetLease) lasts. Nil: the standalone mode.
+	Authority Authority
+	// Fence is what a primary with an Authority does with I/O once its
+	// lease ran out: FenceSuspend (the default) holds it, FenceError fails
+	// it with ErrFenced.
+	Fence FenceMode
 	// DataIntegrity checksums every data frame's payload.
 	DataIntegrity bool
 	// BitmapBlockSize, ALExtents and ALExtentSize: the bitmap and activity
@@ -103,6 +115,20 @@ type Volume struct {
 	closing      bool
 	lastAppIO    atomic.Int64 // unix nanos of the last application write
 
+	// With an Authority (auth, set once at Open): the lease, in
+	// nanoseconds since leaseBase (0: none), read lock-free on the I/O
+	// path; leaseTimer wakes waiters when it runs out; promoting is the
+	// epoch of a Promote under way (links from older primaries are
+	// refused meanwhile); peerWaits and fenceWaits count operations
+	// waiting for a reporter's commit and for a lease.
+	auth       Authority
+	leaseBase  time.Time
+	leaseUntil atomic.Int64
+	leaseTimer *time.Timer
+	promoting  uint64
+	peerWaits  int
+	fenceWaits int
+
 	// alMu serialises persisting activity-log changes, which must reach
 	// the metadata in Seq order.
 	alMu sync.Mutex
@@ -121,6 +147,12 @@ var _ block.Device = (*Volume)(nil)
 func Open(cfg VolumeConfig) (*Volume, error) {
 	if len(cfg.Peers) > MaxPeers {
 		return nil, fmt.Errorf("replica: volume %q: %d peers, at most %d", cfg.Name, len(cfg.Peers), MaxPeers)
+	}
+	if cfg.Authority != nil && cfg.ContinueAlone {
+		return nil, fmt.Errorf("replica: volume %q: continue_alone and a cluster Authority exclude each other: with a cluster a peer is outdated only through a commit", cfg.Name)
+	}
+	if cfg.Fence > FenceError {
+		return nil, fmt.Errorf("replica: volume %q: unknown fence mode %v", cfg.Name, cfg.Fence)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -149,7 +181,9 @@ func Open(cfg VolumeConfig) (*Volume, error) {
 		store: cfg.Store,
 		state: cfg.State,
 		size:  cfg.Store.Size(),
+		auth:  cfg.Authority,
 	}
+	v.leaseBase = time.Now()
 	v.cond = sync.NewCond(&v.mu)
 	v.ctx, v.cancel = context.WithCancel(context.Background())
 
@@ -207,9 +241,17 @@ func Open(cfg VolumeConfig) (*Volume, error) {
 			return nil, err
 		}
 	}
-	if cfg.Role == Primary {
-		if err := v.becomePrimary(false); err != nil {
+	switch {
+	case cfg.Role == Primary && v.auth != nil:
+		v.log.Warn("configured role primary ignored: with a cluster the volume becomes primary when the cluster promotes it")
+	case cfg.Role == Primary:
+		if err := v.becomePrimary(false, v.epoch+1); err != nil {
 			v.log.Error("configured role primary refused; staying secondary", "err", err)
+		}
+	}
+	if v.auth != nil {
+		for _, p := range v.peers {
+			v.wg.Go(func() { v.reporter(p) })
 		}
 	}
 	v.log.Info("replica opened", "role", v.role, "disk", v.disk, "gen", v.gens.String(), "epoch", v.epoch, "crashed_as_primary", v.crashed)
@@ -259,9 +301,10 @@ func (v *Volume) persistRole() error {
 	return v.state.SaveRole(RoleRecord{Primary: v.role == Primary || v.crashed, Epoch: v.epoch, PrimarySince: v.primarySince})
 }
 
-// becomePrimary makes the volume primary. Caller holds v.mu or is Open.
+// becomePrimary makes the volume primary at epoch: the next of its own
+// count (SetRole) or the cluster's (Promote). Caller holds v.mu or is Open.
 // force promotes an Outdated disk (an Inconsistent one never).
-func (v *Volume) becomePrimary(force bool) error {
+func (v *Volume) becomePrimary(force bool, epoch uint64) error {
 	if v.role == Primary {
 		return nil
 	}
@@ -291,9 +334,9 @@ func (v *Volume) becomePrimary(force bool) error {
 	// Peers connected in sync (or being synced from here) get this node's
 	// writes from now on. A peer the operator disconnected will not get
 	// them: promoting with it cut off is the operator's decision that it
-	// is Outdated.
+	// is Outdated (with an Authority, the reporter's to commit).
 	for _, p := range v.peers {
-		if p.standalone && p.link == nil && p.knownDisk == UpToDate {
+		if p.standalone && p.link == nil && p.knownDisk == UpToDate && v.auth == nil {
 			p.knownDisk = Outdated
 			v.log.Warn("promoting with a disconnected peer: it is Outdated from here", "peer", p.name)
 		}
@@ -320,18 +363,24 @@ func (v *Volume) becomePrimary(force bool) error {
 	if needNew && !fresh {
 		v.newCurrentLocked()
 	}
-	v.epoch++
+	prevEpoch, prevSince := v.epoch, v.primarySince
+	v.epoch = epoch
 	v.primarySince = v.epoch
 	v.role = Primary
 	if err := v.persistAll(); err != nil {
 		v.role, v.gens = Secondary, prev
+		v.epoch, v.primarySince = prevEpoch, prevSince
 		for _, p := range v.peers {
 			p.replicating = false
 		}
 		return err
 	}
+	for _, p := range v.peers {
+		p.deposed = false
+	}
 	v.log.Info("role primary", "epoch", v.epoch, "gen", v.gens.Current, "disk", v.disk)
 	v.broadcastStateLocked()
+	v.nudgeReportersLocked()
 	v.cond.Broadcast()
 	return nil
 }
@@ -370,18 +419,37 @@ func (v *Volume) persistAll() error {
 	return nil
 }
 
-// SetRole changes the role: primary (force promotes an Outdated disk) or
-// secondary. A demotion waits for writes in flight and flushes.
+// SetRole changes the role: primary (force promotes an Outdated disk) at
+// the next epoch of the node's own count, or secondary (Demote(false)). A
+// demotion waits for writes in flight and flushes. With an Authority the
+// cluster hands out epochs: promotion is Promote's, SetRole(Primary) is
+// refused.
 func (v *Volume) SetRole(r Role, force bool) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if r == Primary {
-		return v.becomePrimary(force)
+		if v.auth != nil {
+			if v.role == Primary {
+				return nil
+			}
+			return fmt.Errorf("%w: volume %q is run by the cluster: it becomes primary when the cluster promotes it (at the cluster's epoch)", ErrState, v.cfg.Name)
+		}
+		return v.becomePrimary(force, v.epoch+1)
 	}
+	return v.demoteLocked(false)
+}
+
+// demoteLocked is SetRole(Secondary) and Demote. Caller holds v.mu.
+func (v *Volume) demoteLocked(deposed bool) error {
 	if v.role == Secondary {
+		if deposed {
+			v.markDeposedLocked()
+		}
 		return nil
 	}
 	v.role = Secondary // new writes are refused from here on
+	// Operations waiting for a lease or a reporter's commit end now.
+	v.cond.Broadcast()
 	for v.ranges.len() > 0 {
 		v.cond.Wait()
 	}
@@ -400,10 +468,14 @@ func (v *Volume) SetRole(r Role, force bool) error {
 		return err
 	}
 	v.crashed = false
+	v.leaseUntil.Store(0)
 	if err := v.persistRole(); err != nil {
 		return err
 	}
-	v.log.Info("role secondary", "epoch", v.epoch)
+	if deposed {
+		v.markDeposedLocked()
+	}
+	v.log.Info("role secondary", "epoch", v.epoch, "deposed", deposed)
 	v.broadcastStateLocked()
 	return nil
 }
@@ -455,6 +527,11 @@ func (v *Volume) Invalidate() error {
 func (v *Volume) Close() error {
 	v.mu.Lock()
 	v.closing = true
+	v.cond.Broadcast() // operations waiting for a lease or a commit end
+	if v.leaseTimer != nil {
+		v.leaseTimer.Stop()
+		v.leaseTimer = nil
+	}
 	leaving := v.role == Secondary
 	if leaving && v.disk == UpToDate && v.anyPrimaryPeerLocked() {
 		// A secondary that leaves its primary marks itself Outdated
@@ -508,8 +585,13 @@ func (v *Volume) anyPrimaryPeerLocked() bool {
 }
 
 // ReadAt reads from the local store. A disk without consistent data (a
-// resync target) refuses reads rather than serve a mix of old and new.
+// resync target) refuses reads rather than serve a mix of old and new. A
+// primary run by a cluster reads only while its lease lasts (see SetLease
+// and VolumeConfig.Fence).
 func (v *Volume) ReadAt(p []byte, off int64) error {
+	if err := v.checkLease(); err != nil {
+		return err
+	}
 	if d := DiskState(v.diskAtomic()); d == Inconsistent {
 		return fmt.Errorf("volume %q: disk is Inconsistent (resync running or needed): no consistent data to read", v.cfg.Name)
 	}

@@ -13,17 +13,31 @@ import (
 
 // The write path of a primary
 //
-//  1. begin: wait until no overlapping operation runs and no connect
-//     exchange is in progress; activity-log Begin (persisting the change,
-//     in Seq order, when a cold extent becomes hot); refuse when an
-//     UpToDate peer cannot get the write and continue_alone is off; mark
-//     the range in the bitmap of every peer that will not get it; queue the
-//     frame on every replicating link — all under v.mu, so that a link
-//     going up or down sees each write either sent or in the bitmap.
-//  2. the local write runs while the links send.
-//  3. wait for the peers per protocol (C: durable ack, B: received, A:
-//     sent); a link that fails first leaves the range in its bitmap.
-//  4. end: activity-log End, release the range.
+//  1. begin: with an Authority, check the lease (wait for a renewal, or
+//     fail with ErrFenced, per the fence mode); wait until no overlapping
+//     operation runs and no connect exchange is in progress; activity-log
+//     Begin (persisting the change, in Seq order, when a cold extent
+//     becomes hot).
+//  2. dispatch: for a peer that cannot get the write and must have it (an
+//     UpToDate peer): standalone, refuse the write (ErrPeerUnreachable)
+//     unless continue_alone is on; with an Authority, wait, nothing
+//     written yet, until the peer replicates again or the cluster
+//     committed it below UpToDate (mayMissLocked), and the lease holds.
+//     Then mark the range in the bitmap of every peer that will not get it
+//     and queue the frame on every replicating link — all under v.mu, so
+//     that a link going up or down sees each write either sent or in the
+//     bitmap.
+//  3. the local write runs while the links send.
+//  4. wait for the peers per protocol (C: durable ack, B: received, A:
+//     sent); a link that fails first leaves the range in its bitmap. If
+//     that peer must have the write: standalone, it fails with
+//     ErrPeerUnreachable (continue_alone off); with an Authority its
+//     acknowledgement waits, in a goroutine of the volume, for the
+//     cluster's commit (or ends with ErrNotPrimary on a demotion, with
+//     ErrFenced once the lease ran out in FenceError mode).
+//  5. end: activity-log End, release the range.
+//
+// A flush follows steps 1 (lease), 2 (with an Authority only) and 4.
 
 // opKind is what an operation does.
 type opKind uint8
@@ -72,7 +86,10 @@ func (o *op) complete(peerIdx int, ok bool) {
 	}
 }
 
-// finish settles the bookkeeping and calls the caller back.
+// finish settles the bookkeeping and calls the caller back. It never
+// blocks: it runs in link goroutines. An op that must wait for the
+// cluster's commit that a peer it missed is no longer UpToDate hands its
+// completion to a goroutine of the volume.
 func (o *op) finish() {
 	v, failed, lerr, cb := o.v, o.failed.Load(), o.lerr, o.cb
 	var err error
@@ -86,7 +103,19 @@ func (o *op) finish() {
 			}
 		}
 		if failed != 0 {
-			err = v.peerFailuresLocked(failed, o.off, o.n)
+			var wait bool
+			wait, err = v.peerFailuresLocked(failed, o.off, o.n)
+			if wait && lerr == nil {
+				if !v.closing {
+					id, off, n := o.id, o.off, o.n
+					*o = op{}
+					opPool.Put(o)
+					v.wg.Go(func() { v.awaitCommit(failed, id, off, n, cb) })
+					v.mu.Unlock()
+					return
+				}
+				err = v.errNotPrimary()
+			}
 		}
 		if o.id != 0 {
 			v.endLocked(o.id, o.off, o.n)
@@ -98,6 +127,19 @@ func (o *op) finish() {
 	}
 	*o = op{}
 	opPool.Put(o)
+	cb(err)
+}
+
+// awaitCommit finishes an op whose peers in failed must be committed below
+// UpToDate before it is acknowledged: it releases the range once they are
+// (or the wait ends otherwise) and calls cb.
+func (v *Volume) awaitCommit(failed uint32, id uint64, off, n int64, cb func(error)) {
+	v.mu.Lock()
+	err := v.awaitPeersLocked(failed)
+	if id != 0 {
+		v.endLocked(id, off, n)
+	}
+	v.mu.Unlock()
 	cb(err)
 }
 
@@ -152,9 +194,20 @@ func (v *Volume) WriteZeroes(off, length int64, flags block.ZeroFlags) error {
 }
 
 // Flush makes every completed write durable locally and on every
-// replicating peer.
+// replicating peer. With an Authority it is fenced by the lease like a
+// write, and waits like one for an UpToDate peer it cannot reach.
 func (v *Volume) Flush() error {
 	v.mu.Lock()
+	if v.auth != nil {
+		err := v.fenceLocked()
+		if err == nil && v.role == Primary {
+			err = v.admitLocked()
+		}
+		if err != nil {
+			v.mu.Unlock()
+			return err
+		}
+	}
 	if v.role != Primary {
 		v.mu.Unlock()
 		return v.store.Flush()
@@ -248,6 +301,16 @@ func (v *Volume) begin(off, n int64) (uint64, error) {
 		if v.role != Primary || v.closing {
 			v.mu.Unlock()
 			return 0, v.errNotPrimary()
+		}
+		if !v.leaseValid() {
+			if v.cfg.Fence == FenceError {
+				v.mu.Unlock()
+				return 0, v.errFenced()
+			}
+			v.fenceWaits++
+			v.cond.Wait()
+			v.fenceWaits--
+			continue
 		}
 		if v.exchanging > 0 || v.ranges.overlaps(off, n) {
 			v.cond.Wait()
@@ -352,21 +415,19 @@ func (v *Volume) alCommitted() uint64 { return v.alSeqDone }
 
 // dispatch decides, under v.mu, which peers get the operation: it queues
 // the frame on every replicating link and marks the range in the bitmap of
-// every other peer, refusing the write if a peer that must have it cannot.
-// With plugged, only links on which this frame is the first of a burst are
-// put in kick; the others go out at Unplug.
+// every other peer, refusing the write (or, with an Authority, waiting) if
+// a peer that must have it cannot. With plugged, only links on which this
+// frame is the first of a burst are put in kick; the others go out at
+// Unplug.
 func (v *Volume) dispatch(o *op, kind opKind, p []byte, off, n int64, fua bool, zf block.ZeroFlags, plugged bool, kick *[MaxPeers]*link) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if err := v.admitLocked(); err != nil {
+		return err
+	}
 	needNew := false
 	for _, pe := range v.peers {
-		if pe.replicating && pe.link != nil {
-			continue
-		}
-		if pe.knownDisk == UpToDate && !v.cfg.ContinueAlone {
-			return fmt.Errorf("%w: peer %s (UpToDate, %s); continue_alone is off: nothing was written", ErrPeerUnreachable, pe.name, pe.conn)
-		}
-		if pe.bitmapGen == 0 {
+		if !(pe.replicating && pe.link != nil) && pe.bitmapGen == 0 {
 			needNew = true
 		}
 	}
@@ -415,22 +476,77 @@ func (v *Volume) dispatch(o *op, kind opKind, p []byte, off, n int64, fua bool, 
 	return nil
 }
 
+// admitLocked returns once every peer that will not get an operation may
+// miss it (mayMissLocked). Standalone, a peer that must have it makes the
+// operation fail with ErrPeerUnreachable. With an Authority the operation
+// waits for the peer to replicate again or for the reporter's commit, as
+// long as the volume stays primary and the lease holds (FenceSuspend: the
+// wait goes on through an expiry). Caller holds v.mu and, when called from
+// dispatch, the operation's range.
+func (v *Volume) admitLocked() error {
+	for waited := false; ; waited = true {
+		if waited {
+			if v.role != Primary || v.closing {
+				return v.errNotPrimary()
+			}
+			if v.exchanging > 0 {
+				// A connect exchange snapshots the bitmaps and
+				// generations: no write decides its peers meanwhile.
+				v.cond.Wait()
+				continue
+			}
+		}
+		if !v.leaseValid() {
+			if v.cfg.Fence == FenceError {
+				return v.errFenced()
+			}
+			v.fenceWaits++
+			v.cond.Wait()
+			v.fenceWaits--
+			continue
+		}
+		var blocked *peer
+		for _, pe := range v.peers {
+			if !(pe.replicating && pe.link != nil) && !v.mayMissLocked(pe) {
+				blocked = pe
+				break
+			}
+		}
+		if blocked == nil {
+			return nil
+		}
+		if v.auth == nil {
+			return fmt.Errorf("%w: peer %s (UpToDate, %s); continue_alone is off: nothing was written", ErrPeerUnreachable, blocked.name, blocked.conn)
+		}
+		blocked.nudgeReport()
+		v.peerWaits++
+		v.cond.Wait()
+		v.peerWaits--
+	}
+}
+
 // peerFailuresLocked handles peers that did not get an operation: their
 // bitmaps already hold the range (the link marked it when it failed). It
 // returns the error the client gets: none if every such peer may miss
-// writes.
-func (v *Volume) peerFailuresLocked(failed uint32, off, n int64) error {
-	var err error
+// writes. With an Authority it returns wait instead when one may not yet:
+// the caller waits for the cluster (awaitPeersLocked).
+func (v *Volume) peerFailuresLocked(failed uint32, off, n int64) (wait bool, err error) {
 	for i, pe := range v.peers {
 		if failed&(1<<i) == 0 {
 			continue
 		}
 		pe.bitmap.SetRange(off, n)
-		if pe.knownDisk == UpToDate && !v.cfg.ContinueAlone && err == nil {
+		if v.mayMissLocked(pe) {
+			continue
+		}
+		if v.auth != nil {
+			wait = true
+			pe.nudgeReport()
+		} else if err == nil {
 			err = fmt.Errorf("%w: peer %s lost during the request; continue_alone is off", ErrPeerUnreachable, pe.name)
 		}
 	}
-	return err
+	return wait, err
 }
 
 // end releases a range taken by begin.

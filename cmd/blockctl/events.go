@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/blockrep/blockrep/api"
 	"github.com/blockrep/blockrep/events"
 )
 
@@ -42,12 +41,15 @@ func parseEvents(args []string) (eventsRequest, error) {
 
 // watchEvents prints the daemon's events, one a line, until SIGINT or
 // SIGTERM, which end it successfully.
-func watchEvents(socket string, req eventsRequest, stdout io.Writer) error {
+func watchEvents(t target, req eventsRequest, stdout io.Writer) error {
+	c, err := t.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	c := api.Dial(socket)
-	defer c.Close()
-	err := c.Events(ctx, req.now, func(e events.Event) error {
+	err = c.Events(ctx, req.now, func(e events.Event) error {
 		var line []byte
 		if req.output == "json" {
 			b, err := json.Marshal(e)

@@ -4,19 +4,23 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/blockrep/blockrep/api"
+	"github.com/blockrep/blockrep/cluster"
 	"github.com/blockrep/blockrep/replica"
 )
 
 // writeTable renders a status for people: a node line, one row per volume,
-// a block per replicated volume, then one row per connected client. now
-// dates the client ages and the verify results.
+// a block per replicated volume, the cluster block of a cluster member, then
+// one row per connected client. now dates the client ages, the verify
+// results and the leases.
 func writeTable(w io.Writer, st api.Status, now time.Time) error {
 	fmt.Fprintf(w, "node %s  id %s  version %s  up %s\n\n", st.Node, st.NodeID, st.Version, humanDuration(st.Uptime()))
 
@@ -37,6 +41,13 @@ func writeTable(w io.Writer, st api.Status, now time.Time) error {
 		}
 		fmt.Fprintln(w)
 		if err := writeReplication(w, v.Name, v.Replication, now); err != nil {
+			return err
+		}
+	}
+
+	if st.Cluster != nil {
+		fmt.Fprintln(w)
+		if err := writeCluster(w, st.Cluster, now); err != nil {
 			return err
 		}
 	}
@@ -118,6 +129,127 @@ func writeReplication(w io.Writer, name string, rs *replica.Status, now time.Tim
 		}
 	}
 	return nil
+}
+
+// writeCluster renders a member's view of its cluster: a line for this
+// node's Raft state, a row per member, a row per cluster volume, then a line
+// per control-loop error. now dates the leases.
+func writeCluster(w io.Writer, cs *cluster.MemberStatus, now time.Time) error {
+	fmt.Fprintf(w, "cluster  node %s  kind %s  raft %s  leader %s  term %s\n",
+		cs.Name, orDash(cs.Kind), orDash(cs.Raft), orNone(cs.Leader), orDash(cs.Term))
+
+	// Only the leader hears the heartbeats, so only its members have a
+	// liveness: the columns are left out elsewhere.
+	known := slices.ContainsFunc(cs.Members, func(m cluster.MemberInfo) bool { return m.Alive != nil })
+	var rows [][]string
+	if known {
+		rows = append(rows, []string{"MEMBER", "ADDRESS", "KIND", "VOTER", "ALIVE", "LAST SEEN"})
+	} else {
+		rows = append(rows, []string{"MEMBER", "ADDRESS", "KIND", "VOTER"})
+	}
+	leaderAddr := ""
+	for _, m := range cs.Members {
+		if m.Name == cs.Leader {
+			leaderAddr = m.Address
+		}
+		row := []string{m.Name, m.Address, orDash(m.Kind), yesNo(m.Voter)}
+		if known {
+			alive := "?"
+			if m.Alive != nil {
+				alive = yesNo(*m.Alive)
+			}
+			row = append(row, alive, orDash(m.LastSeen))
+		}
+		rows = append(rows, row)
+	}
+	if len(cs.Members) == 0 {
+		fmt.Fprintln(w, "  no members: this node waits to be added (blockctl cluster add on a member)")
+	} else if err := writeRows(w, rows); err != nil {
+		return err
+	}
+	if !known && len(cs.Members) > 0 && cs.Leader != "" && cs.Leader != cs.Name {
+		ask := ""
+		if leaderAddr != "" {
+			ask = ": blockctl --node " + leaderAddr + " status"
+		}
+		fmt.Fprintf(w, "  liveness: only the leader %s knows%s\n", cs.Leader, ask)
+	}
+
+	if cs.State != nil && len(cs.State.Volumes) > 0 {
+		rows = [][]string{{"VOLUME", "PRIMARY", "EPOCH", "PREFERRED", "LOST", "LEASE", "DISKS"}}
+		for _, name := range slices.Sorted(maps.Keys(cs.State.Volumes)) {
+			v := cs.State.Volumes[name]
+			if v == nil {
+				continue
+			}
+			lease := "-"
+			if v.Primary != "" && v.Primary == cs.Name {
+				lease = "none"
+				if until, ok := cs.Leases[name]; ok {
+					lease = leaseLeft(until.Sub(now))
+				}
+			}
+			var disks []string
+			for _, n := range slices.Sorted(maps.Keys(v.Disks)) {
+				disks = append(disks, n+" "+v.Disks[n].String())
+			}
+			rows = append(rows, []string{name, orDash(v.Primary), strconv.FormatUint(v.Epoch, 10),
+				orDash(v.Preferred), orDash(v.Lost), lease, orDash(strings.Join(disks, ", "))})
+		}
+		if err := writeRows(w, rows); err != nil {
+			return err
+		}
+	}
+
+	for _, name := range slices.Sorted(maps.Keys(cs.Errors)) {
+		fmt.Fprintf(w, "  %s: %s (control loop)\n", name, cs.Errors[name])
+	}
+	return nil
+}
+
+// writeRows writes rows as an indented table, without the padding
+// tabwriter leaves after the last cell.
+func writeRows(w io.Writer, rows [][]string) error {
+	var buf bytes.Buffer
+	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
+	for _, r := range rows {
+		fmt.Fprintln(tw, "  "+strings.Join(r, "\t"))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for line := range strings.Lines(buf.String()) {
+		if _, err := fmt.Fprintln(w, strings.TrimRight(line, " \n")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// leaseLeft renders the time left on a primary's lease. Leases last about a
+// second, so it keeps tenths of a second where humanDuration would not.
+func leaseLeft(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "expired"
+	case d < time.Minute:
+		return d.Round(10 * time.Millisecond).String()
+	}
+	return humanDuration(d)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 // verifyLine describes a running or finished verify.

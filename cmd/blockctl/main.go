@@ -1,8 +1,9 @@
-// Command blockctl controls a running blockrepd through its control socket.
+// Command blockctl controls a running blockrepd through its control socket,
+// or a remote cluster member through its authenticated cluster port.
 //
 // Usage:
 //
-//	blockctl [-s SOCKET | -c CONFIG] COMMAND [ARGS]
+//	blockctl [-s SOCKET | -c CONFIG] [--node HOST:PORT [--secret-file PATH] [--cluster NAME]] COMMAND [ARGS]
 //
 //	blockctl status     [-o table|json]
 //	blockctl connect    [VOLUME [PEER]] [--discard-my-data]
@@ -12,6 +13,10 @@
 //	blockctl invalidate [VOLUME]
 //	blockctl primary    [VOLUME] [--force]
 //	blockctl secondary  [VOLUME]
+//	blockctl promote    NODE [VOLUME] [--force [--reason TEXT]] [--timeout 60s]
+//	blockctl demote     [VOLUME] [--timeout 60s]
+//	blockctl cluster add    NAME ADDRESS
+//	blockctl cluster remove NAME [--force [--reason TEXT]]
 //	blockctl events     [-o text|json] [--now=false]
 //
 // An omitted VOLUME means the node's only volume (an error if it has
@@ -21,12 +26,40 @@
 // daemon accepts it; what it sets off (a connection, a resync) goes on in
 // the daemon, and status shows how it goes.
 //
+// promote, demote and cluster work on a cluster member (a daemon whose
+// configuration has a cluster table) and answer once they are done. promote moves VOLUME's
+// primary role to NODE without losing writes: NODE catches up, the current
+// primary steps down, NODE takes over; demote moves it to the best other
+// UpToDate node. Both print the daemon's note and wait up to --timeout
+// (default 60s, as a switchover lasts as long as the target's resync), not
+// the 10s of the other commands. promote --force promotes NODE at once
+// whatever its disk: an Outdated NODE loses the writes only the other
+// replicas held, and blockctl prints a warning saying so before the note.
+// --reason, only with --force, goes to the daemon's log. cluster add NAME
+// ADDRESS adds a node (ADDRESS is its cluster.listen) to the Raft group;
+// cluster remove takes one out, with --force even the last UpToDate replica
+// of a volume. On a member, status also shows the cluster: this node's Raft
+// state, the members (with their liveness on the leader), and per volume
+// the primary, epoch, preferred node, lost primary, this node's lease and
+// every replica's disk.
+//
 // The socket is -s, else the control_socket of the configuration named by
 // -c, else $BLOCKREP_SOCKET, else the control_socket of
 // /etc/blockrep/blockrepd.toml when that file exists, else
-// /run/blockrep/blockrepd.sock. Exit status:
-// 0 on success, 1 when the daemon cannot be reached, fails or refuses the
-// command, 2 on a bad command line.
+// /run/blockrep/blockrepd.sock.
+//
+// With --node HOST:PORT (the node's cluster.listen) every command goes to
+// that node's control API over an authenticated TCP connection instead of
+// the socket: blockctl proves it holds the cluster's shared secret, as a
+// member does, under the node ID "blockctl-" and the host name. The secret
+// is read from --secret-file (trailing whitespace is not part of it), the
+// cluster name taken from --cluster; each one not given comes from
+// cluster.secret_file or cluster.name of the configuration named by -c,
+// else of /etc/blockrep/blockrepd.toml when that file exists. -s and
+// $BLOCKREP_SOCKET do not apply.
+//
+// Exit status: 0 on success, 1 when the daemon cannot be reached, fails or
+// refuses the command, 2 on a bad command line.
 package main
 
 import (
@@ -56,11 +89,12 @@ const EnvSocket = "BLOCKREP_SOCKET"
 // requestTimeout bounds one request to the daemon.
 const requestTimeout = 10 * time.Second
 
-const usage = `usage: blockctl [-s SOCKET | -c CONFIG] COMMAND [ARGS]
+const usage = `usage: blockctl [-s SOCKET | -c CONFIG] [--node HOST:PORT] COMMAND [ARGS]
 
 commands:
   status [-o table|json]
-      show the node, its volumes, their replication and NBD clients
+      show the node, its volumes, their replication, the cluster (on a
+      cluster member) and NBD clients
   connect [VOLUME [PEER]] [--discard-my-data]
       connect to the peer and keep retrying; --discard-my-data settles a
       split brain by giving up this node's writes since the split
@@ -78,18 +112,43 @@ commands:
       confirmed current
   secondary [VOLUME]
       make the volume secondary
+  promote NODE [VOLUME] [--force [--reason TEXT]] [--timeout 60s]
+      cluster: move the volume's primary role to NODE once NODE is in sync,
+      and print the outcome; --force promotes NODE at once even when its
+      disk is Outdated, losing the writes only the other replicas held;
+      --reason (with --force) goes to the log
+  demote [VOLUME] [--timeout 60s]
+      cluster: move the volume's primary role to the best other UpToDate
+      node and print the outcome
+  cluster add NAME ADDRESS
+      cluster: add the node NAME, reachable at ADDRESS (its cluster.listen)
+  cluster remove NAME [--force [--reason TEXT]]
+      cluster: remove the node NAME; --force even when it holds the last
+      UpToDate replica of a volume; --reason goes to the log
   events [-o text|json] [--now=false]
       print the node's events (role, disk, connection, ... changes) one a
       line as they happen, until interrupted; first the current state,
       marked initial and ended by an exists-end line, unless --now=false
 
   VOLUME defaults to the only volume, PEER to every peer of the volume.
-  Flags may also follow the arguments; "--" ends them.
+  Flags may also follow the arguments; "--" ends them. promote and demote
+  wait until the switchover is done, up to --timeout (default 60s); the
+  other commands wait up to 10s.
 
 options:
   -s SOCKET   control socket of blockrepd (default $` + EnvSocket + `, else the one
               in ` + DefaultConfig + `, else ` + DefaultSocket + `)
-  -c CONFIG   read the control socket from blockrepd's configuration file
+  -c CONFIG   blockrepd's configuration file: its control socket, and with
+              --node its cluster name and secret
+  --node HOST:PORT
+              talk to the cluster member at HOST:PORT (its cluster.listen)
+              over an authenticated connection instead of the socket
+  --secret-file PATH
+              with --node: the cluster's shared secret (default
+              cluster.secret_file of -c CONFIG, else of ` + DefaultConfig + `)
+  --cluster NAME
+              with --node: the cluster's name (default cluster.name of the
+              same configuration)
 `
 
 func main() {
@@ -118,6 +177,12 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		fmt.Fprintf(stderr, "blockctl: %v\n\n%s", err, usage)
 		return 2
 	default:
+		// A failed --node handshake comes wrapped in the api client's
+		// "talking to blockrepd" and the HTTP request: it says it all.
+		var de *dialError
+		if errors.As(err, &de) {
+			err = de
+		}
 		fmt.Fprintf(stderr, "blockctl: %v\n", err)
 		return 1
 	}
@@ -126,13 +191,20 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 func dispatch(args []string, stdout io.Writer, getenv func(string) string) error {
 	fs := flag.NewFlagSet("blockctl", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // run prints the usage
-	sockFlag := fs.String("s", "", "control socket")
-	confFlag := fs.String("c", "", "configuration file")
+	t := target{getenv: getenv}
+	fs.StringVar(&t.socket, "s", "", "control socket")
+	fs.StringVar(&t.config, "c", "", "configuration file")
+	fs.StringVar(&t.node, "node", "", "remote node's cluster.listen")
+	fs.StringVar(&t.secretFile, "secret-file", "", "cluster secret for --node")
+	fs.StringVar(&t.cluster, "cluster", "", "cluster name for --node")
 	if err := fs.Parse(args); err != nil {
 		return usageErr("", err)
 	}
 	if fs.NArg() == 0 {
 		return usagef("no command given")
+	}
+	if err := t.check(); err != nil {
+		return err
 	}
 	cmd, cmdArgs := fs.Arg(0), fs.Args()[1:]
 	switch cmd {
@@ -150,31 +222,31 @@ func dispatch(args []string, stdout io.Writer, getenv func(string) string) error
 		if *output != "table" && *output != "json" {
 			return usagef("status: output format %q is not table or json", *output)
 		}
-		socket, err := socketPath(*sockFlag, *confFlag, getenv)
-		if err != nil {
-			return err
-		}
-		return status(socket, *output, stdout)
+		return status(t, *output, stdout)
 	case "connect", "disconnect", "resync", "verify", "invalidate", "primary", "secondary":
 		req, err := parseControl(cmd, cmdArgs)
 		if err != nil {
 			return err
 		}
-		socket, err := socketPath(*sockFlag, *confFlag, getenv)
+		return control(t, req, stdout)
+	case "promote", "demote":
+		req, err := parseSwitchover(cmd, cmdArgs)
 		if err != nil {
 			return err
 		}
-		return control(socket, req, stdout)
+		return clusterCommand(t, req, stdout)
+	case "cluster":
+		req, err := parseCluster(cmdArgs)
+		if err != nil {
+			return err
+		}
+		return clusterCommand(t, req, stdout)
 	case "events":
 		req, err := parseEvents(cmdArgs)
 		if err != nil {
 			return err
 		}
-		socket, err := socketPath(*sockFlag, *confFlag, getenv)
-		if err != nil {
-			return err
-		}
-		return watchEvents(socket, req, stdout)
+		return watchEvents(t, req, stdout)
 	case "help":
 		return flag.ErrHelp
 	default:
@@ -317,15 +389,18 @@ func peerName(p string) string {
 }
 
 // control sends req to the daemon and says what was asked.
-func control(socket string, req controlRequest, stdout io.Writer) error {
+func control(t target, req controlRequest, stdout io.Writer) error {
+	c, err := t.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	c := api.Dial(socket)
-	defer c.Close()
 	if err := req.do(ctx, c); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(stdout, "%s: requested\n", req.what)
+	_, err = fmt.Fprintf(stdout, "%s: requested\n", req.what)
 	return err
 }
 
@@ -356,11 +431,14 @@ func socketPath(sockFlag, confFlag string, getenv func(string) string) (string, 
 	return DefaultSocket, nil
 }
 
-func status(socket, output string, stdout io.Writer) error {
+func status(t target, output string, stdout io.Writer) error {
+	c, err := t.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	c := api.Dial(socket)
-	defer c.Close()
 	st, err := c.Status(ctx)
 	if err != nil {
 		return err

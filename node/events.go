@@ -1,0 +1,118 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/blockrep/blockrep/api"
+	"github.com/blockrep/blockrep/events"
+)
+
+// eventHistory is how many events the node keeps for blockctl events.
+const eventHistory = 4096
+
+// observeEvery is how often the node compares its state with the last
+// observation to publish what changed.
+const observeEvery = 100 * time.Millisecond
+
+var _ api.EventSource = (*Node)(nil)
+
+// Events implements api.EventSource.
+func (n *Node) Events() *events.Bus { return n.bus }
+
+// CurrentEvents implements api.EventSource: the state as last observed.
+func (n *Node) CurrentEvents() []events.Event { return n.watcher.Current() }
+
+// hooks converts the configured hooks.
+func (n *Node) hooks() []events.Hook {
+	var hs []events.Hook
+	for _, h := range n.cfg.Hooks {
+		hs = append(hs, events.Hook{On: h.On, Command: h.Command, Timeout: h.Timeout})
+	}
+	return hs
+}
+
+// watchEvents publishes the node's state changes until ctx ends, and runs
+// the hooks on them.
+func (n *Node) watchEvents(ctx context.Context) {
+	runner := events.NewRunner(n.hooks(), n.log.With("component", "hooks"))
+	sub := n.bus.Subscribe(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runner.Serve(ctx, sub)
+	}()
+	tick := time.NewTicker(observeEvery)
+	defer tick.Stop()
+	for {
+		n.watcher.Observe(n.facts(ctx))
+		select {
+		case <-ctx.Done():
+			<-done
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// facts flattens the node's status into what the watcher compares.
+func (n *Node) facts(ctx context.Context) []events.Fact {
+	st, err := n.Status(ctx)
+	if err != nil {
+		return nil
+	}
+	me := n.cfg.Node.Name
+	var fs []events.Fact
+	add := func(kind, volume, peer, value, detail string) {
+		fs = append(fs, events.Fact{Kind: kind, Node: me, Volume: volume, Peer: peer, Value: value, Detail: detail})
+	}
+	for _, v := range st.Volumes {
+		r := v.Replication
+		if r == nil {
+			continue
+		}
+		add(events.KindRole, v.Name, "", r.Role, "epoch "+strconv.FormatUint(r.Epoch, 10))
+		add(events.KindDisk, v.Name, "", r.Disk, "")
+		add(events.KindEpoch, v.Name, "", strconv.FormatUint(r.Epoch, 10), "")
+		if r.Role == "primary" && st.Cluster != nil {
+			lease := "held"
+			if r.Fenced {
+				lease = "lost"
+			}
+			add(events.KindLease, v.Name, "", lease, "")
+		}
+		for _, p := range r.Peers {
+			add(events.KindConnection, v.Name, p.Name, string(p.Connection), p.LastError)
+			add(events.KindPeerDisk, v.Name, p.Name, p.Disk, "")
+			if strings.Contains(p.LastError, "split brain") {
+				add(events.KindSplitBrain, v.Name, p.Name, "detected", p.LastError)
+			}
+			if p.Resync != nil {
+				add(events.KindResync, v.Name, p.Name, p.Resync.Kind, fmt.Sprintf("%d of %d bytes", p.Resync.DoneBytes, p.Resync.TotalBytes))
+			}
+		}
+	}
+	if c := st.Cluster; c != nil {
+		fs = append(fs, events.Fact{Kind: events.KindLeader, Node: me, Value: c.Leader, Detail: "term " + c.Term})
+		for _, m := range c.Members {
+			kind := "nonvoter"
+			if m.Voter {
+				kind = "voter"
+			}
+			fs = append(fs, events.Fact{Kind: events.KindMember, Node: me, Peer: m.Name, Value: kind, Detail: m.Address})
+		}
+		if c.State != nil {
+			for name, v := range c.State.Volumes {
+				primary := v.Primary
+				if primary == "" {
+					primary = "none"
+				}
+				fs = append(fs, events.Fact{Kind: events.KindPrimary, Node: me, Volume: name, Value: primary, Detail: "epoch " + strconv.FormatUint(v.Epoch, 10)})
+			}
+		}
+	}
+	return fs
+}
