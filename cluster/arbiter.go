@@ -228,6 +228,15 @@ func (a *Arbiter) Decide(now time.Time, s *State) []Command {
 			a.lost[name] = v.Epoch
 			cmds = append(cmds, Command{Op: OpPrimaryLost, Volume: name, Epoch: v.Epoch,
 				Reason: fmt.Sprintf("%s not heard for %v", v.Primary, now.Sub(a.lastHeard(v.Primary)).Round(time.Millisecond))})
+			// The promotion follows in the same round, judged on the
+			// state as it will be once the loss is recorded.
+			after := s.Clone()
+			if _, err := after.Apply(cmds[len(cmds)-1]); err != nil {
+				continue
+			}
+			if node, ok, reason := ChooseFailover(after, name, alive); ok {
+				cmds = append(cmds, Command{Op: OpPromote, Volume: name, Node: node, Epoch: v.Epoch + 1, Reason: reason})
+			}
 			continue
 		}
 		if a.someoneServes(name, alive) {
