@@ -378,29 +378,16 @@ func (m *Member) applyLocal(ctx context.Context, c Command) (Result, error) {
 // whose answer was lost may be applied twice; every command is such that
 // the second one is refused or changes nothing.
 func (m *Member) Apply(ctx context.Context, c Command) (Result, error) {
-	var last error
-	for {
-		name, addr := m.Leader()
-		var res Result
-		var err error
-		switch {
-		case name == m.cfg.Name:
+	var res Result
+	err := m.onLeader(ctx, c.Op.String(), func(leader raft.ServerAddress) (err error) {
+		if leader == "" {
 			res, err = m.applyLocal(ctx, c)
-		case addr != "":
-			res, err = m.cfg.Remote.Apply(ctx, addr, c)
-		default:
-			err = &NotLeaderError{}
+		} else {
+			res, err = m.cfg.Remote.Apply(ctx, leader, c)
 		}
-		if err == nil || !retryable(err) {
-			return res, err
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return Result{}, fmt.Errorf("cluster: %v: %w (last: %v)", c.Op, ctx.Err(), last)
-		case <-time.After(m.cfg.Timing.HeartbeatInterval / 4):
-		}
-	}
+		return err
+	})
+	return res, err
 }
 
 // retryable reports whether an error from the leader (or the way to it)
@@ -434,26 +421,12 @@ func (m *Member) ReportPeerDisk(ctx context.Context, volume, peer string, epoch 
 // is in sync, and promotes target once the old primary has stepped down.
 // It returns when target is primary.
 func (m *Member) Switchover(ctx context.Context, volume, target string) error {
-	for {
-		name, addr := m.Leader()
-		var err error
-		switch {
-		case name == m.cfg.Name:
-			err = m.HandleSwitchover(ctx, volume, target)
-		case addr != "":
-			err = m.cfg.Remote.Switchover(ctx, addr, volume, target)
-		default:
-			err = &NotLeaderError{}
+	return m.onLeader(ctx, "switchover", func(leader raft.ServerAddress) error {
+		if leader == "" {
+			return m.HandleSwitchover(ctx, volume, target)
 		}
-		if err == nil || !retryable(err) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("cluster: switchover: %w (last: %v)", ctx.Err(), err)
-		case <-time.After(m.cfg.Timing.HeartbeatInterval / 4):
-		}
-	}
+		return m.cfg.Remote.Switchover(ctx, leader, volume, target)
+	})
 }
 
 // HandleSwitchover runs a switchover on the leader (see Switchover).
@@ -511,7 +484,7 @@ func (m *Member) ForcePromote(ctx context.Context, volume, node, reason string) 
 // AddMember adds a node to the Raft configuration as a voter; the node adds
 // itself to the cluster state when it hears from the leader.
 func (m *Member) AddMember(ctx context.Context, name, addr string) error {
-	return m.onLeader(ctx, func(leader raft.ServerAddress) error {
+	return m.onLeader(ctx, "add member", func(leader raft.ServerAddress) error {
 		if leader == "" {
 			return m.HandleAddMember(ctx, name, addr)
 		}
@@ -523,7 +496,7 @@ func (m *Member) AddMember(ctx context.Context, name, addr string) error {
 // primary, or holds a volume's last UpToDate replica without force) and
 // then from the Raft configuration.
 func (m *Member) RemoveMember(ctx context.Context, name string, force bool, reason string) error {
-	return m.onLeader(ctx, func(leader raft.ServerAddress) error {
+	return m.onLeader(ctx, "remove member", func(leader raft.ServerAddress) error {
 		if leader == "" {
 			return m.HandleRemoveMember(ctx, name, force, reason)
 		}
@@ -532,8 +505,10 @@ func (m *Member) RemoveMember(ctx context.Context, name string, force bool, reas
 }
 
 // onLeader calls fn with the leader's address ("" when this node leads)
-// until it gives an answer.
-func (m *Member) onLeader(ctx context.Context, fn func(leader raft.ServerAddress) error) error {
+// until it gives an answer: it retries while there is no leader, the
+// leader changes or cannot be reached, until ctx ends. what names the call
+// in the error.
+func (m *Member) onLeader(ctx context.Context, what string, fn func(leader raft.ServerAddress) error) error {
 	for {
 		name, addr := m.Leader()
 		var err error
@@ -550,7 +525,7 @@ func (m *Member) onLeader(ctx context.Context, fn func(leader raft.ServerAddress
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("cluster: %w (last: %v)", ctx.Err(), err)
+			return fmt.Errorf("cluster: %s: %w (last: %v)", what, ctx.Err(), err)
 		case <-time.After(m.cfg.Timing.HeartbeatInterval / 4):
 		}
 	}
@@ -578,10 +553,6 @@ func (m *Member) HandleRemoveMember(ctx context.Context, name string, force bool
 	}
 	if _, ok := m.fsm.State().Nodes[name]; ok {
 		if _, err := m.applyLocal(ctx, Command{Op: OpRemoveNode, Node: name, Force: force, Reason: reason}); err != nil {
-			var refused *RefusedError
-			if errors.As(err, &refused) {
-				return err
-			}
 			return err
 		}
 	}
