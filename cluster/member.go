@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -750,7 +751,13 @@ func (m *Member) reconcileVolume(ctx context.Context, s *State, lv LocalVolume) 
 		m.propose(ctx, name, Command{Op: OpRaiseEpoch, Volume: name, Node: me, Epoch: lr.Epoch, Reason: "local epoch"})
 	}
 	switch {
-	case v.Primary == me && !lr.Primary && v.Epoch > lr.Epoch:
+	case v.Primary == me && !lr.Primary && v.Epoch <= lr.Epoch:
+		// Recorded primary at an epoch this replica already served, but
+		// not serving: it restarted. A replica never resumes an epoch;
+		// stepping down lets the arbiter promote at the next one (this
+		// node again, if it is still the best choice).
+		m.propose(ctx, name, Command{Op: OpDemote, Volume: name, Node: me, Epoch: v.Epoch, Reason: "restarted: not serving epoch " + strconv.FormatUint(v.Epoch, 10)})
+	case v.Primary == me && !lr.Primary:
 		if err := lv.Promote(v.Epoch); err != nil {
 			return fmt.Errorf("promote %s at epoch %d: %w", name, v.Epoch, err)
 		}

@@ -691,3 +691,33 @@ func TestSwitchover(t *testing.T) {
 	t.Log(err)
 	n.assertSafe(t)
 }
+
+// A primary that restarts comes back secondary at the epoch it served (a
+// replica never resumes an epoch): it steps down in the cluster, and the
+// arbiter promotes at the next epoch — the same node, preferred and
+// UpToDate.
+func TestRestartedPrimaryStepsDown(t *testing.T) {
+	n := newSimNet(t, []string{"a", "b"}, []string{"w"}, "a")
+	if p := n.waitServing(t, ""); p != "a" {
+		t.Fatalf("first primary %s", p)
+	}
+	n.mu.Lock()
+	n.members["a"].vol.primary = false // restarted: secondary, epoch kept
+	n.mu.Unlock()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		v := n.stateOf("a")
+		n.mu.Lock()
+		serving := n.members["a"].vol.serving(time.Now())
+		n.mu.Unlock()
+		if v.Primary == "a" && v.Epoch == 2 && serving {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restarted primary not promoted again: %+v", v)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	n.run(100 * time.Millisecond)
+	n.assertSafe(t)
+}
