@@ -412,7 +412,18 @@ func finalf(format string, args ...any) error {
 
 // ReportPeerDisk commits, on behalf of this node as volume's primary at
 // epoch, that peer's replica is disk (replica.Authority).
+//
+// A peer that holds no replica in the cluster state (a data node configured
+// as a peer but not yet a member) can never be promoted, so there is
+// nothing to record when it falls behind: that succeeds at once rather than
+// hold the primary's writes forever. A node added later gets an
+// Inconsistent replica, which is never promoted either.
 func (m *Member) ReportPeerDisk(ctx context.Context, volume, peer string, epoch uint64, disk replica.DiskState) error {
+	if v, ok := m.fsm.State().Volumes[volume]; ok && disk < replica.UpToDate {
+		if _, member := v.Disks[peer]; !member {
+			return nil
+		}
+	}
 	_, err := m.Apply(ctx, Command{Op: OpSetDisk, Volume: volume, Node: peer, Epoch: epoch, Disk: disk, By: m.cfg.Name})
 	return err
 }

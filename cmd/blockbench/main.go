@@ -7,6 +7,10 @@
 // blockrepd and a blockrepd primary with a protocol-C secondary side by
 // side, then the resync of a secondary that was down against a plain copy
 // of the same bytes (see docs/BENCHMARKS.md).
+//
+// With -failover it measures automatic failover: two data nodes and a
+// witness in one cluster; the primary is killed (SIGKILL) during writes,
+// and the time until the other node acknowledges a write is reported.
 package main
 
 import (
@@ -38,18 +42,29 @@ func main() {
 	replication := flag.Bool("replication", false, "measure replication: nbdkit, standalone and replicated blockrepd, then resync against a plain copy")
 	resyncSize := sizeFlag(512 << 20)
 	flag.Var(&resyncSize, "resync-size", "with -replication: bytes written while the secondary is down, then resynced; 0 skips the resync rounds (default 512MiB, at most half of -size)")
-	syncTimeout := flag.Duration("sync-timeout", 10*time.Minute, "with -replication: longest wait for the secondary to be in sync")
+	syncTimeout := flag.Duration("sync-timeout", 10*time.Minute, "with -replication or -failover: longest wait for the secondary to be in sync")
+	failover := flag.Bool("failover", false, "measure failover: kill -9 the primary of a two-node cluster with a witness during writes, time until the other node acknowledges a write (-size default 64MiB)")
+	failoverTimeout := flag.Duration("failover-timeout", config.DefaultFailoverTimeout, "with -failover: the cluster's failover_timeout")
+	heartbeat := flag.Duration("heartbeat", config.DefaultHeartbeatInterval, "with -failover: the cluster's heartbeat_interval")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	resyncSet := false
-	flag.Visit(func(f *flag.Flag) { resyncSet = resyncSet || f.Name == "resync-size" })
+	resyncSet, sizeSet := false, false
+	flag.Visit(func(f *flag.Flag) {
+		resyncSet = resyncSet || f.Name == "resync-size"
+		sizeSet = sizeSet || f.Name == "size"
+	})
 	if !resyncSet {
 		resyncSize = min(resyncSize, size/2/(1<<20)*(1<<20))
 	}
 	var err error
-	if *replication {
+	if *failover {
+		if !sizeSet {
+			size = 64 << 20
+		}
+		err = runFailover(ctx, *blockrepd, *dir, int64(size), *rounds, *heartbeat, *failoverTimeout, *syncTimeout)
+	} else if *replication {
 		err = runReplication(ctx, replOptions{
 			blockrepd: *blockrepd, nbdkit: *nbdkit, fio: *fio, dir: *dir,
 			size: int64(size), runtime: *runtime, rounds: *rounds, only: *only,
@@ -165,6 +180,25 @@ func run(ctx context.Context, blockrepd, nbdkit, fio, dir string, size int64, ru
 	_, refHWM, _ := ref.RSS()
 	fmt.Printf("\nblockrepd RSS after the runs: peak (VmHWM) %.1f MiB; nbdkit peak %.1f MiB\n", float64(hwm)/(1<<20), float64(refHWM)/(1<<20))
 	return nil
+}
+
+// runFailover runs bench.RunFailover; timing equal to the daemon's
+// defaults is left out of the configurations.
+func runFailover(ctx context.Context, blockrepd, dir string, size int64, rounds int, heartbeat, failoverTimeout, syncTimeout time.Duration) error {
+	if err := findTools(&blockrepd); err != nil {
+		return err
+	}
+	if heartbeat == config.DefaultHeartbeatInterval && failoverTimeout == config.DefaultFailoverTimeout {
+		heartbeat, failoverTimeout = 0, 0
+	}
+	return bench.RunFailover(ctx, bench.FailoverOptions{
+		Blockrepd: blockrepd, Dir: dir, Size: size, Rounds: rounds,
+		Heartbeat: heartbeat, FailoverTimeout: failoverTimeout, SyncTimeout: syncTimeout,
+		Out: os.Stdout,
+		Progress: func(format string, args ...any) {
+			fmt.Fprintf(os.Stderr, "blockbench: %s %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+		},
+	})
 }
 
 // selectRows returns the rows matching only (all when only is empty).

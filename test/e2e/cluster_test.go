@@ -43,6 +43,9 @@ type replicationSpec struct {
 	Timeout         string
 	ConnectRetryMax string
 	SecondaryNBD    string
+	// HA, when not nil, adds the [cluster] table (see ha_test.go); a
+	// witness gets no [replication] table.
+	HA *haSpec
 }
 
 // peerSpec is one [[peer]] table.
@@ -55,6 +58,12 @@ func (d *daemon) replicationConfig(b *strings.Builder) {
 	r := d.spec.Replication
 	if r == nil {
 		return
+	}
+	if r.HA != nil {
+		defer d.haConfig(b) // ha_test.go
+		if r.HA.Kind == "witness" {
+			return
+		}
 	}
 	q := strconv.Quote
 	b.WriteString("\n[replication]\n")
