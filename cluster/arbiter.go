@@ -234,10 +234,16 @@ func (a *Arbiter) Decide(now time.Time, s *State) []Command {
 			if _, err := after.Apply(cmds[len(cmds)-1]); err != nil {
 				continue
 			}
+			if v.Failover == FailoverManual {
+				continue
+			}
 			if node, ok, reason := ChooseFailover(after, name, alive); ok {
 				cmds = append(cmds, Command{Op: OpPromote, Volume: name, Node: node, Epoch: v.Epoch + 1, Reason: reason})
 			}
 			continue
+		}
+		if v.Failover == FailoverManual {
+			continue // the operator promotes
 		}
 		if a.someoneServes(name, alive) {
 			continue

@@ -49,6 +49,19 @@ const (
 	// it, so the next promotion is newer than anything a replica has
 	// seen. A lower or equal Epoch changes nothing.
 	OpRaiseEpoch
+	// OpSetFailover sets Volume's failover policy to Policy.
+	OpSetFailover
+)
+
+// Failover policies of a volume.
+const (
+	// FailoverAuto (the default, also ""): the arbiter promotes an
+	// UpToDate secondary when the primary is lost.
+	FailoverAuto = "auto"
+	// FailoverManual: the arbiter records the primary lost (so that it
+	// steps down when it comes back) but promotes nobody; the operator
+	// promotes with blockctl promote.
+	FailoverManual = "manual"
 )
 
 var opNames = [...]string{
@@ -62,6 +75,7 @@ var opNames = [...]string{
 	OpSetDisk:      "set-disk",
 	OpPrimaryLost:  "primary-lost",
 	OpRaiseEpoch:   "raise-epoch",
+	OpSetFailover:  "set-failover",
 }
 
 // String returns the op's name ("promote", "set-disk", …).
@@ -101,6 +115,8 @@ type Command struct {
 	// Reason is free text for the log (who asked and why).
 	Reason string   `json:"reason,omitempty"`
 	Kind   NodeKind `json:"kind,omitempty"`
+	// Policy is the failover policy of OpSetFailover.
+	Policy string `json:"policy,omitempty"`
 }
 
 // Encode returns the command's log-entry encoding (JSON).
@@ -306,6 +322,21 @@ func (s *State) Apply(c Command) (Result, error) {
 
 	case OpOutdate, OpSetDisk:
 		return s.setDisk(c, refuse)
+
+	case OpSetFailover:
+		v, ok := s.Volumes[c.Volume]
+		if !ok {
+			return refuse(RuleUnknownVolume, "no volume %q", c.Volume)
+		}
+		switch c.Policy {
+		case FailoverAuto:
+			v.Failover = ""
+		case FailoverManual:
+			v.Failover = FailoverManual
+		default:
+			return refuse(RuleMalformed, "failover policy %q is not %s or %s", c.Policy, FailoverAuto, FailoverManual)
+		}
+		return Result{}, nil
 
 	case OpRaiseEpoch:
 		v, ok := s.Volumes[c.Volume]

@@ -102,6 +102,9 @@ type MemberConfig struct {
 	// first of its data nodes by name); Preferred the configured
 	// preferred primary ("" for none).
 	Initial, Preferred map[string]string
+	// Failover is, per volume, the configured failover policy
+	// (FailoverAuto or FailoverManual; "" is auto).
+	Failover map[string]string
 	// Remote reaches the leader.
 	Remote Remote
 	Logger *slog.Logger
@@ -441,6 +444,22 @@ func (m *Member) Switchover(ctx context.Context, volume, target string) error {
 	})
 }
 
+// Promote makes node primary of volume: by a switchover when the volume has
+// a primary, else by promoting it at the next epoch (the operator's choice
+// under the manual failover policy, or after a loss the arbiter could not
+// repair). Either way only an UpToDate replica; ForcePromote for others.
+func (m *Member) Promote(ctx context.Context, volume, node string) error {
+	v, ok := m.fsm.State().Volumes[volume]
+	if !ok {
+		return finalf("no volume %q", volume)
+	}
+	if v.Primary != "" {
+		return m.Switchover(ctx, volume, node)
+	}
+	_, err := m.Apply(ctx, Command{Op: OpPromote, Volume: volume, Node: node, Epoch: v.Epoch + 1, Reason: "promoted by the operator"})
+	return err
+}
+
 // HandleSwitchover runs a switchover on the leader (see Switchover).
 func (m *Member) HandleSwitchover(ctx context.Context, volume, target string) error {
 	wait := 30 * time.Second
@@ -736,6 +755,9 @@ func (m *Member) reconcileVolume(ctx context.Context, s *State, lv LocalVolume) 
 	}
 	if _, ok := v.Disks[me]; !ok {
 		return fmt.Errorf("the cluster holds no replica of %s on %s", name, me)
+	}
+	if want := m.cfg.Failover[name]; want != "" && want != FailoverAuto && v.Failover != want || want == FailoverAuto && v.Failover != "" {
+		m.propose(ctx, name, Command{Op: OpSetFailover, Volume: name, Policy: want, Reason: "configured"})
 	}
 	if p := m.cfg.Preferred[name]; p != "" && v.Preferred == "" {
 		if _, ok := v.Disks[p]; ok {

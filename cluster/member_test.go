@@ -48,6 +48,8 @@ type simNet struct {
 	violations []string
 	// remote, when set, makes each member's Remote (default simRemote).
 	remote func(from string) Remote
+	// failover is volume v's configured failover policy.
+	failover string
 }
 
 type simMember struct {
@@ -199,9 +201,12 @@ func newSimNet(t *testing.T, data, witnesses []string, preferred string) *simNet
 	return newSimNetWith(t, data, witnesses, preferred, nil)
 }
 
-func newSimNetWith(t *testing.T, data, witnesses []string, preferred string, remote func(n *simNet, from string) Remote) *simNet {
+func newSimNetWith(t *testing.T, data, witnesses []string, preferred string, remote func(n *simNet, from string) Remote, failover ...string) *simNet {
 	t.Helper()
 	n := &simNet{t: t, members: map[string]*simMember{}, cut: map[[2]string]bool{}, epochs: map[uint64]string{}}
+	if len(failover) > 0 {
+		n.failover = failover[0]
+	}
 	if remote != nil {
 		n.remote = func(from string) Remote { return remote(n, from) }
 	}
@@ -248,6 +253,7 @@ func (n *simNet) start(sm *simMember, boot []Server, preferred string) {
 		Bootstrap: boot,
 		Initial:   map[string]string{"v": preferred},
 		Preferred: map[string]string{"v": preferred},
+		Failover:  map[string]string{"v": n.failover},
 		Remote:    simRemote{net: n, from: sm.name},
 		Logger:    slog.New(slog.NewTextHandler(testLog{n.t}, nil)).With("node", sm.name),
 	}
@@ -719,5 +725,45 @@ func TestRestartedPrimaryStepsDown(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	n.run(100 * time.Millisecond)
+	n.assertSafe(t)
+}
+
+// With the manual failover policy the cluster records an isolated primary
+// lost but promotes nobody; the operator's promote does, and only an
+// UpToDate replica.
+func TestManualFailover(t *testing.T) {
+	n := newSimNetWith(t, []string{"a", "b"}, []string{"w"}, "a", nil, FailoverManual)
+	// No automatic first promotion either: the operator picks a.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	deadline := time.Now().Add(10 * time.Second)
+	for v := n.stateOf("b"); v == nil || v.Failover != FailoverManual || v.Disks["a"] != replica.UpToDate; v = n.stateOf("b") {
+		if time.Now().After(deadline) {
+			t.Fatalf("manual policy and a's report never committed: %+v", v)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(4 * testTiming.FailoverTimeout)
+	if v := n.stateOf("b"); v.Primary != "" {
+		t.Fatalf("promoted %s by itself under the manual policy", v.Primary)
+	}
+	if err := n.members["b"].m.Promote(ctx, "v", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if p := n.waitServing(t, ""); p != "a" {
+		t.Fatalf("serving %s", p)
+	}
+	n.isolate("a")
+	time.Sleep(10 * testTiming.FailoverTimeout)
+	v := n.stateOf("b")
+	if v.Primary != "" || v.Lost != "a" {
+		t.Fatalf("state %+v: want a recorded lost and nobody promoted", v)
+	}
+	if err := n.members["b"].m.Promote(ctx, "v", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if p := n.waitServing(t, "a"); p != "b" {
+		t.Fatalf("serving %s", p)
+	}
 	n.assertSafe(t)
 }

@@ -309,8 +309,11 @@ func (g *gen) command() Command {
 		c.Op = OpSetDisk
 	case x < 96:
 		c.Op = OpPrimaryLost
-	case x < 98:
+	case x < 97:
 		c.Op = OpRaiseEpoch
+	case x < 98:
+		c.Op = OpSetFailover
+		c.Policy = []string{FailoverAuto, FailoverManual, "sometimes"}[r.Intn(3)]
 	default:
 		c.Op = Op(r.Intn(2) * 77) // invalid: 0 or 77
 	}

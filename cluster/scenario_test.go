@@ -53,6 +53,7 @@ import (
 //	set-disk VOL NODE STATE epoch=N by=NODE
 //	primary-lost VOL epoch=N
 //	raise-epoch VOL NODE epoch=N
+//	set-failover VOL auto|manual
 //
 // The runner also checks, for every command, that it survives
 // Encode/DecodeCommand unchanged, that a refused command leaves the state
@@ -182,6 +183,7 @@ var positional = map[Op][]string{
 	OpSetDisk:      {"volume", "node", "disk"},
 	OpPrimaryLost:  {"volume"},
 	OpRaiseEpoch:   {"volume", "node"},
+	OpSetFailover:  {"volume", "policy"},
 }
 
 func parseCommand(line string) (Command, error) {
@@ -214,6 +216,8 @@ func parseCommand(line string) (Command, error) {
 			c.By = v
 		case "reason":
 			c.Reason = v
+		case "policy":
+			c.Policy = v
 		default:
 			err = fmt.Errorf("unknown option %q", k)
 		}
@@ -276,6 +280,9 @@ func formatState(s *State) []string {
 		l := fmt.Sprintf("%s: primary=%s epoch=%d preferred=%s", name, dash(v.Primary), v.Epoch, dash(v.Preferred))
 		if v.Lost != "" {
 			l += " lost=" + v.Lost
+		}
+		if v.Failover != "" {
+			l += " failover=" + v.Failover
 		}
 		for _, dn := range slices.Sorted(maps.Keys(v.Disks)) {
 			l += fmt.Sprintf(" %s=%v", dn, v.Disks[dn])

@@ -94,6 +94,9 @@ type VolumeState struct {
 	Disks map[string]replica.DiskState `json:"disks"`
 	// Preferred is the data node that failover picks first; "" for none.
 	Preferred string `json:"preferred"`
+	// Failover is the failover policy: "" (FailoverAuto) or
+	// FailoverManual.
+	Failover string `json:"failover,omitempty"`
 	// Lost is the primary that PrimaryLost removed, until the next
 	// promotion: it stopped answering, so it may hold writes nobody
 	// acknowledged, which it must discard when it comes back.

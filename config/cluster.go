@@ -62,6 +62,19 @@ const (
 	FenceError Fence = "error"
 )
 
+// Failover is a volume's failover policy.
+type Failover string
+
+// The failover policies.
+const (
+	// FailoverAuto: the cluster promotes an UpToDate secondary when the
+	// primary is lost (the default).
+	FailoverAuto Failover = "auto"
+	// FailoverManual: the cluster records the primary lost and waits for
+	// blockctl promote.
+	FailoverManual Failover = "manual"
+)
+
 // Member is one [[cluster.member]] table.
 type Member struct {
 	// Name is the member's node.name.
@@ -189,6 +202,10 @@ func validateCluster(p *problems, cfg *Config, clusterTable, replTable *table, r
 			if v.PreferredPrimary != "" {
 				key := "volume." + strconv.Itoa(i) + ".preferred_primary"
 				p.add(key, "%s: only with [cluster] (without it the volume's role is set by hand)", key)
+			}
+			if v.Failover != "" {
+				key := "volume." + strconv.Itoa(i) + ".failover"
+				p.add(key, "%s: only with [cluster] (without it nothing fails over by itself)", key)
 			}
 		}
 		return

@@ -117,6 +117,10 @@ type Volume struct {
 	// and the one whose blank replica becomes a new volume's first data;
 	// "" for none (then the first node by name). Only with [cluster].
 	PreferredPrimary string
+	// Failover is whether the cluster promotes another node by itself when
+	// the volume's primary is lost (FailoverAuto) or leaves that to the
+	// operator (FailoverManual). Only with [cluster].
+	Failover Failover
 }
 
 // Defaults and limits.
@@ -342,6 +346,7 @@ func decodeVolume(t *table, replicated bool) Volume {
 	t.boolean("multi_conn", &v.MultiConn)
 	oneOf(t, "role", &v.Role, RolePrimary, RoleSecondary)
 	t.str("preferred_primary", &v.PreferredPrimary)
+	oneOf(t, "failover", &v.Failover, FailoverAuto, FailoverManual)
 	t.unknown()
 
 	switch {

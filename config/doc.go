@@ -103,6 +103,9 @@
 //	                             # refused with [cluster]
 //	preferred_primary = "node1"  # only with [cluster]: the node failover
 //	                             # picks first; this node.name or a peer's
+//	failover = "auto"            # only with [cluster]: "auto" or "manual"
+//	                             # (the cluster records a lost primary and
+//	                             # waits for blockctl promote)
 //
 // # The cluster and the other tables
 //
@@ -122,7 +125,7 @@
 //     node's node.name, and its address must be cluster.listen;
 //   - failover_timeout must be at least three heartbeat intervals.
 //
-// Without [cluster], preferred_primary is refused.
+// Without [cluster], preferred_primary and failover are refused.
 //
 // The repository's docs/blockrepd.example.toml is a commented example.
 package config

@@ -121,7 +121,7 @@ func (n *Node) joinCluster(secret []byte) error {
 		Name: n.cfg.Node.Name, Kind: kind,
 		Timing:    cluster.Timing{HeartbeatInterval: cc.HeartbeatInterval, FailoverTimeout: cc.FailoverTimeout},
 		Transport: ms.transport, LogStore: ms.store, StableStore: ms.store, Snapshots: snaps,
-		Initial: map[string]string{}, Preferred: map[string]string{},
+		Initial: map[string]string{}, Preferred: map[string]string{}, Failover: map[string]string{},
 		Remote: ms.remote,
 		Logger: n.log,
 	}
@@ -131,6 +131,7 @@ func (n *Node) joinCluster(secret []byte) error {
 	for _, v := range n.volumes {
 		mc.Volumes = append(mc.Volumes, clusterVolume{name: v.cfg.Name, v: v.repl})
 		mc.Preferred[v.cfg.Name] = v.cfg.PreferredPrimary
+		mc.Failover[v.cfg.Name] = string(v.cfg.Failover)
 		mc.Initial[v.cfg.Name] = initialPrimary(n.cfg, v.cfg)
 	}
 	if ms.member, err = cluster.NewMember(mc); err != nil {
@@ -288,7 +289,7 @@ func (n *Node) Promote(ctx context.Context, volume, node string, force bool, rea
 		return "", fmt.Errorf("%w: name the node to promote", api.ErrInvalid)
 	}
 	if !force {
-		if err := m.Switchover(ctx, volume, node); err != nil {
+		if err := m.Promote(ctx, volume, node); err != nil {
 			return "", clusterError(err)
 		}
 		return fmt.Sprintf("%s is primary of %s", node, volume), nil
