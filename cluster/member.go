@@ -360,6 +360,11 @@ func (m *Member) transferLeadership(s *State, alive map[string]bool) {
 
 // applyLocal proposes c on this node, which must lead.
 func (m *Member) applyLocal(ctx context.Context, c Command) (Result, error) {
+	if c.Op == OpAddNode && !m.inConfiguration(c.Node) {
+		// A node registers itself once it is a Raft member; one that was
+		// just removed may still think it is.
+		return Result{}, finalf("%s is not a member of the cluster's Raft configuration", c.Node)
+	}
 	timeout := 5 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
@@ -577,14 +582,19 @@ func (m *Member) HandleAddMember(ctx context.Context, name, addr string) error {
 	return nil
 }
 
-// HandleRemoveMember removes a node; this node must lead.
+// HandleRemoveMember removes a node; this node must lead. The cluster
+// state is checked first (a primary, or the last UpToDate replica without
+// force, cannot go), then the node leaves the Raft configuration, then the
+// state: in that order it cannot register itself again in between.
 func (m *Member) HandleRemoveMember(ctx context.Context, name string, force bool, reason string) error {
 	if name == m.cfg.Name {
 		return finalf("the leader cannot remove itself; remove %s from another member after leadership moved", name)
 	}
-	if _, ok := m.fsm.State().Nodes[name]; ok {
-		if _, err := m.applyLocal(ctx, Command{Op: OpRemoveNode, Node: name, Force: force, Reason: reason}); err != nil {
-			return err
+	cmd := Command{Op: OpRemoveNode, Node: name, Force: force, Reason: reason}
+	_, known := m.fsm.State().Nodes[name]
+	if known {
+		if _, err := m.fsm.State().Apply(cmd); err != nil {
+			return err // refused: checked on a copy, nothing proposed
 		}
 	}
 	if err := m.raft.RemoveServer(raft.ServerID(name), 0, timeoutOf(ctx)).Error(); err != nil {
@@ -592,6 +602,11 @@ func (m *Member) HandleRemoveMember(ctx context.Context, name string, force bool
 			return &NotLeaderError{}
 		}
 		return finalf("remove member %s: %v", name, err)
+	}
+	if known {
+		if _, err := m.applyLocal(ctx, cmd); err != nil {
+			return err
+		}
 	}
 	m.log.Info("member removed", "name", name, "reason", reason)
 	return nil
@@ -731,7 +746,7 @@ func (m *Member) reconcile(ctx context.Context) {
 		return
 	}
 	if _, ok := s.Nodes[m.cfg.Name]; !ok {
-		if !m.inConfiguration() {
+		if !m.inConfiguration(m.cfg.Name) {
 			return // not (yet) a member: nothing to propose
 		}
 		m.propose(ctx, "", Command{Op: OpAddNode, Node: m.cfg.Name, Kind: m.cfg.Kind, Reason: "node joined"})
@@ -821,12 +836,14 @@ func (m *Member) propose(ctx context.Context, volume string, c Command) {
 	}
 }
 
-func (m *Member) inConfiguration() bool {
+// inConfiguration reports whether node is in the Raft configuration as
+// this node knows it.
+func (m *Member) inConfiguration(node string) bool {
 	f := m.raft.GetConfiguration()
 	if f.Error() != nil {
 		return false
 	}
-	return slices.ContainsFunc(f.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == m.cfg.Name })
+	return slices.ContainsFunc(f.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == node })
 }
 
 func (m *Member) setErr(volume string, err error) {

@@ -767,3 +767,55 @@ func TestManualFailover(t *testing.T) {
 	}
 	n.assertSafe(t)
 }
+
+// A node started without state and outside the initial members waits until
+// it is added, then registers itself; removal takes it out of the state and
+// the Raft configuration; a primary cannot be removed.
+func TestJoinAndRemoveMember(t *testing.T) {
+	n := newSimNet(t, []string{"a", "b"}, []string{"w"}, "a")
+	n.waitServing(t, "")
+	_, trans := raft.NewInmemTransport("x")
+	x := &simMember{name: "x", kind: Witness, trans: trans}
+	n.mu.Lock()
+	n.members["x"] = x
+	n.mu.Unlock()
+	n.connectAll()
+	n.start(x, nil, "a") // no bootstrap: not a member yet
+	time.Sleep(4 * testTiming.FailoverTimeout)
+	if _, ok := n.members["a"].m.State().Nodes["x"]; ok {
+		t.Fatal("x registered itself before it was added")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := n.members["b"].m.AddMember(ctx, "x", "x"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for n.members["a"].m.State().Nodes["x"].Kind != Witness {
+		if time.Now().After(deadline) {
+			t.Fatal("x did not register as a witness after it was added")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	err := n.members["x"].m.RemoveMember(ctx, "a", false, "")
+	var ref *RefusedError
+	if !errors.As(err, &ref) || ref.Rule != RuleRemovePrimary {
+		t.Fatalf("removing the primary: %v", err)
+	}
+	if err := n.members["a"].m.RemoveMember(ctx, "x", false, "test"); err != nil {
+		t.Fatal(err)
+	}
+	l := n.leader(t, "")
+	if _, ok := n.members[l].m.State().Nodes["x"]; ok {
+		t.Fatal("x still in the leader's state after its removal")
+	}
+	time.Sleep(4 * testTiming.FailoverTimeout) // x would register again now
+	if _, ok := n.members[l].m.State().Nodes["x"]; ok {
+		t.Fatal("x registered itself again after its removal")
+	}
+	f := n.members[l].m.raft.GetConfiguration()
+	if err := f.Error(); err != nil || len(f.Configuration().Servers) != 3 {
+		t.Fatalf("raft configuration after the removal: %v %v", f.Configuration().Servers, err)
+	}
+	n.assertSafe(t)
+}
