@@ -74,8 +74,13 @@ size = "1MiB"
 preferred_primary = "a"
 `, name, filepath.Join(d, "data"), filepath.Join(d, "ctl.sock"), addrs[3+i], peer, addrs[3+pi], clusterTable(i, "data"), filepath.Join(d, "vol0.img"))
 	}
+	// a runs a hook on role changes that appends what it was told.
+	hook := filepath.Join(dir, "hook.sh")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho \"$BLOCKREP_EVENT $BLOCKREP_VOLUME $BLOCKREP_NEW\" >> "+filepath.Join(dir, "hook.out")+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	texts := map[string]string{
-		"a": data("a", 0, "b", 1),
+		"a": data("a", 0, "b", 1) + fmt.Sprintf("[[hook]]\non = [\"role\"]\ncommand = [%q]\n", hook),
 		"b": data("b", 1, "a", 0),
 		"w": fmt.Sprintf("[node]\nname = \"w\"\ndata_dir = %q\ncontrol_socket = %q\n%s",
 			filepath.Join(dir, "w", "data"), filepath.Join(dir, "w", "ctl.sock"), clusterTable(2, "witness")),
@@ -170,6 +175,11 @@ func TestClusterTrio(t *testing.T) {
 	if roles[0] != "secondary" || roles[1] != "primary" {
 		t.Fatalf("role events on a: %v", roles)
 	}
+	// The hook saw the same changes.
+	waitFor(t, "the role hook", func() bool {
+		out, _ := os.ReadFile(filepath.Join(filepath.Dir(filepath.Dir(cfgs["a"].Node.DataDir)), "hook.out"))
+		return strings.Contains(string(out), "role vol0 secondary\nrole vol0 primary\n")
+	})
 	if err := a.RemoveMember(ctx, "a", false, ""); !errors.Is(err, api.ErrConflict) {
 		t.Fatalf("remove the primary: %v", err)
 	}
