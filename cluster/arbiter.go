@@ -165,6 +165,12 @@ func (a *Arbiter) Switchover(now time.Time, s *State, volume, target string, wai
 		return nil, fmt.Errorf("no volume %q", volume)
 	}
 	if v.Primary == "" {
+		if v.Next != "" && (target == "" || target == v.Next) {
+			// A switchover another leader began: follow it to the end.
+			sw := &Switchover{Volume: volume, Target: v.Next, Epoch: v.Epoch, Deadline: now.Add(wait)}
+			a.switchovers[volume] = sw
+			return sw, nil
+		}
 		return nil, fmt.Errorf("volume %s has no primary to switch over from", volume)
 	}
 	if target == v.Primary {
@@ -248,6 +254,12 @@ func (a *Arbiter) Decide(now time.Time, s *State) []Command {
 		if a.someoneServes(name, alive) {
 			continue
 		}
+		if n := v.Next; n != "" && v.Disks[n] == replica.UpToDate && alive[n] {
+			// A switchover demoted the primary for n (under an earlier
+			// leader, or this one's record was lost): finish it.
+			cmds = append(cmds, Command{Op: OpPromote, Volume: name, Node: n, Epoch: v.Epoch + 1, Reason: "switchover"})
+			continue
+		}
 		if !v.Promoted && !a.allReported(v) && now.Sub(a.since) < 2*a.timing.FailoverTimeout {
 			// A volume's first primary: give every replica's node the
 			// time to report its data (and so its preferred primary)
@@ -270,7 +282,7 @@ func (a *Arbiter) switchover(now time.Time, s *State, v *VolumeState, sw *Switch
 		sw.Err = fmt.Errorf("volume %s moved to epoch %d (primary %s) during the switchover", v.Name, v.Epoch, orNobody(v.Primary))
 	case v.Primary == sw.From:
 		if v.Disks[sw.Target] == replica.UpToDate && alive[sw.Target] {
-			return Command{Op: OpDemote, Volume: v.Name, Node: sw.From, Epoch: v.Epoch,
+			return Command{Op: OpDemote, Volume: v.Name, Node: sw.From, Epoch: v.Epoch, To: sw.Target,
 				Reason: "switchover to " + sw.Target}, true
 		}
 		if now.After(sw.Deadline) {
@@ -315,8 +327,15 @@ func (a *Arbiter) allReported(v *VolumeState) bool {
 
 // WantsLeadershipAway reports whether the leader, node self, should hand
 // leadership to another voter: it is some volume's primary, and if it died
-// the cluster would first have to elect a leader before failing over.
+// the cluster would first have to elect a leader before failing over. Not
+// while a switchover runs or is half done: a new leader would pick it up
+// from the state, but the operator's command waits on this one.
 func (a *Arbiter) WantsLeadershipAway(self string, s *State) bool {
+	for name, v := range s.Volumes {
+		if sw := a.switchovers[name]; sw != nil && !sw.Done && sw.Err == nil || v.Primary == "" && v.Next != "" {
+			return false
+		}
+	}
 	for _, v := range s.Volumes {
 		if v.Primary == self {
 			return true

@@ -31,7 +31,9 @@ const (
 	OpSetPreferred
 	// OpPromote makes Node primary of Volume at Epoch (= current+1).
 	OpPromote
-	// OpDemote clears Volume's primary Node at the current Epoch.
+	// OpDemote clears Volume's primary Node at the current Epoch; To, if
+	// set, is the data node a switchover hands the volume to (recorded as
+	// VolumeState.Next, so that whichever node leads next finishes it).
 	OpDemote
 	// OpOutdate: the primary By, at the current Epoch, marks its peer Node
 	// Outdated.
@@ -117,6 +119,8 @@ type Command struct {
 	Kind   NodeKind `json:"kind,omitempty"`
 	// Policy is the failover policy of OpSetFailover.
 	Policy string `json:"policy,omitempty"`
+	// To is the switchover target of OpDemote.
+	To string `json:"to,omitempty"`
 }
 
 // Encode returns the command's log-entry encoding (JSON).
@@ -314,6 +318,12 @@ func (s *State) Apply(c Command) (Result, error) {
 		if c.Op == OpDemote && c.Node != v.Primary {
 			return refuse(RuleNotPrimary, "%s is not primary of %s (the primary is %s)", c.Node, c.Volume, v.Primary)
 		}
+		if c.Op == OpDemote && c.To != "" {
+			if _, ok := v.Disks[c.To]; !ok || c.To == c.Node {
+				return refuse(RuleNoReplica, "switchover target %s holds no replica of %s (or is the primary)", nodeDesc(s, c.To), c.Volume)
+			}
+			v.Next = c.To
+		}
 		if c.Op == OpPrimaryLost {
 			v.Lost = v.Primary
 		}
@@ -425,6 +435,7 @@ func (s *State) promote(c Command, refuse refuseFunc) (Result, error) {
 	v.Epoch = c.Epoch
 	v.Promoted = true
 	v.Lost = ""
+	v.Next = ""
 	return res, nil
 }
 

@@ -320,6 +320,9 @@ func (m *Member) lead(ctx context.Context) {
 			}
 			m.log.Info("arbiter decision", "op", c.Op.String(), "volume", c.Volume, "node", c.Node, "epoch", c.Epoch, "reason", c.Reason, "note", res.Note)
 		}
+		if len(cmds) > 0 {
+			continue // judge leadership on the state the decisions made
+		}
 		if away && now.Sub(since) > 2*m.cfg.Timing.FailoverTimeout && now.Sub(lastTransfer) > 10*time.Second {
 			lastTransfer = now
 			m.transferLeadership(s, alive)

@@ -303,6 +303,9 @@ func (g *gen) command() Command {
 		if v != nil && r.Intn(2) == 0 {
 			c.Node, c.Epoch = v.Primary, v.Epoch
 		}
+		if r.Intn(3) == 0 {
+			c.To = g.pick(genNodes)
+		}
 	case x < 60:
 		c.Op = OpOutdate
 	case x < 90:

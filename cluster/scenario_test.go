@@ -48,7 +48,7 @@ import (
 //	add-volume VOL [disk=STATE]
 //	set-preferred VOL NODE|-
 //	promote VOL NODE epoch=N [force] [reason=WORD]
-//	demote VOL NODE epoch=N
+//	demote VOL NODE epoch=N [to=NODE]
 //	outdate VOL PEER epoch=N by=NODE
 //	set-disk VOL NODE STATE epoch=N by=NODE
 //	primary-lost VOL epoch=N
@@ -218,6 +218,8 @@ func parseCommand(line string) (Command, error) {
 			c.Reason = v
 		case "policy":
 			c.Policy = v
+		case "to":
+			c.To = v
 		default:
 			err = fmt.Errorf("unknown option %q", k)
 		}
@@ -283,6 +285,9 @@ func formatState(s *State) []string {
 		}
 		if v.Failover != "" {
 			l += " failover=" + v.Failover
+		}
+		if v.Next != "" {
+			l += " next=" + v.Next
 		}
 		for _, dn := range slices.Sorted(maps.Keys(v.Disks)) {
 			l += fmt.Sprintf(" %s=%v", dn, v.Disks[dn])

@@ -97,6 +97,10 @@ type VolumeState struct {
 	// Failover is the failover policy: "" (FailoverAuto) or
 	// FailoverManual.
 	Failover string `json:"failover,omitempty"`
+	// Next is the node a switchover demoted the primary for, until the
+	// next promotion: any leader promotes it once the old primary has
+	// stepped down.
+	Next string `json:"next,omitempty"`
 	// Lost is the primary that PrimaryLost removed, until the next
 	// promotion: it stopped answering, so it may hold writes nobody
 	// acknowledged, which it must discard when it comes back.

@@ -79,6 +79,10 @@ func (c clusterVolume) Promote(epoch uint64) error { return c.v.Promote(epoch, t
 func (c clusterVolume) Demote(deposed bool) error  { return c.v.Demote(deposed) }
 func (c clusterVolume) SetLease(until time.Time)   { c.v.SetLease(until) }
 
+// remoteDrain bounds the wait for control calls over the cluster port at
+// shutdown.
+const remoteDrain = 500 * time.Millisecond
+
 // raftDir is where a node keeps its Raft log and snapshots.
 func raftDir(cfg *config.Config) string { return filepath.Join(cfg.Node.DataDir, "raft") }
 
@@ -174,9 +178,13 @@ func (n *Node) runCluster(ctx context.Context) error {
 	}()
 	n.log.Info("cluster listening", "addr", ms.mux.Addr().String())
 	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
+	// Remote calls are retried by their callers: no need to wait long for
+	// them, nor for the idle connections net/http keeps for 5 s.
+	sctx, cancel := context.WithTimeout(context.Background(), remoteDrain)
 	defer cancel()
-	_ = ms.ctl.Shutdown(sctx)
+	if ms.ctl.Shutdown(sctx) != nil {
+		_ = ms.ctl.Close()
+	}
 	var all []error
 	for range 3 {
 		if err := <-errs; err != nil && !errors.Is(err, context.Canceled) {

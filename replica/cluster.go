@@ -103,6 +103,22 @@ func (v *Volume) errFenced() error {
 	return fmt.Errorf("%w (volume %q)", ErrFenced, v.cfg.Name)
 }
 
+// promoteGrace is how long Promote waits for a linked peer that is still
+// primary to say it stepped down, before it cuts the link as a deposed
+// primary's.
+const promoteGrace = 500 * time.Millisecond
+
+// primaryPeerLinkedLocked reports whether a linked peer still says it is
+// primary. Caller holds v.mu.
+func (v *Volume) primaryPeerLinkedLocked() bool {
+	for _, p := range v.peers {
+		if p.link != nil && p.peerRole == Primary {
+			return true
+		}
+	}
+	return false
+}
+
 // Reporter timing.
 const (
 	reportTimeout = 2 * time.Second        // one ReportPeerDisk call
@@ -232,6 +248,16 @@ func (v *Volume) Promote(epoch uint64, force bool) error {
 		return nil
 	}
 	v.promoting = epoch
+	// A primary that stepped down for a switchover tells its peers over
+	// the link; the cluster may promote this node before that word has
+	// arrived. Give it a moment rather than cut a link in sync (which
+	// would cost a reconnect and a resync).
+	deadline := time.Now().Add(promoteGrace)
+	for v.primaryPeerLinkedLocked() && time.Now().Before(deadline) {
+		v.mu.Unlock()
+		time.Sleep(5 * time.Millisecond)
+		v.mu.Lock()
+	}
 	var links []*link
 	for _, p := range v.peers {
 		if p.link != nil && p.peerRole == Primary {
