@@ -820,6 +820,7 @@ func (m *Member) reconcileVolume(ctx context.Context, s *State, lv LocalVolume) 
 			return fmt.Errorf("demote %s: %w", name, err)
 		}
 		m.log.Info("demoted by the cluster", "volume", name, "epoch", v.Epoch, "primary", orNobody(v.Primary), "deposed", deposed)
+		m.kickHeartbeat() // a switchover waits for this node's word that it stepped down
 	}
 	return nil
 }
