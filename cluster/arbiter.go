@@ -86,6 +86,8 @@ type Arbiter struct {
 	lost map[string]uint64
 	// switchovers are the graceful moves asked for, by volume.
 	switchovers map[string]*Switchover
+	// members are the Raft configuration's servers (SetMembers).
+	members []string
 }
 
 // Switchover is a graceful move of a volume's primary role, driven by the
@@ -135,6 +137,10 @@ func (a *Arbiter) Heartbeat(r Report, at time.Time, s *State) map[string]uint64 
 	}
 	return granted
 }
+
+// SetMembers tells the arbiter the servers of the Raft configuration: a
+// volume's first primary waits until each has registered in the state.
+func (a *Arbiter) SetMembers(names []string) { a.members = names }
 
 // lastHeard is when the arbiter last heard node, counting its own start.
 func (a *Arbiter) lastHeard(node string) time.Time {
@@ -260,7 +266,7 @@ func (a *Arbiter) Decide(now time.Time, s *State) []Command {
 			cmds = append(cmds, Command{Op: OpPromote, Volume: name, Node: n, Epoch: v.Epoch + 1, Reason: "switchover"})
 			continue
 		}
-		if !v.Promoted && !a.allReported(v) && now.Sub(a.since) < 2*a.timing.FailoverTimeout {
+		if !v.Promoted && !a.allReported(s, v) && now.Sub(a.since) < 2*a.timing.FailoverTimeout {
 			// A volume's first primary: give every replica's node the
 			// time to report its data (and so its preferred primary)
 			// before choosing among those that did.
@@ -313,9 +319,15 @@ func (a *Arbiter) someoneServes(volume string, alive map[string]bool) bool {
 	return false
 }
 
-// allReported reports whether every node with a replica of v was heard
-// since this leader took office and the state holds the disk it reports.
-func (a *Arbiter) allReported(v *VolumeState) bool {
+// allReported reports whether every member has registered, and every
+// node with a replica of v was heard since this leader took office and the
+// state holds the disk it reports.
+func (a *Arbiter) allReported(s *State, v *VolumeState) bool {
+	for _, n := range a.members {
+		if _, ok := s.Nodes[n]; !ok {
+			return false
+		}
+	}
 	for n, d := range v.Disks {
 		lr, ok := a.reports[n].Volumes[v.Name]
 		if !ok || lr.Disk != d {

@@ -22,15 +22,17 @@ import (
 // state:
 //
 //	at MS                 set the clock; no output
-//	heartbeat NODE [VOL=primary|secondary:EPOCH ...]
+//	heartbeat NODE [VOL=primary|secondary:EPOCH[:DISK] ...]
 //	                      a heartbeat from NODE arriving now, with what it
-//	                      reports; prints the leases granted
+//	                      reports (disk: Diskless when left out); prints
+//	                      the leases granted
 //	decide                what the arbiter proposes now; each command is
 //	                      applied to the state as the leader would, and
 //	                      printed with its result ("-" when none)
 //	switchover VOL TARGET|-   ask for a switchover (2s to complete)
 //	alive                 the nodes the arbiter counts as alive
 //	leadership NODE       whether NODE, leading, should hand leadership on
+//	members NODE ...      the Raft configuration's servers (SetMembers)
 
 var arbiterTiming = Timing{HeartbeatInterval: 100 * time.Millisecond, FailoverTimeout: 600 * time.Millisecond}
 
@@ -78,12 +80,23 @@ func (w *arbiterWorld) step(line string) ([]string, error) {
 		r := Report{Node: f[1], Volumes: map[string]LocalReport{}}
 		for _, kv := range f[2:] {
 			vol, val, _ := strings.Cut(kv, "=")
-			role, e, _ := strings.Cut(val, ":")
-			epoch, err := strconv.ParseUint(e, 10, 64)
-			if err != nil || role != "primary" && role != "secondary" {
-				return nil, fmt.Errorf("%q: want VOL=primary|secondary:EPOCH", kv)
+			parts := strings.Split(val, ":")
+			role := parts[0]
+			var epoch uint64
+			var err error
+			if len(parts) > 1 {
+				epoch, err = strconv.ParseUint(parts[1], 10, 64)
 			}
-			r.Volumes[vol] = LocalReport{Primary: role == "primary", Epoch: epoch}
+			if err != nil || len(parts) < 2 || len(parts) > 3 || role != "primary" && role != "secondary" {
+				return nil, fmt.Errorf("%q: want VOL=primary|secondary:EPOCH[:DISK]", kv)
+			}
+			lr := LocalReport{Primary: role == "primary", Epoch: epoch}
+			if len(parts) == 3 {
+				if lr.Disk, err = parseDisk(parts[2]); err != nil {
+					return nil, err
+				}
+			}
+			r.Volumes[vol] = lr
 		}
 		g := w.a.Heartbeat(r, w.now, w.s)
 		var parts []string
@@ -130,6 +143,9 @@ func (w *arbiterWorld) step(line string) ([]string, error) {
 			}
 		}
 		return []string{fmt.Sprintf("alive at %dms: %s", w.now.Sub(w.t0).Milliseconds(), strings.Join(names, " "))}, nil
+	case "members":
+		w.a.SetMembers(f[1:])
+		return nil, nil
 	case "leadership":
 		return []string{fmt.Sprintf("%s leading hands on: %v", f[1], w.a.WantsLeadershipAway(f[1], w.s))}, nil
 	}

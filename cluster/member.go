@@ -307,7 +307,9 @@ func (m *Member) lead(ctx context.Context) {
 		}
 		now := time.Now()
 		s := m.fsm.State()
+		members := m.configuration()
 		m.mu.Lock()
+		m.arbiter.SetMembers(members)
 		cmds := m.arbiter.Decide(now, s)
 		away := m.arbiter.WantsLeadershipAway(m.cfg.Name, s)
 		alive := m.arbiter.Alive(now, s)
@@ -840,14 +842,24 @@ func (m *Member) propose(ctx context.Context, volume string, c Command) {
 	}
 }
 
+// configuration returns the names of the Raft configuration's servers
+// (nil if it cannot be read).
+func (m *Member) configuration() []string {
+	f := m.raft.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	var names []string
+	for _, srv := range f.Configuration().Servers {
+		names = append(names, string(srv.ID))
+	}
+	return names
+}
+
 // inConfiguration reports whether node is in the Raft configuration as
 // this node knows it.
 func (m *Member) inConfiguration(node string) bool {
-	f := m.raft.GetConfiguration()
-	if f.Error() != nil {
-		return false
-	}
-	return slices.ContainsFunc(f.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == node })
+	return slices.Contains(m.configuration(), node)
 }
 
 func (m *Member) setErr(volume string, err error) {
