@@ -283,12 +283,15 @@ func (m *Member) lead(ctx context.Context) {
 	// The new leader's log entries are only applied after its first
 	// commit: wait for them before judging the state.
 	for {
-		if err := m.raft.Barrier(m.cfg.Timing.FailoverTimeout).Error(); err == nil {
+		err := m.raft.Barrier(m.cfg.Timing.FailoverTimeout).Error()
+		if err == nil {
 			break
-		} else if ctx.Err() != nil {
+		}
+		m.log.Warn("leader barrier", "err", err)
+		select {
+		case <-ctx.Done():
 			return
-		} else {
-			m.log.Warn("leader barrier", "err", err)
+		case <-time.After(m.cfg.Timing.HeartbeatInterval):
 		}
 	}
 	since := time.Now()
