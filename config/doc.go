@@ -107,6 +107,15 @@
 //	                             # (the cluster records a lost primary and
 //	                             # waits for blockctl promote)
 //
+//	[[hook]]             # zero or more: a program run on state changes
+//	on = ["role", "split-brain"]  # required: event kinds (HookKinds) or
+//	                     # ["*"] alone for every kind
+//	command = ["/usr/local/bin/notify", "arg"]  # required: argv, no shell;
+//	                     # command[0] absolute; the event comes in the
+//	                     # environment (BLOCKREP_EVENT, _VOLUME, _PEER,
+//	                     # _OLD, _NEW, _NODE, _DETAIL, _SEQ, _TIME)
+//	timeout = "30s"      # 1s to 10m; the hook is killed after it
+//
 // # The cluster and the other tables
 //
 // With a [cluster] table the cluster decides which node is primary of each
