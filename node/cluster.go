@@ -206,8 +206,8 @@ func (n *Node) handOver(d time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	for _, v := range n.volumes {
-		if v.repl == nil || v.repl.Role() != replica.Primary {
-			continue
+		if v.repl == nil || v.repl.Role() != replica.Primary || !inSyncPeer(v.repl.Status()) {
+			continue // nobody to hand it to: the failover timeout will do
 		}
 		if err := ms.member.Switchover(ctx, v.cfg.Name, ""); err != nil {
 			n.log.Warn("no switchover before stopping: the cluster fails over after the timeout", "volume", v.cfg.Name, "err", err)
@@ -215,6 +215,17 @@ func (n *Node) handOver(d time.Duration) {
 		}
 		n.log.Info("switched over before stopping", "volume", v.cfg.Name)
 	}
+}
+
+// inSyncPeer reports whether a peer is connected, receiving the writes and
+// recorded UpToDate by the cluster: one a switchover can go to at once.
+func inSyncPeer(st replica.Status) bool {
+	for _, p := range st.Peers {
+		if p.Connection == replica.Connected && p.Replicating && p.ClusterDisk == replica.UpToDate.String() {
+			return true
+		}
+	}
+	return false
 }
 
 // closeCluster closes what joinCluster opened (after runCluster returned,
