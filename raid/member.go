@@ -1,0 +1,86 @@
+package raid
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/blockrep/blockrep/block"
+)
+
+// MemberState is the state of one member of an Array.
+type MemberState int32
+
+// The member states. An Array today moves a member only from InSync to
+// Faulty; Spare and Rebuilding are reserved for hot spares and resync.
+const (
+	// InSync members hold current data and take part in reads and writes.
+	InSync MemberState = iota
+	// Faulty members failed a write (or were absent at assembly). They are
+	// neither read nor written; their data is served from redundancy.
+	Faulty
+	// Spare members hold no array data yet (not used by Array yet).
+	Spare
+	// Rebuilding members are being filled from redundancy (not used by
+	// Array yet).
+	Rebuilding
+)
+
+// String returns "in_sync", "faulty", "spare" or "rebuilding".
+func (s MemberState) String() string {
+	switch s {
+	case InSync:
+		return "in_sync"
+	case Faulty:
+		return "faulty"
+	case Spare:
+		return "spare"
+	case Rebuilding:
+		return "rebuilding"
+	}
+	return fmt.Sprintf("MemberState(%d)", int32(s))
+}
+
+// member is one member device of an Array with its state and load.
+type member struct {
+	index int
+	dev   block.Device // nil for a member absent at assembly
+
+	state    atomic.Int32 // MemberState
+	inflight atomic.Int64 // reads in progress, for the mirror pick
+
+	mu  sync.Mutex
+	err error // the error that failed the member
+}
+
+func (m *member) State() MemberState { return MemberState(m.state.Load()) }
+
+func (m *member) inSync() bool { return m.State() == InSync }
+
+// fail moves the member from InSync to Faulty, recording err. It reports
+// whether this call did it.
+func (m *member) fail(err error) bool {
+	if !m.state.CompareAndSwap(int32(InSync), int32(Faulty)) {
+		return false
+	}
+	m.mu.Lock()
+	m.err = err
+	m.mu.Unlock()
+	return true
+}
+
+func (m *member) failErr() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+func (m *member) readAt(p []byte, off int64) error {
+	m.inflight.Add(1)
+	defer m.inflight.Add(-1)
+	return m.dev.ReadAt(p, off)
+}
+
+func (m *member) writeAt(p []byte, off int64, fua bool) error {
+	return m.dev.WriteAt(p, off, fua)
+}
