@@ -1,7 +1,26 @@
 // Package raid provides the local stores under a replica: one file or block
-// device now, RAID across several later.
+// device (File), or an array of them (Array) with local redundancy, so that
+// a storage server survives a failed disk without a failover.
 //
-// Every store implements block.Device. The stores are Linux-only: they use
-// pread/pwrite, pwritev2(RWF_DSYNC), fallocate, lseek(SEEK_DATA/SEEK_HOLE)
-// and the block-device ioctls directly.
+// Every store implements block.Device. The file store is Linux-only: it
+// uses pread/pwrite, pwritev2(RWF_DSYNC), fallocate, lseek(SEEK_DATA/
+// SEEK_HOLE) and the block-device ioctls directly.
+//
+// The array is built in layers, each tested on its own:
+//   - layout.go: the geometry of RAID 1 (n-way mirror), RAID 10 (near
+//     copies), RAID 5 and RAID 6 (left-symmetric rotating parity, as md's
+//     default) as pure functions from logical ranges to member extents;
+//   - parity.go: RAID 5/6 parity on klauspost/reedsolomon (P is the XOR
+//     of the data; Q is that library's code, not byte-compatible with
+//     md's RAID 6);
+//   - superblock.go and assemble.go: the 4 KiB superblock on every member
+//     (array and member UUIDs, geometry, role, event counter, clean/dirty,
+//     what each member knew of the others) and the pure plan that
+//     assembles an array from the superblocks found, refusing foreign and
+//     stale members;
+//   - array.go and member.go: the Array device: reads and writes by level,
+//     degraded operation (a member that fails a write is marked Faulty and
+//     the array goes on; reads reconstruct), read-error repair (good data
+//     written back to a member that failed a read), and ErrTooManyFailed
+//     beyond what the level tolerates.
 package raid
