@@ -28,6 +28,9 @@ type ArrayOptions struct {
 	// Faulty lists members already known to be failed at assembly. Their
 	// entries in members may be nil.
 	Faulty []int
+	// Intent is the array's write-intent bitmap (intent.go), built for the
+	// same geometry and used by one array only; nil for none.
+	Intent *WriteIntent
 }
 
 // Health is the health of an Array (ArrayState is the superblock's
@@ -111,6 +114,9 @@ type Array struct {
 	locks  [stripeLocks]sync.Mutex
 	rr     atomic.Uint64
 	closed atomic.Bool
+	intent *WriteIntent // nil: no write-intent bitmap (intent.go)
+
+	bg background // rebuild, scrub and member management (rebuild.go)
 }
 
 var _ block.Device = (*Array)(nil)
@@ -174,6 +180,9 @@ func NewArray(g Geometry, members []block.Device, opts ArrayOptions) (*Array, er
 			return nil, err
 		}
 		a.par = p
+	}
+	if err := a.attachIntent(opts.Intent); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
@@ -480,6 +489,11 @@ func (a *Array) WriteAt(p []byte, off int64, fua bool) error {
 		}
 		return nil
 	}
+	endIntent, err := a.beginIntent("write", off, int64(len(p)))
+	if err != nil {
+		return err
+	}
+	defer endIntent()
 	for _, sw := range a.g.MapWrite(off, int64(len(p))) {
 		var err error
 		if a.mirror {
@@ -510,7 +524,7 @@ func (a *Array) mirrorWrite(sw StripeWrite, do func(Extent) error, op string) er
 		var lastErr error
 		for ; j < len(sw.Data) && sw.Data[j].Logical == sw.Data[i].Logical; j++ {
 			e := sw.Data[j]
-			if !a.members[e.Member].inSync() {
+			if !a.members[e.Member].writable(e.Offset) {
 				continue
 			}
 			if err := do(e); err != nil {
@@ -521,7 +535,7 @@ func (a *Array) mirrorWrite(sw StripeWrite, do func(Extent) error, op string) er
 				lastErr = err
 				continue
 			}
-			ok = true
+			ok = ok || a.members[e.Member].inSync() // a Rebuilding copy is not read
 		}
 		if !ok && firstErr == nil {
 			firstErr = a.tooMany(op, sw.Data[i].Logical, sw.Data[i].Length, lastErr)
@@ -685,27 +699,26 @@ func (a *Array) parityWrite(p []byte, off int64, sw StripeWrite, fua bool) error
 	}
 	for j := range k {
 		switch {
-		case unavail[j] && !readErr[j]:
-			// faulty: skipped
-		case readErr[j]:
-			// the whole range, which also repairs the unreadable part
+		case unavail[j]:
+			// the whole range: repairs a read error, keeps a Rebuilding
+			// member current below its checkpoint (memberWrite skips the
+			// faulty ones and a Rebuilding one above its checkpoint)
 			a.memberWrite(idx[j], bufs[j], at, fua)
 		case pieces[j].ok:
 			a.memberWrite(idx[j], pieces[j].src, sw.Offset+pieces[j].within, fua)
 		}
 	}
 	for ci := k; ci < k+m; ci++ {
-		if !unavail[ci] || readErr[ci] {
-			a.memberWrite(idx[ci], bufs[ci], at, fua)
-		}
+		a.memberWrite(idx[ci], bufs[ci], at, fua) // skips the faulty
 	}
 	return a.afterWrite(logical, length)
 }
 
-// memberWrite writes to member i unless it is faulty, failing it on error.
+// memberWrite writes to member i unless it is faulty (or Rebuilding and off
+// is above its checkpoint), failing it on error.
 func (a *Array) memberWrite(i int, b []byte, off int64, fua bool) {
 	m := a.members[i]
-	if !m.inSync() {
+	if !m.writable(off) {
 		return
 	}
 	if err := m.writeAt(b, off, fua); err != nil {
@@ -731,10 +744,10 @@ func (a *Array) Flush() error {
 	}
 	var lastErr error
 	for _, m := range a.members {
-		if !m.inSync() {
+		if st := m.State(); st != InSync && st != Rebuilding {
 			continue
 		}
-		if err := m.dev.Flush(); err != nil {
+		if err := m.device().Flush(); err != nil {
 			a.fail(m.index, "flush", 0, err)
 			lastErr = err
 		}
@@ -789,10 +802,15 @@ func (a *Array) WriteZeroes(off, length int64, flags block.ZeroFlags) error {
 }
 
 func (a *Array) mirrorZero(off, length int64, flags block.ZeroFlags, op string) error {
+	endIntent, err := a.beginIntent(op, off, length)
+	if err != nil {
+		return err
+	}
+	defer endIntent()
 	for _, sw := range a.g.MapWrite(off, length) {
 		done := map[int64]bool{} // pieces (by Logical) zeroed on some copy
 		err := a.mirrorWrite(sw, func(e Extent) error {
-			dev := a.members[e.Member].dev
+			dev := a.members[e.Member].device()
 			f := flags
 			if done[e.Logical] {
 				f.Fast = false
@@ -829,7 +847,7 @@ func (a *Array) Cache(off, length int64) error {
 	}
 	for _, e := range a.g.MapRead(off, length, pick) {
 		if m := a.members[e.Member]; m.inSync() {
-			_ = m.dev.Cache(e.Offset, e.Length)
+			_ = m.device().Cache(e.Offset, e.Length)
 		}
 	}
 	return nil
@@ -859,8 +877,8 @@ func (a *Array) Close() error {
 	}
 	var errs []error
 	for _, m := range a.members {
-		if m.dev != nil {
-			if err := m.dev.Close(); err != nil {
+		if dev := m.device(); dev != nil {
+			if err := dev.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("raid: close %s member %d: %w", a.name, m.index, err))
 			}
 		}

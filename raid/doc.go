@@ -22,5 +22,14 @@
 //     degraded operation (a member that fails a write is marked Faulty and
 //     the array goes on; reads reconstruct), read-error repair (good data
 //     written back to a member that failed a read), and ErrTooManyFailed
-//     beyond what the level tolerates.
+//     beyond what the level tolerates;
+//   - rebuild.go: Fail, Remove, Replace and Add of members, Rebuild onto a
+//     replacement (stripe by stripe under the stripe lock, rate-limited,
+//     with a resumable checkpoint) while the array serves I/O, and Scrub
+//     (compare mirrors, verify parity, repair);
+//   - intent.go: the write-intent bitmap (a region is marked durable on
+//     every in-sync member before it is written, cleared lazily when the
+//     array is optimal and the region idle), which resyncs only the dirty
+//     regions after a crash (closing the RAID 5/6 write hole) and only what
+//     a returning member missed.
 package raid

@@ -11,8 +11,10 @@ import (
 // MemberState is the state of one member of an Array.
 type MemberState int32
 
-// The member states. An Array today moves a member only from InSync to
-// Faulty; Spare and Rebuilding are reserved for hot spares and resync.
+// The member states. A member moves from InSync to Faulty (an error, or
+// Fail); a Faulty slot takes a new device as Rebuilding (Replace, Add),
+// which becomes InSync when Rebuild completes (rebuild.go). Spare is
+// reserved for hot spares.
 const (
 	// InSync members hold current data and take part in reads and writes.
 	InSync MemberState = iota
@@ -21,8 +23,8 @@ const (
 	Faulty
 	// Spare members hold no array data yet (not used by Array yet).
 	Spare
-	// Rebuilding members are being filled from redundancy (not used by
-	// Array yet).
+	// Rebuilding members are being filled from redundancy by Rebuild. They
+	// are never read; writes reach them below the rebuild checkpoint.
 	Rebuilding
 )
 
@@ -44,7 +46,12 @@ func (s MemberState) String() string {
 // member is one member device of an Array with its state and load.
 type member struct {
 	index int
-	dev   block.Device // nil for a member absent at assembly
+	dev   block.Device // nil for a member absent at assembly or removed; see device
+	devMu sync.RWMutex // guards dev, which Replace, Add and Remove change
+
+	// rebuilt is the rebuild checkpoint of a Rebuilding member: the member
+	// offset below which it holds current data (a multiple of ChunkSize).
+	rebuilt atomic.Int64
 
 	state    atomic.Int32 // MemberState
 	inflight atomic.Int64 // reads in progress, for the mirror pick
@@ -57,10 +64,11 @@ func (m *member) State() MemberState { return MemberState(m.state.Load()) }
 
 func (m *member) inSync() bool { return m.State() == InSync }
 
-// fail moves the member from InSync to Faulty, recording err. It reports
-// whether this call did it.
+// fail moves the member from InSync or Rebuilding to Faulty, recording
+// err. It reports whether this call did it.
 func (m *member) fail(err error) bool {
-	if !m.state.CompareAndSwap(int32(InSync), int32(Faulty)) {
+	if !m.state.CompareAndSwap(int32(InSync), int32(Faulty)) &&
+		!m.state.CompareAndSwap(int32(Rebuilding), int32(Faulty)) {
 		return false
 	}
 	m.mu.Lock()
@@ -78,9 +86,9 @@ func (m *member) failErr() error {
 func (m *member) readAt(p []byte, off int64) error {
 	m.inflight.Add(1)
 	defer m.inflight.Add(-1)
-	return m.dev.ReadAt(p, off)
+	return m.device().ReadAt(p, off)
 }
 
 func (m *member) writeAt(p []byte, off int64, fua bool) error {
-	return m.dev.WriteAt(p, off, fua)
+	return m.device().WriteAt(p, off, fua)
 }

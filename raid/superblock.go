@@ -21,9 +21,8 @@ import (
 //
 //	[0, 4 KiB)          the superblock (SuperblockSize bytes, at offset 0)
 //	[4 KiB, 1 MiB)      reserved for the write-intent bitmap
-//	                    (DefaultBitmapOffset, DefaultBitmapSize); the bitmap
-//	                    itself is not implemented yet, the reservation keeps
-//	                    room for it so that adding it needs no data move
+//	                    (DefaultBitmapOffset, DefaultBitmapSize): the pages
+//	                    of intent.go's MemberIntentStore
 //	[1 MiB, 1 MiB+MemberSize)  the member's chunks (Geometry.MemberSize)
 //
 // The superblock records the offsets it uses (DataOffset, BitmapOffset,
