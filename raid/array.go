@@ -31,6 +31,11 @@ type ArrayOptions struct {
 	// Intent is the array's write-intent bitmap (intent.go), built for the
 	// same geometry and used by one array only; nil for none.
 	Intent *WriteIntent
+	// OnFail, if set, is called once each time a member turns Faulty (an
+	// I/O error or Fail), synchronously, before the failing I/O returns,
+	// possibly with a stripe lock held: it may persist the new state (the
+	// superblocks, disk.go) but must not do array I/O or change members.
+	OnFail func(index int, err error)
 }
 
 // Health is the health of an Array (ArrayState is the superblock's
@@ -115,6 +120,7 @@ type Array struct {
 	rr     atomic.Uint64
 	closed atomic.Bool
 	intent *WriteIntent // nil: no write-intent bitmap (intent.go)
+	onFail func(index int, err error)
 
 	bg background // rebuild, scrub and member management (rebuild.go)
 }
@@ -143,6 +149,7 @@ func NewArray(g Geometry, members []block.Device, opts ArrayOptions) (*Array, er
 		name:   opts.Name,
 		log:    opts.Logger,
 		mirror: g.Level == Level1 || g.Level == Level10,
+		onFail: opts.OnFail,
 	}
 	if a.name == "" {
 		a.name = "array"
@@ -259,6 +266,9 @@ func (a *Array) fail(i int, op string, off int64, err error) {
 	if a.members[i].fail(err) {
 		a.log.Error("raid: member failed", "array", a.name, "level", a.g.Level.String(), "member", i,
 			"op", op, "offset", off, "err", err, "faulty", a.faultyMembers(), "health", a.health().String())
+		if a.onFail != nil {
+			a.onFail(i, err)
+		}
 	}
 }
 

@@ -49,7 +49,7 @@ import (
 //	96   bitmap offset (uint64)
 //	104  bitmap size (uint64)
 //	112  update time (int64, Unix nanoseconds; 0 for the zero time)
-//	120  reserved (8 bytes)
+//	120  optimal events (uint64): Superblock.OptimalEvents
 //	128  array name (MaxArrayNameLen bytes, zero padded)
 //	192  member table: one 16-byte entry per role: state (uint8),
 //	     7 reserved bytes, rebuild checkpoint (uint64)
@@ -243,6 +243,12 @@ type Superblock struct {
 	// Plan orders members by Events, never by time). Stored with
 	// nanosecond precision; the zero time round-trips.
 	UpdateTime time.Time
+	// OptimalEvents is the event counter of the last superblock written
+	// while every role was in sync: the write-intent bitmap may have
+	// dropped bits (Sweep) only while the array was optimal, so a member
+	// whose Events are at least this value missed nothing the bitmap does
+	// not cover. Zero means unknown (no bitmap-based resync).
+	OptimalEvents uint64
 }
 
 // Validate reports whether sb can be written, naming the offending field.
@@ -338,6 +344,7 @@ func (sb Superblock) Marshal() []byte {
 		t = sb.UpdateTime.UnixNano()
 	}
 	le.PutUint64(b[112:], uint64(t))
+	le.PutUint64(b[120:], sb.OptimalEvents)
 	copy(b[sbNameOff:sbNameOff+MaxArrayNameLen], sb.Name)
 	for i, m := range sb.Members {
 		e := b[sbTableOff+i*sbEntrySize:]
@@ -400,6 +407,7 @@ func UnmarshalSuperblock(b []byte) (Superblock, error) {
 	sb.DataOffset = int64(le.Uint64(b[88:]))
 	sb.BitmapOffset = int64(le.Uint64(b[96:]))
 	sb.BitmapSize = int64(le.Uint64(b[104:]))
+	sb.OptimalEvents = le.Uint64(b[120:])
 	if t := int64(le.Uint64(b[112:])); t != 0 {
 		sb.UpdateTime = time.Unix(0, t).UTC()
 	}
