@@ -31,5 +31,11 @@
 //     every in-sync member before it is written, cleared lazily when the
 //     array is optimal and the region idle), which resyncs only the dirty
 //     regions after a crash (closing the RAID 5/6 write hole) and only what
-//     a returning member missed.
+//     a returning member missed;
+//   - disk.go: the persistent array (Create, Open, Close): members are
+//     files or block devices with a superblock at offset 0 and data from
+//     1 MiB; an array is marked dirty while open, resyncs its dirty regions
+//     (or everything, if the bitmap is unreadable) and its stale members
+//     at open, and writes every member state change and rebuild checkpoint
+//     to the superblocks of the members still in the array.
 package raid
