@@ -12,7 +12,8 @@
 //	POST /v1/volumes/{volume}/role          {"role": "primary"|"secondary", "force": false}
 //	GET  /v1/events                         NDJSON stream (see events.go)
 //
-// and, on a cluster member, the routes of ClusterController (cluster.go).
+// and, on a cluster member, the routes of ClusterController (cluster.go),
+// and the RAID routes of RAIDController (raid.go).
 //
 // The POST routes carry out a Controller method and answer 200 with an
 // empty object {} once the daemon has accepted the command; its effect (a
@@ -81,6 +82,9 @@ type VolumeStatus struct {
 	// Replication is the volume's replication state; nil for a standalone
 	// volume.
 	Replication *replica.Status `json:"replication,omitempty"`
+	// RAID is the state of the volume's local RAID array; nil for a volume
+	// on a single file or device.
+	RAID *RAIDStatus `json:"raid,omitempty"`
 }
 
 // StatusSource answers status requests; the node implements it.

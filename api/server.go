@@ -112,6 +112,7 @@ func NewHandler(b Backend) http.Handler {
 	}))
 	mux.Handle("/v1/events", eventsHandler(b))
 	clusterRoutes(mux, b)
+	raidRoutes(mux, b)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such route: %s %s", r.Method, r.URL.Path))
 	})

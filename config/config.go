@@ -95,10 +95,15 @@ const (
 type Volume struct {
 	// Name is the export name and the key of the volume's metadata.
 	Name string
-	// Path is the backing file or block device (absolute, cleaned).
+	// Path is the backing file or block device (absolute, cleaned); empty
+	// for a RAID volume.
 	Path string
+	// RAID, when not nil, is the local RAID array the volume is stored on
+	// instead of Path.
+	RAID *RAID
 	// Size, when not zero, creates a sparse file of this size if Path is
-	// missing; an existing file must have exactly this size.
+	// missing; an existing file must have exactly this size. For a RAID
+	// volume it is the size of each member file created when missing.
 	Size int64
 	// ReadOnly refuses writes.
 	ReadOnly bool
@@ -347,6 +352,7 @@ func decodeVolume(t *table, replicated bool) Volume {
 	oneOf(t, "role", &v.Role, RolePrimary, RoleSecondary)
 	t.str("preferred_primary", &v.PreferredPrimary)
 	oneOf(t, "failover", &v.Failover, FailoverAuto, FailoverManual)
+	decodeRAID(t, &v)
 	t.unknown()
 
 	switch {
@@ -358,7 +364,11 @@ func decodeVolume(t *table, replicated bool) Volume {
 		// The control API names "the only volume" with "_".
 		t.p.add(t.key("name"), "%s: %q is reserved (the control API uses it for \"the only volume\"): choose another name", t.key("name"), v.Name)
 	}
-	if v.Path == "" {
+	if v.RAID != nil {
+		if _, pathSet := t.m["path"]; pathSet {
+			t.p.add(t.key("path"), "%s and raid_members exclude each other: give path for a single file or device, raid_level and raid_members for a RAID array", t.key("path"))
+		}
+	} else if v.Path == "" {
 		t.p.add(t.key("path"), "%s is required (the backing file or block device)", t.key("path"))
 	} else if checkAbs(t, "path", v.Path) {
 		v.Path = filepath.Clean(v.Path)
@@ -426,11 +436,20 @@ func validate(p *problems, cfg *Config, nbdTable, replTable *table) {
 				names[v.Name] = i
 			}
 		}
-		if v.Path != "" {
+		if v.Path != "" && v.RAID == nil {
 			if j, dup := paths[v.Path]; dup {
 				p.add(key+".path", "%s.path: %q is also the path of volume.%d (%s)", key, v.Path, j, cfg.Volumes[j].Name)
 			} else {
 				paths[v.Path] = i
+			}
+		}
+		if v.RAID != nil {
+			for k, m := range v.RAID.Members {
+				if j, dup := paths[m]; dup && j != i {
+					p.add(fmt.Sprintf("%s.raid_members.%d", key, k), "%s.raid_members.%d: %q is also used by volume.%d (%s)", key, k, m, j, cfg.Volumes[j].Name)
+				} else {
+					paths[m] = i
+				}
 			}
 		}
 		if v.TLS == TLSRequired && !cfg.NBD.TLSEnabled() {

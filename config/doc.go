@@ -107,6 +107,21 @@
 //	                             # (the cluster records a lost primary and
 //	                             # waits for blockctl promote)
 //
+//	[[volume]]                   # a volume on a local RAID array: raid_level
+//	name = "fast"                # and raid_members instead of path (exactly
+//	raid_level = "raid5"         # one of the two); "raid1" (>= 2 members),
+//	                             # "raid10" (a multiple of raid_copies),
+//	                             # "raid5" (>= 3) or "raid6" (>= 4)
+//	raid_members = ["/dev/sdb", "/dev/sdc", "/dev/sdd"]  # absolute, unique,
+//	                             # in role order; at most 244
+//	raid_chunk_size = "64KiB"    # power of two, 4KiB to 16MiB; default 64KiB
+//	raid_copies = 2              # raid10 only: 2 to 64; default 2
+//	raid_rebuild_rate = "100MiB" # bytes/s of rebuilds and scrubs; 0 is
+//	                             # unlimited; default 100MiB
+//	size = "10GiB"               # with raid_members: the size of each member
+//	                             # file created when missing
+//	                             # (the other volume keys apply as above)
+//
 //	[[hook]]             # zero or more: a program run on state changes
 //	on = ["role", "split-brain"]  # required: event kinds (HookKinds) or
 //	                     # ["*"] alone for every kind

@@ -50,7 +50,7 @@ func trioConfigs(t *testing.T, dir string) map[string]*config.Config {
 		members += fmt.Sprintf("[[cluster.member]]\nname = %q\naddress = %q\n", n, addrs[i])
 	}
 	clusterTable := func(i int, kind string) string {
-		return fmt.Sprintf("[cluster]\nname = \"t\"\nsecret_file = %q\nlisten = %q\nkind = %q\nheartbeat_interval = \"50ms\"\nfailover_timeout = \"300ms\"\n%s", secret, addrs[i], kind, members)
+		return fmt.Sprintf("[cluster]\nname = \"t\"\nsecret_file = %q\nlisten = %q\nkind = %q\nheartbeat_interval = \"100ms\"\nfailover_timeout = \"1s\"\n%s", secret, addrs[i], kind, members)
 	}
 	data := func(name string, i int, peer string, pi int) string {
 		d := filepath.Join(dir, name)
@@ -157,8 +157,11 @@ func TestClusterTrio(t *testing.T) {
 		t.Fatalf("demote b: %q, %v", note, err)
 	}
 	waitFor(t, "a primary again", func() bool { return primaryInSync(a) })
+	// At least two promotions since the first (more if a loaded machine
+	// made a heartbeat late enough for a failover: safe, and not the
+	// point here).
 	st, err := a.Status(ctx)
-	if err != nil || st.Cluster == nil || st.Cluster.State.Volumes["vol0"].Epoch != 3 {
+	if err != nil || st.Cluster == nil || st.Cluster.State.Volumes["vol0"].Epoch < 3 {
 		t.Fatalf("status after two switchovers: %+v, %v", st.Cluster, err)
 	}
 	// The role changes went out as events: secondary, then primary.

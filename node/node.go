@@ -84,9 +84,15 @@ type Node struct {
 
 // volume is one opened volume.
 type volume struct {
-	cfg   config.Volume
-	store *raid.File
-	rec   meta.VolumeRecord
+	cfg config.Volume
+	// store is the volume's local store: file, or the array of raid.
+	store block.Device
+	// file is the store of a volume on a single file or device; nil for a
+	// RAID volume.
+	file *raid.File
+	// raid is the array of a RAID volume (node/raid.go); nil otherwise.
+	raid *raidVolume
+	rec  meta.VolumeRecord
 	// repl is the replicated volume on top of store; nil on a node
 	// without peers.
 	repl       *replica.Volume
@@ -217,6 +223,9 @@ func New(cfg *config.Config, logger *slog.Logger) (n *Node, err error) {
 
 // openVolume opens the store of one volume and records it in meta.
 func (n *Node) openVolume(vc config.Volume) (*volume, error) {
+	if vc.RAID != nil {
+		return n.openRAIDVolume(vc)
+	}
 	prev, prevErr := n.meta.Volume(vc.Name)
 	store, err := raid.OpenFile(vc.Path, raid.FileOptions{ReadOnly: vc.ReadOnly, CreateSize: vc.Size})
 	if err != nil {
@@ -233,7 +242,36 @@ func (n *Node) openVolume(vc config.Volume) (*volume, error) {
 	n.log.Info("volume opened", "volume", vc.Name, "uuid", rec.UUID, "path", rec.Path,
 		"size", rec.Size, "size_human", config.FormatSize(rec.Size), "read_only", vc.ReadOnly,
 		"block_device", store.IsBlockDevice(), "tls", string(vc.TLS))
-	return &volume{cfg: vc, store: store, rec: rec}, nil
+	return &volume{cfg: vc, store: store, file: store, rec: rec}, nil
+}
+
+// openRAIDVolume opens (or creates) the array of a RAID volume and records
+// it in meta under the synthetic path config.RAID.Spec.
+func (n *Node) openRAIDVolume(vc config.Volume) (*volume, error) {
+	prev, prevErr := n.meta.Volume(vc.Name)
+	rv, err := n.openRAID(vc)
+	if err != nil {
+		return nil, fmt.Errorf("volume %q: %w", vc.Name, err)
+	}
+	rec, err := n.meta.EnsureVolume(vc.Name, vc.RAID.Spec(), rv.arr.Size())
+	if err != nil {
+		rv.stop()
+		_ = rv.arr.Close()
+		return nil, fmt.Errorf("volume %q: %w", vc.Name, err)
+	}
+	if prevErr == nil && prev.Path != rec.Path {
+		n.log.Warn("volume backing path changed", "volume", vc.Name, "uuid", rec.UUID, "was", prev.Path, "now", rec.Path)
+	}
+	rv.saveMembers()
+	n.log.Info("volume opened", "volume", vc.Name, "uuid", rec.UUID, "path", rec.Path,
+		"size", rec.Size, "size_human", config.FormatSize(rec.Size), "read_only", vc.ReadOnly,
+		"raid", vc.RAID.Level, "tls", string(vc.TLS))
+	return &volume{cfg: vc, store: rv.arr, raid: rv, rec: rec}, nil
+}
+
+// isBlockDevice reports whether the volume is on a single block device.
+func (v *volume) isBlockDevice() bool {
+	return v.file != nil && v.file.IsBlockDevice()
 }
 
 // listen opens one NBD listener.
@@ -463,6 +501,11 @@ func (n *Node) Close() error {
 			errs = append(errs, err)
 		}
 		for _, v := range n.volumes {
+			if v.raid != nil {
+				v.raid.stop() // background rebuilds and scrubs
+			}
+		}
+		for _, v := range n.volumes {
 			if !v.cfg.ReadOnly {
 				if err := v.store.Flush(); err != nil {
 					errs = append(errs, fmt.Errorf("volume %q: %w", v.cfg.Name, err))
@@ -512,13 +555,16 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 			Path:        v.rec.Path,
 			Size:        v.rec.Size,
 			ReadOnly:    v.cfg.ReadOnly,
-			BlockDevice: v.store.IsBlockDevice(),
+			BlockDevice: v.isBlockDevice(),
 			TLS:         string(v.cfg.TLS),
 			Clients:     clients,
 		}
 		if v.repl != nil {
 			rs := v.repl.Status()
 			vs.Replication = &rs
+		}
+		if v.raid != nil {
+			vs.RAID = v.raid.status()
 		}
 		st.Volumes = append(st.Volumes, vs)
 	}

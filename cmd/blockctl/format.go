@@ -35,6 +35,18 @@ func writeTable(w io.Writer, st api.Status, now time.Time) error {
 		return err
 	}
 
+	raidLines := false
+	for _, v := range st.Volumes {
+		if v.RAID == nil {
+			continue
+		}
+		if !raidLines {
+			fmt.Fprintln(w)
+			raidLines = true
+		}
+		fmt.Fprintln(w, raidSummary(v.Name, v.RAID))
+	}
+
 	for _, v := range st.Volumes {
 		if v.Replication == nil {
 			continue

@@ -18,6 +18,12 @@
 //	blockctl cluster add    NAME ADDRESS
 //	blockctl cluster remove NAME [--force [--reason TEXT]]
 //	blockctl events     [-o text|json] [--now=false]
+//	blockctl raid status  [VOLUME] [-o table|json]
+//	blockctl raid fail    MEMBER [VOLUME]
+//	blockctl raid remove  MEMBER [VOLUME]
+//	blockctl raid add     PATH [VOLUME]
+//	blockctl raid replace MEMBER PATH [VOLUME]
+//	blockctl raid scrub   [--repair] [VOLUME]
 //
 // An omitted VOLUME means the node's only volume (an error if it has
 // several); an omitted PEER means every peer of the volume. A command's
@@ -42,6 +48,20 @@
 // state, the members (with their liveness on the leader), and per volume
 // the primary, epoch, preferred node, lost primary, this node's lease and
 // every replica's disk.
+//
+// raid works on a volume stored on a local RAID array (raid_members in its
+// configuration). raid status shows the array's health, a row per member
+// (index, path, state, the error that failed it), a progress bar for a
+// running rebuild or scrub with its rate and ETA, the last scrub's findings
+// and what opening the array did; without VOLUME every RAID volume, and
+// with -o json an array of the volumes' RAID states. raid fail marks a
+// member faulty, raid remove takes a faulty member out of its slot, raid add
+// puts a device in the lowest empty slot and raid replace in a faulty or
+// empty one: both start rebuilding it in the background (a missing file is
+// created at the volume's size). raid scrub checks every mirror or parity
+// in the background; --repair also rewrites what does not check out. MEMBER
+// is a member's index as raid status shows it. status shows a line per RAID
+// volume.
 //
 // The socket is -s, else the control_socket of the configuration named by
 // -c, else $BLOCKREP_SOCKET, else the control_socket of
@@ -93,8 +113,8 @@ const usage = `usage: blockctl [-s SOCKET | -c CONFIG] [--node HOST:PORT] COMMAN
 
 commands:
   status [-o table|json]
-      show the node, its volumes, their replication, the cluster (on a
-      cluster member) and NBD clients
+      show the node, its volumes, their RAID arrays and replication, the
+      cluster (on a cluster member) and NBD clients
   connect [VOLUME [PEER]] [--discard-my-data]
       connect to the peer and keep retrying; --discard-my-data settles a
       split brain by giving up this node's writes since the split
@@ -129,6 +149,20 @@ commands:
       print the node's events (role, disk, connection, ... changes) one a
       line as they happen, until interrupted; first the current state,
       marked initial and ended by an exists-end line, unless --now=false
+  raid status [VOLUME] [-o table|json]
+      show the volume's RAID array (every RAID volume without VOLUME): its
+      health, members, a running rebuild or scrub and the last scrub
+  raid fail MEMBER [VOLUME]
+      mark the member (its index in raid status) faulty
+  raid remove MEMBER [VOLUME]
+      take the faulty member out of the array
+  raid add PATH [VOLUME]
+      put the file or device PATH in an empty slot and rebuild it
+  raid replace MEMBER PATH [VOLUME]
+      put PATH in the faulty or removed slot MEMBER and rebuild it
+  raid scrub [--repair] [VOLUME]
+      check every mirror copy or parity in the background; --repair
+      rewrites what does not check out
 
   VOLUME defaults to the only volume, PEER to every peer of the volume.
   Flags may also follow the arguments; "--" ends them. promote and demote
@@ -241,6 +275,8 @@ func dispatch(args []string, stdout io.Writer, getenv func(string) string) error
 			return err
 		}
 		return clusterCommand(t, req, stdout)
+	case "raid":
+		return raidCommand(t, cmdArgs, stdout)
 	case "events":
 		req, err := parseEvents(cmdArgs)
 		if err != nil {

@@ -1,0 +1,337 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/blockrep/blockrep/api"
+	"github.com/blockrep/blockrep/replica"
+)
+
+// raidStatusRequest is a parsed `raid status [VOLUME] [-o table|json]`.
+type raidStatusRequest struct {
+	volume string // "" for every RAID volume
+	output string
+}
+
+// raidVolumeJSON is one element of `raid status -o json`: the volume's name
+// and its api.RAIDStatus fields.
+type raidVolumeJSON struct {
+	Volume string `json:"volume"`
+	*api.RAIDStatus
+}
+
+// raidCommand parses and runs `raid SUBCOMMAND ...`.
+func raidCommand(t target, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usagef("raid: name a subcommand: status, fail, remove, add, replace or scrub")
+	}
+	sub, args := args[0], args[1:]
+	if sub == "status" {
+		req, err := parseRAIDStatus(args)
+		if err != nil {
+			return err
+		}
+		return raidStatus(t, req, stdout)
+	}
+	req, note, err := parseRAID(sub, args)
+	if err != nil {
+		return err
+	}
+	c, err := t.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	if err := req.do(ctx, c); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%s: requested%s\n", req.what, *note)
+	return err
+}
+
+func parseRAIDStatus(args []string) (raidStatusRequest, error) {
+	fs := flag.NewFlagSet("raid status", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	output := fs.String("o", "table", "output format")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return raidStatusRequest{}, usageErr("raid status", err)
+	}
+	if len(pos) > 1 {
+		return raidStatusRequest{}, usagef("raid status: unexpected argument %q", pos[1])
+	}
+	if *output != "table" && *output != "json" {
+		return raidStatusRequest{}, usagef("raid status: output format %q is not table or json", *output)
+	}
+	return raidStatusRequest{volume: append(pos, "")[0], output: *output}, nil
+}
+
+// parseMember parses a MEMBER argument.
+func parseMember(cmd, s string) (int, error) {
+	m, err := strconv.Atoi(s)
+	if err != nil || m < 0 {
+		return 0, usagef("%s: member %q is not a member index (0, 1, ...)", cmd, s)
+	}
+	return m, nil
+}
+
+// parseRAID parses the arguments of `raid fail|remove|add|replace|scrub`;
+// note is what the daemon's answer adds to the line printed on success.
+func parseRAID(sub string, args []string) (req controlRequest, note *string, err error) {
+	note = new(string)
+	req, err = parseRAIDRequest(sub, args, note)
+	return req, note, err
+}
+
+func parseRAIDRequest(sub string, args []string, note *string) (controlRequest, error) {
+	cmd := "raid " + sub
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var repair bool
+	var want []string // the required arguments, by name
+	switch sub {
+	case "fail", "remove":
+		want = []string{"MEMBER"}
+	case "add":
+		want = []string{"PATH"}
+	case "replace":
+		want = []string{"MEMBER", "PATH"}
+	case "scrub":
+		fs.BoolVar(&repair, "repair", false, "rewrite what does not check out")
+	default:
+		return controlRequest{}, usagef("raid: unknown subcommand %q (want status, fail, remove, add, replace or scrub)", sub)
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return controlRequest{}, usageErr(cmd, err)
+	}
+	if len(pos) < len(want) {
+		return controlRequest{}, usagef("%s: missing %s", cmd, strings.Join(want[len(pos):], " and "))
+	}
+	if len(pos) > len(want)+1 {
+		return controlRequest{}, usagef("%s: unexpected argument %q", cmd, pos[len(want)+1])
+	}
+	volume := append(pos[len(want):], "")[0]
+	vol := volumeName(volume)
+	switch sub {
+	case "fail", "remove":
+		m, err := parseMember(cmd, pos[0])
+		if err != nil {
+			return controlRequest{}, err
+		}
+		return controlRequest{fmt.Sprintf("%s member %d of %s", sub, m, vol), func(ctx context.Context, c *api.Client) error {
+			if sub == "fail" {
+				return c.RAIDFail(ctx, volume, m)
+			}
+			return c.RAIDRemove(ctx, volume, m)
+		}}, nil
+	case "add":
+		path := pos[0]
+		return controlRequest{fmt.Sprintf("add %s to %s", path, vol), func(ctx context.Context, c *api.Client) error {
+			m, err := c.RAIDAdd(ctx, volume, path)
+			*note = fmt.Sprintf(" (member %d, rebuilding)", m)
+			return err
+		}}, nil
+	case "replace":
+		m, err := parseMember(cmd, pos[0])
+		if err != nil {
+			return controlRequest{}, err
+		}
+		path := pos[1]
+		return controlRequest{fmt.Sprintf("replace member %d of %s with %s", m, vol, path), func(ctx context.Context, c *api.Client) error {
+			*note = " (rebuilding)"
+			return c.RAIDReplace(ctx, volume, m, path)
+		}}, nil
+	}
+	what := "scrub " + vol
+	if repair {
+		what += " (repair)"
+	}
+	return controlRequest{what, func(ctx context.Context, c *api.Client) error {
+		return c.RAIDScrub(ctx, volume, repair)
+	}}, nil
+}
+
+// raidStatus prints the RAID state of req.volume, or of every RAID volume.
+func raidStatus(t target, req raidStatusRequest, stdout io.Writer) error {
+	c, err := t.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	st, err := c.Status(ctx)
+	if err != nil {
+		return err
+	}
+	var vols []api.VolumeStatus
+	switch {
+	case req.volume != "":
+		for _, v := range st.Volumes {
+			if v.Name == req.volume {
+				vols = append(vols, v)
+			}
+		}
+		if len(vols) == 0 {
+			return fmt.Errorf("no volume %q on node %s", req.volume, st.Node)
+		}
+		if vols[0].RAID == nil {
+			return fmt.Errorf("volume %q is not on a RAID array", req.volume)
+		}
+	default:
+		for _, v := range st.Volumes {
+			if v.RAID != nil {
+				vols = append(vols, v)
+			}
+		}
+		if len(vols) == 0 {
+			return fmt.Errorf("node %s has no RAID volume", st.Node)
+		}
+	}
+	if req.output == "json" {
+		out := make([]raidVolumeJSON, len(vols))
+		for i, v := range vols {
+			out[i] = raidVolumeJSON{Volume: v.Name, RAIDStatus: v.RAID}
+		}
+		b, err := json.MarshalIndent(out, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(append(b, '\n'))
+		return err
+	}
+	for i, v := range vols {
+		if i > 0 {
+			fmt.Fprintln(stdout)
+		}
+		if err := writeRAID(stdout, v.Name, v.RAID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeRAID renders the array of volume name: a line for the array, a row
+// per member, then lines for the running or last rebuild or scrub, the last
+// scrub's findings and what opening the array did.
+func writeRAID(w io.Writer, name string, rs *api.RAIDStatus) error {
+	shape := rs.Level + "  chunk " + humanSize(rs.ChunkSize)
+	if rs.Copies > 0 {
+		shape += fmt.Sprintf("  copies %d", rs.Copies)
+	}
+	fmt.Fprintf(w, "%s  %s  health %s  member size %s  uuid %s  events %d\n", name, shape, rs.Health, humanSize(rs.MemberSize), rs.UUID, rs.Events)
+	rows := [][]string{{"MEMBER", "PATH", "STATE", "ERROR"}}
+	for _, m := range rs.Members {
+		rows = append(rows, []string{strconv.Itoa(m.Index), orDash(m.Path), m.State, m.Error})
+	}
+	if err := writeRows(w, rows); err != nil {
+		return err
+	}
+	if line := raidProgressLine(rs.Progress); line != "" {
+		fmt.Fprintf(w, "  %s\n", line)
+	}
+	if s := rs.Scrub; s != nil && (rs.Progress == nil || rs.Progress.Op != "scrub" || rs.Progress.State != "running") {
+		kind := "check"
+		if s.Repair {
+			kind = "repair"
+		}
+		line := fmt.Sprintf("last scrub (%s): %d stripes, %d mismatches, %d repaired, %d read errors, %d skipped",
+			kind, s.Stripes, s.Mismatches, s.Repaired, s.ReadErrors, s.Skipped)
+		if s.Error != "" {
+			line += ": stopped: " + s.Error
+		}
+		fmt.Fprintf(w, "  %s\n", line)
+	}
+	if line := recoveryLine(rs.Recovery); line != "" {
+		fmt.Fprintf(w, "  at open: %s\n", line)
+	}
+	return nil
+}
+
+// raidProgressLine describes a rebuild or scrub: a progress bar while it
+// runs, its outcome after.
+func raidProgressLine(p *api.RAIDProgress) string {
+	if p == nil {
+		return ""
+	}
+	what := "scrub"
+	switch {
+	case p.Op == "rebuild":
+		what = fmt.Sprintf("rebuild of member %d", p.Member)
+	case p.Repair:
+		what = "scrub (repair)"
+	}
+	switch p.State {
+	case "running":
+		return what + " " + progressBar(&replica.Progress{
+			DoneBytes: p.DoneBytes, TotalBytes: p.TotalBytes, BytesPerSecond: p.BytesPerSecond, ETASeconds: p.ETASeconds})
+	case "done":
+		return what + " done: " + humanSize(p.DoneBytes)
+	}
+	line := fmt.Sprintf("%s %s at %s of %s", what, p.State, humanSize(p.DoneBytes), humanSize(p.TotalBytes))
+	if p.Error != "" {
+		line += ": " + p.Error
+	}
+	return line
+}
+
+// recoveryLine describes what opening the array did; "" for a clean open.
+func recoveryLine(r api.RAIDRecovery) string {
+	var parts []string
+	if r.Created {
+		parts = append(parts, "created")
+	}
+	if r.Dirty {
+		s := fmt.Sprintf("not shut down cleanly: %d dirty regions resynced (%s read)", r.DirtyRegions, humanSize(r.ResyncReadBytes))
+		if r.BitmapCorrupt {
+			s = "not shut down cleanly, write-intent bitmap unreadable: whole array resynced"
+		}
+		parts = append(parts, s)
+	}
+	if len(r.Resynced) > 0 {
+		parts = append(parts, "stale members resynced from the bitmap: "+intList(r.Resynced))
+	}
+	if len(r.Rebuilding) > 0 {
+		parts = append(parts, "members rebuilt in full: "+intList(r.Rebuilding))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func intList(xs []int) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.Itoa(x)
+	}
+	return strings.Join(s, ", ")
+}
+
+// raidSummary is the one line `blockctl status` shows for a RAID volume.
+func raidSummary(name string, rs *api.RAIDStatus) string {
+	inSync := 0
+	var faulty []string
+	for _, m := range rs.Members {
+		switch m.State {
+		case "in_sync":
+			inSync++
+		case "faulty":
+			faulty = append(faulty, strconv.Itoa(m.Index))
+		}
+	}
+	line := fmt.Sprintf("%s  raid %s  health %s  members %d/%d in sync", name, rs.Level, rs.Health, inSync, len(rs.Members))
+	if len(faulty) > 0 {
+		line += "  faulty " + strings.Join(faulty, ",")
+	}
+	if p := rs.Progress; p != nil && p.State == "running" {
+		line += "  " + raidProgressLine(p)
+	}
+	return line
+}

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/blockrep/blockrep/api"
+	"github.com/blockrep/blockrep/nbd"
+)
+
+// raidBackend is a fakeBackend with RAIDController.
+type raidBackend struct {
+	*fakeBackend
+}
+
+var _ api.RAIDController = (*raidBackend)(nil)
+
+func (b *raidBackend) RAIDFail(ctx context.Context, volume string, member int) error {
+	return b.record("RAIDFail(%q, %d)", volume, member)
+}
+
+func (b *raidBackend) RAIDRemove(ctx context.Context, volume string, member int) error {
+	return b.record("RAIDRemove(%q, %d)", volume, member)
+}
+
+func (b *raidBackend) RAIDAdd(ctx context.Context, volume, path string) (int, error) {
+	return 1, b.record("RAIDAdd(%q, %q)", volume, path)
+}
+
+func (b *raidBackend) RAIDReplace(ctx context.Context, volume string, member int, path string) error {
+	return b.record("RAIDReplace(%q, %d, %q)", volume, member, path)
+}
+
+func (b *raidBackend) RAIDScrub(ctx context.Context, volume string, repair bool) error {
+	return b.record("RAIDScrub(%q, %v)", volume, repair)
+}
+
+// raidTestStatus has a degraded RAID5 volume rebuilding member 1, a RAID1
+// volume that was scrubbed, and a file volume.
+func raidTestStatus() api.Status {
+	return api.Status{Node: "node1", NodeID: "id", Version: "v", UptimeSeconds: 60, Volumes: []api.VolumeStatus{
+		{Name: "vol0", Size: 8 << 30, TLS: "optional", Path: "raid5:/dev/sdb,/dev/sdc,/dev/sdd", Clients: []nbd.ClientInfo{}, RAID: &api.RAIDStatus{
+			Level: "raid5", UUID: "4adae36d-5f13-091d-8333-ca8e70aab351", Health: "degraded", ChunkSize: 64 << 10, MemberSize: 4 << 30, Events: 12,
+			Members: []api.RAIDMember{
+				{Index: 0, Path: "/dev/sdb", State: "in_sync"},
+				{Index: 1, Path: "/dev/sde", State: "rebuilding"},
+				{Index: 2, Path: "/dev/sdd", State: "in_sync"},
+			},
+			Progress: &api.RAIDProgress{Op: "rebuild", State: "running", Member: 1, DoneBytes: 1 << 30, TotalBytes: 4 << 30, BytesPerSecond: 100 << 20, ETASeconds: 30.2},
+			Recovery: api.RAIDRecovery{Dirty: true, DirtyRegions: 3, ResyncReadBytes: 12 << 20},
+		}},
+		{Name: "mirror", Size: 1 << 30, TLS: "optional", Path: "raid1:/a,/b", Clients: []nbd.ClientInfo{}, RAID: &api.RAIDStatus{
+			Level: "raid1", UUID: "u1", Health: "degraded", ChunkSize: 64 << 10, MemberSize: 1 << 30, Events: 3,
+			Members: []api.RAIDMember{
+				{Index: 0, Path: "/a", State: "in_sync"},
+				{Index: 1, State: "faulty", Error: "removed"},
+			},
+			Progress: &api.RAIDProgress{Op: "scrub", State: "done", Member: -1, DoneBytes: 1 << 30, TotalBytes: 1 << 30},
+			Scrub:    &api.RAIDScrubResult{Stripes: 16384, Mismatches: 2},
+			Recovery: api.RAIDRecovery{Created: true},
+		}},
+		{Name: "plain", Size: 1 << 20, TLS: "optional", Path: "/p.img", Clients: []nbd.ClientInfo{}},
+	}}
+}
+
+func TestRAIDStatusTable(t *testing.T) {
+	sock := serve(t, &raidBackend{&fakeBackend{st: raidTestStatus()}})
+	noEnv := func(string) string { return "" }
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"-s", sock, "raid", "status"}, &stdout, &stderr, noEnv); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	want := `vol0  raid5  chunk 64KiB  health degraded  member size 4GiB  uuid 4adae36d-5f13-091d-8333-ca8e70aab351  events 12
+  MEMBER  PATH      STATE       ERROR
+  0       /dev/sdb  in_sync
+  1       /dev/sde  rebuilding
+  2       /dev/sdd  in_sync
+  rebuild of member 1 [=====>              ] 25% 100MiB/s ETA 31s
+  at open: not shut down cleanly: 3 dirty regions resynced (12MiB read)
+
+mirror  raid1  chunk 64KiB  health degraded  member size 1GiB  uuid u1  events 3
+  MEMBER  PATH  STATE    ERROR
+  0       /a    in_sync
+  1       -     faulty   removed
+  scrub done: 1GiB
+  last scrub (check): 16384 stripes, 2 mismatches, 0 repaired, 0 read errors, 0 skipped
+  at open: created
+`
+	if stdout.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", stdout.String(), want)
+	}
+
+	stdout.Reset()
+	if code := run([]string{"-s", sock, "raid", "status", "mirror", "-o", "json"}, &stdout, &stderr, noEnv); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	var got []struct {
+		Volume string `json:"volume"`
+		api.RAIDStatus
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil || len(got) != 1 || got[0].Volume != "mirror" || got[0].Level != "raid1" || got[0].Scrub.Mismatches != 2 {
+		t.Errorf("json %s: %v", stdout.String(), err)
+	}
+
+	// status has a line per RAID volume.
+	stdout.Reset()
+	if code := run([]string{"-s", sock, "status"}, &stdout, &stderr, noEnv); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	for _, line := range []string{
+		"vol0  raid raid5  health degraded  members 2/3 in sync  rebuild of member 1 [=====>              ] 25% 100MiB/s ETA 31s\n",
+		"mirror  raid raid1  health degraded  members 1/2 in sync  faulty 1\n",
+	} {
+		if !strings.Contains(stdout.String(), line) {
+			t.Errorf("status\n%s\ndoes not contain %q", stdout.String(), line)
+		}
+	}
+	if strings.Contains(stdout.String(), "plain  raid") {
+		t.Errorf("status shows a raid line for a file volume:\n%s", stdout.String())
+	}
+}
+
+func TestRAIDCommands(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	tests := []struct {
+		name      string
+		args      []string
+		cmdErr    error
+		noRAID    bool
+		wantCode  int
+		wantOut   string // all of stdout
+		wantErr   string // substring of stderr
+		wantUsage bool
+		wantCall  string
+	}{
+		{name: "fail", args: []string{"raid", "fail", "1"}, wantOut: "fail member 1 of the only volume: requested\n", wantCall: `RAIDFail("", 1)`},
+		{name: "fail volume", args: []string{"raid", "fail", "2", "vol0"}, wantOut: "fail member 2 of vol0: requested\n", wantCall: `RAIDFail("vol0", 2)`},
+		{name: "remove", args: []string{"raid", "remove", "0", "vol0"}, wantOut: "remove member 0 of vol0: requested\n", wantCall: `RAIDRemove("vol0", 0)`},
+		{name: "add", args: []string{"raid", "add", "/dev/sde", "vol0"}, wantOut: "add /dev/sde to vol0: requested (member 1, rebuilding)\n", wantCall: `RAIDAdd("vol0", "/dev/sde")`},
+		{name: "replace", args: []string{"raid", "replace", "1", "/dev/sdf"}, wantOut: "replace member 1 of the only volume with /dev/sdf: requested (rebuilding)\n", wantCall: `RAIDReplace("", 1, "/dev/sdf")`},
+		{name: "scrub", args: []string{"raid", "scrub"}, wantOut: "scrub the only volume: requested\n", wantCall: `RAIDScrub("", false)`},
+		{name: "scrub repair", args: []string{"raid", "scrub", "vol0", "--repair"}, wantOut: "scrub vol0 (repair): requested\n", wantCall: `RAIDScrub("vol0", true)`},
+
+		{name: "refused", args: []string{"raid", "fail", "0"}, cmdErr: fmt.Errorf("raid: fail vol0 member 0: refused: %w", api.ErrConflict), wantCode: 1,
+			wantErr: "blockctl: blockrepd: raid fail: raid: fail vol0 member 0: refused: not possible in the current state (HTTP 409)\n", wantCall: `RAIDFail("", 0)`},
+		{name: "no raid support", args: []string{"raid", "scrub"}, noRAID: true, wantCode: 1,
+			wantErr: "blockctl: blockrepd: this daemon has no RAID support (HTTP 404)\n"},
+		{name: "status of a file volume", args: []string{"raid", "status", "plain"}, wantCode: 1, wantErr: `blockctl: volume "plain" is not on a RAID array`},
+		{name: "status of an unknown volume", args: []string{"raid", "status", "vol9"}, wantCode: 1, wantErr: `blockctl: no volume "vol9" on node node1`},
+
+		{name: "raid alone", args: []string{"raid"}, wantCode: 2, wantErr: "raid: name a subcommand: status, fail, remove, add, replace or scrub", wantUsage: true},
+		{name: "unknown subcommand", args: []string{"raid", "grow"}, wantCode: 2, wantErr: `raid: unknown subcommand "grow"`, wantUsage: true},
+		{name: "fail needs a member", args: []string{"raid", "fail"}, wantCode: 2, wantErr: "raid fail: missing MEMBER", wantUsage: true},
+		{name: "bad member", args: []string{"raid", "remove", "sdb"}, wantCode: 2, wantErr: `raid remove: member "sdb" is not a member index (0, 1, ...)`, wantUsage: true},
+		{name: "replace needs a path", args: []string{"raid", "replace", "1"}, wantCode: 2, wantErr: "raid replace: missing PATH", wantUsage: true},
+		{name: "replace needs both", args: []string{"raid", "replace"}, wantCode: 2, wantErr: "raid replace: missing MEMBER and PATH", wantUsage: true},
+		{name: "extra argument", args: []string{"raid", "add", "/a", "vol0", "x"}, wantCode: 2, wantErr: `raid add: unexpected argument "x"`, wantUsage: true},
+		{name: "fail has no repair", args: []string{"raid", "fail", "1", "--repair"}, wantCode: 2, wantErr: "raid fail: flag provided but not defined: -repair", wantUsage: true},
+		{name: "status bad output", args: []string{"raid", "status", "-o", "yaml"}, wantCode: 2, wantErr: `raid status: output format "yaml" is not table or json`, wantUsage: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fb := &fakeBackend{st: raidTestStatus(), cmdErr: tt.cmdErr}
+			var b api.Backend = &raidBackend{fb}
+			if tt.noRAID {
+				b = fb
+			}
+			sock := serve(t, b)
+			var stdout, stderr bytes.Buffer
+			code := run(append([]string{"-s", sock}, tt.args...), &stdout, &stderr, noEnv)
+			if code != tt.wantCode {
+				t.Errorf("exit %d, want %d; stderr %s", code, tt.wantCode, stderr.String())
+			}
+			if stdout.String() != tt.wantOut {
+				t.Errorf("stdout %q, want %q", stdout.String(), tt.wantOut)
+			}
+			if !strings.Contains(stderr.String(), tt.wantErr) {
+				t.Errorf("stderr %q does not contain %q", stderr.String(), tt.wantErr)
+			}
+			if got := strings.Contains(stderr.String(), "usage: blockctl"); got != tt.wantUsage {
+				t.Errorf("usage shown: %v, want %v", got, tt.wantUsage)
+			}
+			fb.mu.Lock()
+			calls := slices.Clone(fb.calls)
+			fb.mu.Unlock()
+			if tt.wantCall == "" && len(calls) != 0 || tt.wantCall != "" && (len(calls) != 1 || calls[0] != tt.wantCall) {
+				t.Errorf("calls %q, want %q", calls, tt.wantCall)
+			}
+		})
+	}
+}
+
+func TestRAIDProgressLine(t *testing.T) {
+	tests := []struct {
+		p    *api.RAIDProgress
+		want string
+	}{
+		{nil, ""},
+		{&api.RAIDProgress{Op: "scrub", State: "running", Member: -1, Repair: true, DoneBytes: 1 << 20, TotalBytes: 2 << 20},
+			"scrub (repair) [==========>         ] 50%"},
+		{&api.RAIDProgress{Op: "rebuild", State: "canceled", Member: 2, DoneBytes: 1 << 20, TotalBytes: 4 << 20, Error: "context canceled"},
+			"rebuild of member 2 canceled at 1MiB of 4MiB: context canceled"},
+		{&api.RAIDProgress{Op: "rebuild", State: "failed", Member: 0, DoneBytes: 0, TotalBytes: 4 << 20, Error: "raid: too many failed members"},
+			"rebuild of member 0 failed at 0B of 4MiB: raid: too many failed members"},
+	}
+	for _, tt := range tests {
+		if got := raidProgressLine(tt.p); got != tt.want {
+			t.Errorf("raidProgressLine(%+v) = %q, want %q", tt.p, got, tt.want)
+		}
+	}
+}
+
+func TestUsageRAID(t *testing.T) {
+	for _, s := range []string{"raid status [VOLUME] [-o table|json]", "raid fail MEMBER [VOLUME]", "raid remove MEMBER [VOLUME]",
+		"raid add PATH [VOLUME]", "raid replace MEMBER PATH [VOLUME]", "raid scrub [--repair] [VOLUME]"} {
+		if !strings.Contains(usage, s) {
+			t.Errorf("usage lacks %q", s)
+		}
+	}
+}

@@ -1,0 +1,161 @@
+package config
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+)
+
+// RAID is the local RAID array a volume is stored on instead of a single
+// file or device: the raid_* keys of a [[volume]] table.
+type RAID struct {
+	// Level is "raid1", "raid10", "raid5" or "raid6".
+	Level string
+	// Members are the member files or block devices (absolute, cleaned,
+	// unique), in role order for a new array.
+	Members []string
+	// ChunkSize is the unit of striping in bytes: a power of two from
+	// 4KiB to 16MiB.
+	ChunkSize int64
+	// Copies is the number of near copies of each chunk of a raid10 array;
+	// 0 for the other levels.
+	Copies int
+	// RebuildRate limits background rebuilds, in member bytes per second;
+	// 0 is unlimited.
+	RebuildRate int64
+}
+
+// RAID defaults and limits.
+const (
+	DefaultRAIDChunkSize   = 64 * KiB
+	MinRAIDChunkSize       = 4 * KiB
+	MaxRAIDChunkSize       = 16 * MiB
+	DefaultRAIDCopies      = 2
+	DefaultRAIDRebuildRate = 100 * MiB
+	// maxRAIDMembers is how many members an array superblock records
+	// (raid.MaxSuperblockMembers).
+	maxRAIDMembers = 244
+)
+
+// raidLevels are the accepted raid_level values, with the fewest members
+// each needs.
+var raidLevels = []struct {
+	name string
+	min  int
+}{{"raid1", 2}, {"raid10", 2}, {"raid5", 3}, {"raid6", 4}}
+
+// Spec renders the array as the volume's backing path in the metadata and
+// the status: "raid5:/dev/sdb,/dev/sdc,/dev/sdd".
+func (r *RAID) Spec() string {
+	return r.Level + ":" + strings.Join(r.Members, ",")
+}
+
+// raidKeys are the keys decodeRAID reads.
+var raidKeys = []string{"raid_level", "raid_members", "raid_chunk_size", "raid_copies", "raid_rebuild_rate"}
+
+// decodeRAID decodes the raid_* keys of a [[volume]] table into v.RAID (nil
+// when none is present) and checks them.
+func decodeRAID(t *table, v *Volume) {
+	present := false
+	for _, k := range raidKeys {
+		if _, ok := t.m[k]; ok {
+			present = true
+		}
+	}
+	if !present {
+		for _, k := range raidKeys {
+			t.used[k] = true
+		}
+		return
+	}
+	r := &RAID{ChunkSize: DefaultRAIDChunkSize, RebuildRate: DefaultRAIDRebuildRate}
+	var level string
+	var members []string
+	copies := -1
+	t.str("raid_level", &level)
+	t.strings("raid_members", &members)
+	t.size("raid_chunk_size", &r.ChunkSize)
+	t.integer("raid_copies", &copies, 2, 64)
+	t.size("raid_rebuild_rate", &r.RebuildRate)
+	v.RAID = r
+
+	_, levelSet := t.m["raid_level"]
+	_, membersSet := t.m["raid_members"]
+	if _, copiesSet := t.m["raid_copies"]; copiesSet && levelSet && level != "raid10" {
+		t.p.add(t.key("raid_copies"), "%s applies only to raid_level \"raid10\", not %q", t.key("raid_copies"), level)
+	}
+	if !membersSet {
+		t.p.add(t.key("raid_members"), "%s is required with %s (the member files or block devices)", t.key("raid_members"), strings.Join(setKeys(t), ", "))
+	}
+	minMembers := 0
+	switch {
+	case !levelSet:
+		t.p.add(t.key("raid_level"), "%s is required with raid_members: one of \"raid1\", \"raid10\", \"raid5\", \"raid6\"", t.key("raid_level"))
+	default:
+		for _, l := range raidLevels {
+			if l.name == level {
+				minMembers = l.min
+			}
+		}
+		if minMembers == 0 {
+			if _, isStr := t.m["raid_level"].(string); isStr {
+				t.p.add(t.key("raid_level"), "%s: %q is not one of \"raid1\", \"raid10\", \"raid5\", \"raid6\"", t.key("raid_level"), level)
+			}
+		} else {
+			r.Level = level
+		}
+	}
+	if level == "raid10" {
+		r.Copies = DefaultRAIDCopies
+		if copies > 0 {
+			r.Copies = copies
+		}
+	}
+	if r.ChunkSize < MinRAIDChunkSize || r.ChunkSize > MaxRAIDChunkSize || !isPow2(r.ChunkSize) {
+		t.p.add(t.key("raid_chunk_size"), "%s: %s is not a power of two from 4KiB to 16MiB", t.key("raid_chunk_size"), FormatSize(r.ChunkSize))
+	}
+
+	seen := map[string]int{}
+	ok := true
+	for i, m := range members {
+		key := t.key("raid_members") + "." + fmt.Sprint(i)
+		if m == "" || !filepath.IsAbs(m) {
+			t.p.add(key, "%s: %q is a relative path: give an absolute path", key, m)
+			ok = false
+			continue
+		}
+		m = filepath.Clean(m)
+		if j, dup := seen[m]; dup {
+			t.p.add(key, "%s: %q is also raid_members.%d", key, m, j)
+			ok = false
+			continue
+		}
+		seen[m] = i
+		r.Members = append(r.Members, m)
+	}
+	if !ok || !membersSet {
+		return
+	}
+	n := len(members)
+	switch {
+	case minMembers > 0 && n < minMembers:
+		t.p.add(t.key("raid_members"), "%s: %s needs at least %d members, got %d", t.key("raid_members"), level, minMembers, n)
+	case level == "raid10" && n < r.Copies:
+		t.p.add(t.key("raid_members"), "%s: raid10 with raid_copies %d needs at least %d members, got %d", t.key("raid_members"), r.Copies, r.Copies, n)
+	case level == "raid10" && n%r.Copies != 0:
+		t.p.add(t.key("raid_members"), "%s: raid10 needs a multiple of raid_copies %d members, got %d", t.key("raid_members"), r.Copies, n)
+	case n > maxRAIDMembers:
+		t.p.add(t.key("raid_members"), "%s: %d members, at most %d", t.key("raid_members"), n, maxRAIDMembers)
+	}
+}
+
+// setKeys lists the raid_* keys present in t, in raidKeys order.
+func setKeys(t *table) []string {
+	var out []string
+	for _, k := range raidKeys {
+		if _, ok := t.m[k]; ok {
+			out = append(out, k)
+		}
+	}
+	return out
+}

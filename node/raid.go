@@ -1,0 +1,444 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/blockrep/blockrep/api"
+	"github.com/blockrep/blockrep/config"
+	"github.com/blockrep/blockrep/meta"
+	"github.com/blockrep/blockrep/raid"
+)
+
+// A volume with raid_members is stored on a raid.DiskArray instead of a
+// single file: the array is the volume's store, and the replica and the NBD
+// export sit on top of it as on a file. The node remembers the array's
+// current member paths in the volume's meta state (raidMembersKey), so that
+// a member replaced by one the configuration does not name is found again
+// at the next start: the candidates raid.Open assembles from are the
+// configured members and the remembered ones.
+
+// raidMembersKey is the meta state key of the array's member paths, a JSON
+// array of strings in role order ("" for an empty slot).
+const raidMembersKey = "raid.members"
+
+// raidBusyRetry is how often a rebuild waiting for a running rebuild or
+// scrub to end tries again.
+const raidBusyRetry = time.Second
+
+var _ api.RAIDController = (*Node)(nil)
+
+// raidVolume is the array of a RAID volume and the background operations
+// the node runs on it.
+type raidVolume struct {
+	name    string
+	arr     *raid.DiskArray
+	created bool
+	rate    int64
+	log     *slog.Logger
+	db      *meta.DB
+
+	ctx    context.Context // canceled by stop
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex // the fields below; serializes member changes
+	paths     []string   // per role; "" for an empty slot
+	scrub     *api.RAIDScrubResult
+	scrubbing bool
+	repair    bool // of the running or last scrub
+}
+
+// holdsSuperblock reports whether the device at path carries an array
+// superblock (of any array); a missing or short device does not.
+func holdsSuperblock(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	b := make([]byte, raid.SuperblockSize)
+	if _, err := f.ReadAt(b, 0); err != nil {
+		return false
+	}
+	_, err = raid.UnmarshalSuperblock(b)
+	return !errors.Is(err, raid.ErrNoSuperblock)
+}
+
+// rememberedMembers returns the member paths recorded for volume name, nil
+// when none are.
+func rememberedMembers(db *meta.DB, name string) []string {
+	var paths []string
+	err := db.ViewVolume(name, func(tx *meta.VolumeTx) error {
+		if b := tx.Get(raidMembersKey); b != nil {
+			return json.Unmarshal(b, &paths)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil
+	}
+	return paths
+}
+
+// openRAID assembles the array of vc, or creates it when none of the
+// candidate members holds a superblock.
+func (n *Node) openRAID(vc config.Volume) (*raidVolume, error) {
+	rc := vc.RAID
+	candidates := slices.Clone(rc.Members)
+	for _, p := range rememberedMembers(n.meta, vc.Name) {
+		if p != "" && !slices.Contains(candidates, p) {
+			candidates = append(candidates, p)
+		}
+	}
+	log := n.log.With("volume", vc.Name)
+	ctx := context.Background()
+	rv := &raidVolume{name: vc.Name, rate: rc.RebuildRate, log: log, db: n.meta}
+	if !slices.ContainsFunc(candidates, holdsSuperblock) {
+		level, err := raid.ParseLevel(rc.Level)
+		if err != nil {
+			return nil, err
+		}
+		g := raid.Geometry{Level: level, Members: len(rc.Members), ChunkSize: rc.ChunkSize}
+		if level == raid.Level10 {
+			g.Copies = rc.Copies
+		}
+		log.Warn("raid: NONE OF THE MEMBERS HOLDS AN ARRAY SUPERBLOCK: CREATING A NEW ARRAY; every member is zeroed",
+			"level", rc.Level, "members", strings.Join(rc.Members, ","), "chunk_size", rc.ChunkSize, "member_file_size", vc.Size)
+		rv.arr, err = raid.Create(ctx, raid.CreateOptions{
+			Name: vc.Name, Geometry: g, Paths: rc.Members, FileSize: vc.Size, Logger: log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		rv.created = true
+	} else {
+		var err error
+		rv.arr, err = raid.Open(ctx, raid.OpenOptions{Paths: candidates, Name: vc.Name, RebuildRate: rc.RebuildRate, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+	}
+	asm := rv.arr.Assembly()
+	rv.paths = make([]string, asm.Geometry.Members)
+	for _, r := range asm.Roles {
+		if r.Role >= 0 && r.Role < len(rv.paths) {
+			rv.paths[r.Role] = r.Path
+		}
+	}
+	rv.ctx, rv.cancel = context.WithCancel(context.Background())
+	rec := rv.arr.Recovery()
+	st := rv.arr.Array().Status()
+	log.Info("raid: array opened", "uuid", rv.arr.UUID().String(), "level", st.Level.String(), "health", st.Health.String(),
+		"members", strings.Join(rv.paths, ","), "created", rv.created, "dirty", rec.Dirty,
+		"dirty_regions", len(rec.DirtyRegions), "resynced", rec.Resynced, "rebuilding", rec.Rebuilding)
+	if st.Health != raid.HealthOptimal {
+		log.Warn("raid: array is not optimal", "health", st.Health.String(), "assembly", asm.Status.String(), "reasons", asm.Reasons)
+	}
+	return rv, nil
+}
+
+// saveMembers records the member paths in meta.
+func (rv *raidVolume) saveMembers() {
+	rv.mu.Lock()
+	b, _ := json.Marshal(rv.paths)
+	rv.mu.Unlock()
+	if err := rv.db.UpdateVolume(rv.name, func(tx *meta.VolumeTx) error { return tx.Put(raidMembersKey, b) }); err != nil {
+		rv.log.Error("raid: recording the member paths", "err", err)
+	}
+}
+
+// stop cancels the node's background rebuilds and scrubs and waits for
+// them; the array keeps a rebuild's checkpoint.
+func (rv *raidVolume) stop() {
+	if rv.cancel != nil {
+		rv.cancel()
+	}
+	rv.wg.Wait()
+}
+
+// rebuild rebuilds member i in the background, waiting for a rebuild or
+// scrub already running to end first.
+func (rv *raidVolume) rebuild(i int) {
+	rv.wg.Add(1)
+	go func() {
+		defer rv.wg.Done()
+		for {
+			err := rv.arr.Rebuild(rv.ctx, i, raid.RebuildOptions{Rate: rv.rate})
+			switch {
+			case err == nil:
+				rv.log.Info("raid: rebuild complete", "member", i)
+				rv.saveMembers()
+				return
+			case errors.Is(err, raid.ErrBusy):
+				select {
+				case <-rv.ctx.Done():
+					return
+				case <-time.After(raidBusyRetry):
+				}
+			case rv.ctx.Err() != nil:
+				rv.log.Info("raid: rebuild stopped at shutdown; it resumes at the next start", "member", i)
+				return
+			default:
+				rv.log.Error("raid: rebuild failed", "member", i, "err", err)
+				return
+			}
+		}
+	}()
+}
+
+// status renders the array's state for the API.
+func (rv *raidVolume) status() *api.RAIDStatus {
+	a := rv.arr.Array()
+	g := a.Geometry()
+	st := a.Status()
+	rec := rv.arr.Recovery()
+	out := &api.RAIDStatus{
+		Level: st.Level.String(), UUID: rv.arr.UUID().String(), Health: st.Health.String(),
+		ChunkSize: g.ChunkSize, MemberSize: g.MemberSize, Events: rv.arr.Events(),
+		Members: make([]api.RAIDMember, 0, len(st.Members)),
+		Recovery: api.RAIDRecovery{
+			Created: rv.created, Dirty: rec.Dirty, BitmapCorrupt: rec.BitmapCorrupt,
+			DirtyRegions: len(rec.DirtyRegions), ResyncReadBytes: rec.ResyncReadBytes,
+			Resynced: rec.Resynced, Rebuilding: rec.Rebuilding,
+		},
+	}
+	if g.Level == raid.Level10 {
+		out.Copies = g.CopyCount()
+	}
+	rv.mu.Lock()
+	for _, m := range st.Members {
+		am := api.RAIDMember{Index: m.Index, State: m.State.String()}
+		if m.Index < len(rv.paths) {
+			am.Path = rv.paths[m.Index]
+		}
+		if m.Err != nil {
+			am.Error = m.Err.Error()
+		}
+		out.Members = append(out.Members, am)
+	}
+	if rv.scrub != nil {
+		cp := *rv.scrub
+		out.Scrub = &cp
+	}
+	repair := rv.repair
+	rv.mu.Unlock()
+	if p := a.Progress(); p.Op != "" {
+		ap := &api.RAIDProgress{
+			Op: p.Op, State: string(p.State), Member: p.Member,
+			DoneBytes: p.Done, TotalBytes: p.Total, BytesPerSecond: p.Rate,
+			Repair: p.Op == "scrub" && repair,
+		}
+		if p.State == raid.OpRunning && p.Rate > 0 && p.Total > p.Done {
+			ap.ETASeconds = float64(p.Total-p.Done) / p.Rate
+		}
+		if p.Err != nil {
+			ap.Error = p.Err.Error()
+		}
+		out.Progress = ap
+	}
+	return out
+}
+
+// raidVolumeOf returns the array of volume name ("" for the only volume).
+func (n *Node) raidVolumeOf(name string) (*raidVolume, error) {
+	var v *volume
+	if name == "" {
+		if len(n.volumes) != 1 {
+			names := make([]string, len(n.volumes))
+			for i, v := range n.volumes {
+				names[i] = v.cfg.Name
+			}
+			return nil, fmt.Errorf("%w: name a volume: this node has %d (%s)", api.ErrInvalid, len(n.volumes), strings.Join(names, ", "))
+		}
+		v = n.volumes[0]
+	} else {
+		for _, c := range n.volumes {
+			if c.cfg.Name == name {
+				v = c
+			}
+		}
+		if v == nil {
+			return nil, fmt.Errorf("%w: no volume %q on node %s", api.ErrNotFound, name, n.cfg.Node.Name)
+		}
+	}
+	if v.raid == nil {
+		return nil, fmt.Errorf("%w: volume %q is not on a RAID array (it has a path, not raid_members)", api.ErrConflict, v.cfg.Name)
+	}
+	return v.raid, nil
+}
+
+// checkMember checks a member index against the array.
+func (rv *raidVolume) checkMember(i int) error {
+	if m := rv.arr.Array().Geometry().Members; i < 0 || i >= m {
+		return fmt.Errorf("%w: volume %q: no member %d: the array has members 0 to %d", api.ErrInvalid, rv.name, i, m-1)
+	}
+	return nil
+}
+
+// raidError classifies an error of the array: a path that does not exist
+// is a bad argument, anything else the array's state refusing.
+func raidError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: %w", api.ErrInvalid, err)
+	}
+	return fmt.Errorf("%w: %w", api.ErrConflict, err)
+}
+
+// RAIDFail implements api.RAIDController.
+func (n *Node) RAIDFail(_ context.Context, volume string, member int) error {
+	rv, err := n.raidVolumeOf(volume)
+	if err != nil {
+		return err
+	}
+	if err := rv.checkMember(member); err != nil {
+		return err
+	}
+	rv.log.Warn("operator: raid fail", "member", member)
+	return raidError(rv.arr.Fail(member))
+}
+
+// RAIDRemove implements api.RAIDController.
+func (n *Node) RAIDRemove(_ context.Context, volume string, member int) error {
+	rv, err := n.raidVolumeOf(volume)
+	if err != nil {
+		return err
+	}
+	if err := rv.checkMember(member); err != nil {
+		return err
+	}
+	rv.log.Warn("operator: raid remove", "member", member)
+	rv.mu.Lock()
+	err = rv.arr.Remove(member)
+	if err == nil {
+		rv.paths[member] = ""
+	}
+	rv.mu.Unlock()
+	if err != nil {
+		return raidError(err)
+	}
+	rv.saveMembers()
+	return nil
+}
+
+// prepareMember creates a missing member file of the volume's configured
+// size, when one is configured.
+func (n *Node) prepareMember(volume *volume, path string) error {
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) || volume.cfg.Size == 0 {
+		return nil
+	}
+	f, err := raid.OpenFile(path, raid.FileOptions{CreateSize: volume.cfg.Size})
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// volumeByRAID returns the volume of rv.
+func (n *Node) volumeByRAID(rv *raidVolume) *volume {
+	for _, v := range n.volumes {
+		if v.raid == rv {
+			return v
+		}
+	}
+	return nil
+}
+
+// RAIDAdd implements api.RAIDController.
+func (n *Node) RAIDAdd(_ context.Context, volume, path string) (int, error) {
+	rv, err := n.raidVolumeOf(volume)
+	if err != nil {
+		return -1, err
+	}
+	if err := n.prepareMember(n.volumeByRAID(rv), path); err != nil {
+		return -1, raidError(err)
+	}
+	rv.mu.Lock()
+	i, err := rv.arr.Add(path)
+	if err == nil {
+		rv.paths[i] = path
+	}
+	rv.mu.Unlock()
+	if err != nil {
+		return -1, raidError(err)
+	}
+	rv.log.Warn("operator: raid add: rebuilding", "member", i, "path", path)
+	rv.saveMembers()
+	rv.rebuild(i)
+	return i, nil
+}
+
+// RAIDReplace implements api.RAIDController.
+func (n *Node) RAIDReplace(_ context.Context, volume string, member int, path string) error {
+	rv, err := n.raidVolumeOf(volume)
+	if err != nil {
+		return err
+	}
+	if err := rv.checkMember(member); err != nil {
+		return err
+	}
+	if err := n.prepareMember(n.volumeByRAID(rv), path); err != nil {
+		return raidError(err)
+	}
+	rv.mu.Lock()
+	err = rv.arr.Replace(member, path)
+	if err == nil {
+		rv.paths[member] = path
+	}
+	rv.mu.Unlock()
+	if err != nil {
+		return raidError(err)
+	}
+	rv.log.Warn("operator: raid replace: rebuilding", "member", member, "path", path)
+	rv.saveMembers()
+	rv.rebuild(member)
+	return nil
+}
+
+// RAIDScrub implements api.RAIDController.
+func (n *Node) RAIDScrub(_ context.Context, volume string, repair bool) error {
+	rv, err := n.raidVolumeOf(volume)
+	if err != nil {
+		return err
+	}
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	if p := rv.arr.Array().Progress(); rv.scrubbing || p.State == raid.OpRunning {
+		return fmt.Errorf("%w: volume %q: a %s is running", api.ErrConflict, rv.name, p.Op)
+	}
+	if rv.ctx.Err() != nil {
+		return fmt.Errorf("%w: volume %q: the node is shutting down", api.ErrConflict, rv.name)
+	}
+	rv.scrubbing, rv.repair = true, repair
+	rv.log.Info("operator: raid scrub", "repair", repair)
+	rv.wg.Add(1)
+	go func() {
+		defer rv.wg.Done()
+		res, err := rv.arr.Array().Scrub(rv.ctx, raid.ScrubOptions{Repair: repair, Rate: rv.rate})
+		sr := &api.RAIDScrubResult{Repair: repair, Stripes: res.Stripes, Skipped: res.Skipped,
+			Mismatches: res.Mismatches, Repaired: res.Repaired, ReadErrors: res.ReadErrors}
+		if err != nil {
+			sr.Error = err.Error()
+			rv.log.Error("raid: scrub stopped", "err", err, "stripes", res.Stripes, "mismatches", res.Mismatches)
+		} else {
+			rv.log.Info("raid: scrub done", "stripes", res.Stripes, "skipped", res.Skipped,
+				"mismatches", res.Mismatches, "repaired", res.Repaired, "read_errors", res.ReadErrors)
+		}
+		rv.mu.Lock()
+		rv.scrub, rv.scrubbing = sr, false
+		rv.mu.Unlock()
+	}()
+	return nil
+}
