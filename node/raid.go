@@ -251,25 +251,9 @@ func (rv *raidVolume) status() *api.RAIDStatus {
 
 // raidVolumeOf returns the array of volume name ("" for the only volume).
 func (n *Node) raidVolumeOf(name string) (*raidVolume, error) {
-	var v *volume
-	if name == "" {
-		if len(n.volumes) != 1 {
-			names := make([]string, len(n.volumes))
-			for i, v := range n.volumes {
-				names[i] = v.cfg.Name
-			}
-			return nil, fmt.Errorf("%w: name a volume: this node has %d (%s)", api.ErrInvalid, len(n.volumes), strings.Join(names, ", "))
-		}
-		v = n.volumes[0]
-	} else {
-		for _, c := range n.volumes {
-			if c.cfg.Name == name {
-				v = c
-			}
-		}
-		if v == nil {
-			return nil, fmt.Errorf("%w: no volume %q on node %s", api.ErrNotFound, name, n.cfg.Node.Name)
-		}
+	v, err := n.volumeNamed(name)
+	if err != nil {
+		return nil, err
 	}
 	if v.raid == nil {
 		return nil, fmt.Errorf("%w: volume %q is not on a RAID array (it has a path, not raid_members)", api.ErrConflict, v.cfg.Name)

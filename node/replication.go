@@ -97,10 +97,9 @@ func (n *Node) closeReplicas() error {
 	return errors.Join(errs...)
 }
 
-// replicated returns the replicated volume named name ("" for the only
-// volume).
-func (n *Node) replicated(name string) (*replica.Volume, error) {
-	var v *volume
+// volumeNamed returns the volume named name ("" for the only volume), or
+// an API error saying why there is none.
+func (n *Node) volumeNamed(name string) (*volume, error) {
 	if name == "" {
 		if len(n.volumes) != 1 {
 			names := make([]string, len(n.volumes))
@@ -109,16 +108,22 @@ func (n *Node) replicated(name string) (*replica.Volume, error) {
 			}
 			return nil, fmt.Errorf("%w: name a volume: this node has %d (%s)", api.ErrInvalid, len(n.volumes), strings.Join(names, ", "))
 		}
-		v = n.volumes[0]
-	} else {
-		for _, c := range n.volumes {
-			if c.cfg.Name == name {
-				v = c
-			}
+		return n.volumes[0], nil
+	}
+	for _, v := range n.volumes {
+		if v.cfg.Name == name {
+			return v, nil
 		}
-		if v == nil {
-			return nil, fmt.Errorf("%w: no volume %q on node %s", api.ErrNotFound, name, n.cfg.Node.Name)
-		}
+	}
+	return nil, fmt.Errorf("%w: no volume %q on node %s", api.ErrNotFound, name, n.cfg.Node.Name)
+}
+
+// replicated returns the replicated volume named name ("" for the only
+// volume).
+func (n *Node) replicated(name string) (*replica.Volume, error) {
+	v, err := n.volumeNamed(name)
+	if err != nil {
+		return nil, err
 	}
 	if v.repl == nil {
 		return nil, fmt.Errorf("%w: volume %q is not replicated (no [[peer]] is configured)", api.ErrConflict, v.cfg.Name)
