@@ -73,6 +73,13 @@ type daemon struct {
 	NBDSocket     string // set with spec.UnixListen
 	Port          int    // NBD TCP port on 127.0.0.1
 
+	// ConfigText, when set, renders the configuration instead of the
+	// spec (for tables the spec does not cover, such as a RAID volume's).
+	ConfigText func() string
+	// ReadyTimeout, when set, replaces readyTimeout (creating an array
+	// takes longer than opening a file).
+	ReadyTimeout time.Duration
+
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	waitErr error
@@ -222,8 +229,16 @@ func (d *daemon) Start() {
 var errAddrInUse = errors.New("address already in use")
 
 func (d *daemon) startOnce() error {
-	if err := os.WriteFile(d.ConfigPath, []byte(d.config()), 0o600); err != nil {
+	text := d.config
+	if d.ConfigText != nil {
+		text = d.ConfigText
+	}
+	if err := os.WriteFile(d.ConfigPath, []byte(text()), 0o600); err != nil {
 		return err
+	}
+	ready := readyTimeout
+	if d.ReadyTimeout > 0 {
+		ready = d.ReadyTimeout
 	}
 	logf, err := os.OpenFile(d.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -247,7 +262,7 @@ func (d *daemon) startOnce() error {
 		close(d.exited)
 	}()
 
-	deadline := time.Now().Add(readyTimeout)
+	deadline := time.Now().Add(ready)
 	for {
 		select {
 		case <-d.exited:
@@ -266,7 +281,7 @@ func (d *daemon) startOnce() error {
 		}
 		if time.Now().After(deadline) {
 			d.kill()
-			return fmt.Errorf("control socket %s did not answer within %v; last blockctl status: %v: %s", d.ControlSocket, readyTimeout, err, out)
+			return fmt.Errorf("control socket %s did not answer within %v; last blockctl status: %v: %s", d.ControlSocket, ready, err, out)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

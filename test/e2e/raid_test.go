@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -379,74 +377,11 @@ func raidConfig(d *daemon, level string, members []string) string {
 }
 
 // startRAIDDaemon starts d on the configuration cfg renders (the daemon
-// helper's own configuration has no RAID keys), like daemon.Start.
+// spec has no RAID keys).
 func startRAIDDaemon(t *testing.T, d *daemon, cfg func() string) {
 	t.Helper()
-	if d.running() {
-		t.Fatal("daemon already running")
-	}
-	for attempt := 1; ; attempt++ {
-		if d.Port == 0 || attempt > 1 {
-			d.Port = freePort(t)
-		}
-		err := startRAIDOnce(d, cfg())
-		if err == nil {
-			return
-		}
-		if err == errAddrInUse && attempt < portAttempts {
-			continue
-		}
-		t.Fatalf("starting blockrepd: %v", err)
-	}
-}
-
-func startRAIDOnce(d *daemon, cfg string) error {
-	if err := os.WriteFile(d.ConfigPath, []byte(cfg), 0o600); err != nil {
-		return err
-	}
-	logf, err := os.OpenFile(d.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	d.starts++
-	fmt.Fprintf(logf, "===== e2e: start %d of blockrepd (nbd port %d) at %s =====\n", d.starts, d.Port, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(blockrepdBin, "-config", d.ConfigPath)
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	d.cmd = cmd
-	d.exited = make(chan struct{})
-	d.waitErr = nil
-	go func() {
-		d.waitErr = cmd.Wait()
-		close(d.exited)
-	}()
-	deadline := time.Now().Add(raidReadyTimeout)
-	for {
-		select {
-		case <-d.exited:
-			log, _ := os.ReadFile(d.LogPath)
-			if bytes.Contains(lastStart(log), []byte("address already in use")) {
-				return errAddrInUse
-			}
-			return fmt.Errorf("blockrepd exited before it was ready: %v", d.waitErr)
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		out, err := d.blockctlCmd(ctx, "status").CombinedOutput()
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			d.kill()
-			return fmt.Errorf("control socket did not answer within %v: %v: %s", raidReadyTimeout, err, out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	d.ConfigText, d.ReadyTimeout = cfg, raidReadyTimeout
+	d.Start()
 }
 
 // raidStatusOf returns vol0's RAID status from blockctl status -o json.
