@@ -74,8 +74,9 @@ type stampWriter struct {
 }
 
 // startStampWriter starts workers writing until their connection fails
-// or stop is closed.
-func startStampWriter(c *nbdclient.Client, offsets []int64, workers int, stop <-chan struct{}) *stampWriter {
+// or stop is closed; with fua every write is sent with FUA (acknowledged
+// means durable on the primary and on every replica listed UpToDate).
+func startStampWriter(c *nbdclient.Client, offsets []int64, workers int, fua bool, stop <-chan struct{}) *stampWriter {
 	w := &stampWriter{offsets: offsets, acked: map[int64]uint64{}, inflight: map[int64]uint64{}}
 	for k := 0; k < workers; k++ {
 		var mine []int64
@@ -99,7 +100,7 @@ func startStampWriter(c *nbdclient.Client, offsets []int64, workers int, stop <-
 				w.mu.Lock()
 				w.inflight[off] = seq
 				w.mu.Unlock()
-				err := c.WriteAt(buf, off, false)
+				err := c.WriteAt(buf, off, fua)
 				w.mu.Lock()
 				if err != nil {
 					// Outcome unknown: the write stays in flight.
@@ -152,7 +153,7 @@ func TestReplicationPrimaryKill9(t *testing.T) {
 	}
 	client := dialNBD(t, n1)
 	stop := make(chan struct{})
-	w := startStampWriter(client, offsets, workers, stop)
+	w := startStampWriter(client, offsets, workers, false, stop)
 	defer func() {
 		select {
 		case <-stop:
@@ -285,7 +286,7 @@ func TestReplicationPrimaryRestartAL(t *testing.T) {
 	}
 	client := dialNBD(t, n1)
 	stop := make(chan struct{})
-	w := startStampWriter(client, offsets, 16, stop)
+	w := startStampWriter(client, offsets, 16, false, stop)
 	deadline := time.Now().Add(waitTimeout)
 	for w.acks.Load() < 2000 {
 		if time.Now().After(deadline) {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,50 +17,6 @@ import (
 
 	"github.com/blockrep/blockrep/internal/nbdclient"
 )
-
-// startFUAStampWriter is startStampWriter (failover_test.go) with every
-// write sent with FUA: acknowledged means durable on the primary and on
-// every replica the cluster lists as UpToDate.
-func startFUAStampWriter(c *nbdclient.Client, offsets []int64, workers int, stop <-chan struct{}) *stampWriter {
-	w := &stampWriter{offsets: offsets, acked: map[int64]uint64{}, inflight: map[int64]uint64{}}
-	for k := 0; k < workers; k++ {
-		var mine []int64
-		for i := k; i < len(offsets); i += workers {
-			mine = append(mine, offsets[i])
-		}
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(k), 11))
-			buf := make([]byte, stampSize)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				off := mine[rng.IntN(len(mine))]
-				seq := w.seq.Add(1)
-				stamp(buf, seq, off)
-				w.mu.Lock()
-				w.inflight[off] = seq
-				w.mu.Unlock()
-				err := c.WriteAt(buf, off, true)
-				w.mu.Lock()
-				if err != nil {
-					w.errs = append(w.errs, err) // outcome unknown: stays in flight
-					w.mu.Unlock()
-					return
-				}
-				delete(w.inflight, off)
-				w.acked[off] = seq
-				w.mu.Unlock()
-				w.acks.Add(1)
-			}
-		}()
-	}
-	return w
-}
 
 // checkStamps reads every offset of w through c and fails the test for
 // each that holds neither its newest acknowledged write nor the write that
@@ -131,7 +86,7 @@ func TestHAKillPrimary(t *testing.T) {
 	}
 	client := dialNBD(t, n1)
 	stop := make(chan struct{})
-	w := startFUAStampWriter(client, offsets, workers, stop)
+	w := startStampWriter(client, offsets, workers, true, stop)
 	stopWriter := func() {
 		select {
 		case <-stop:
