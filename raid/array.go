@@ -317,13 +317,17 @@ func (a *Array) stripeMembers(s int64) []int {
 }
 
 // pick chooses the copy to read among copies: the in-sync one with the
-// fewest reads in flight, ties broken round-robin.
-func (a *Array) pick(copies []int) int {
-	start := int(a.rr.Add(1) % uint64(len(copies)))
+// fewest reads in flight, ties broken round-robin. The copies of a chunk are
+// consecutive members (appendCopies).
+func (a *Array) pick(copies []int) int { return a.pickIn(copies[0], len(copies)) }
+
+// pickIn is pick over the members first..first+n-1.
+func (a *Array) pickIn(first, n int) int {
+	start := int(a.rr.Add(1) % uint64(n))
 	best := -1
 	var load int64
-	for t := range copies {
-		i := copies[(start+t)%len(copies)]
+	for t := range n {
+		i := first + (start+t)%n
 		m := a.members[i]
 		if !m.inSync() {
 			continue
@@ -333,12 +337,18 @@ func (a *Array) pick(copies []int) int {
 		}
 	}
 	if best < 0 {
-		return copies[0]
+		return first
 	}
 	return best
 }
 
 // ReadAt fills p from offset off.
+//
+// RAID 1 reads the whole range from one copy, chosen per request: the range
+// is contiguous on every member, so it is one member read. RAID 10 chooses
+// the copy per chunk and merges adjacent chunks read from the same member.
+// A merged read that fails is retried chunk by chunk, each chunk that fails
+// again being served from redundancy as before.
 func (a *Array) ReadAt(p []byte, off int64) error {
 	if err := a.check("read", off, int64(len(p))); err != nil {
 		return err
@@ -346,29 +356,78 @@ func (a *Array) ReadAt(p []byte, off int64) error {
 	if len(p) == 0 {
 		return nil
 	}
-	var pick func([]int) int
-	if a.mirror {
-		pick = a.pick
+	if a.g.Level == Level1 {
+		// Member offsets equal logical offsets on RAID 1.
+		e := Extent{Member: a.pickIn(0, a.g.Members), Offset: off, Length: int64(len(p)), Logical: off}
+		return a.readExtent(p, e)
 	}
-	for _, e := range a.g.MapRead(off, int64(len(p)), pick) {
-		dst := p[e.Logical-off : e.Logical-off+e.Length]
-		m := a.members[e.Member]
-		bad := -1
-		var badErr error
+	var extents []Extent
+	if a.mirror {
+		extents = mergeExtents(a.g.MapRead(off, int64(len(p)), a.pick))
+	} else {
+		extents = a.g.MapRead(off, int64(len(p)), nil)
+	}
+	for _, e := range extents {
+		if err := a.readExtent(p[e.Logical-off:e.Logical-off+e.Length], e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mergeExtents merges, in place, adjacent extents that continue one another
+// on the same member.
+func mergeExtents(ext []Extent) []Extent {
+	if len(ext) < 2 {
+		return ext
+	}
+	out := ext[:1]
+	for _, e := range ext[1:] {
+		l := &out[len(out)-1]
+		if e.Member == l.Member && e.Offset == l.Offset+l.Length && e.Logical == l.Logical+l.Length {
+			l.Length += e.Length
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// readExtent reads extent e into dst, serving it from redundancy where the
+// member fails the read or is not in sync. An extent of a mirror may span
+// several chunks (ReadAt); on failure it is handled chunk by chunk.
+func (a *Array) readExtent(dst []byte, e Extent) error {
+	m := a.members[e.Member]
+	bad := -1
+	var badErr error
+	if m.inSync() {
+		err := m.readAt(dst, e.Offset)
+		if err == nil {
+			return nil
+		}
+		bad, badErr = e.Member, err
+	}
+	if !a.mirror {
+		return a.parityRecover(dst, e, bad, badErr)
+	}
+	C := a.g.ChunkSize
+	if e.Offset/C == (e.Offset+e.Length-1)/C {
+		return a.mirrorRecover(dst, e, bad, badErr)
+	}
+	for done := int64(0); done < e.Length; {
+		n := min(e.Length-done, C-(e.Offset+done)%C)
+		ce := Extent{Member: e.Member, Offset: e.Offset + done, Length: n, Logical: e.Logical + done}
+		cd := dst[done : done+n]
+		done += n
+		bad, badErr := -1, error(nil)
 		if m.inSync() {
-			err := m.readAt(dst, e.Offset)
+			err := m.readAt(cd, ce.Offset)
 			if err == nil {
 				continue
 			}
-			bad, badErr = e.Member, err
+			bad, badErr = ce.Member, err
 		}
-		var err error
-		if a.mirror {
-			err = a.mirrorRecover(dst, e, bad, badErr)
-		} else {
-			err = a.parityRecover(dst, e, bad, badErr)
-		}
-		if err != nil {
+		if err := a.mirrorRecover(cd, ce, bad, badErr); err != nil {
 			return err
 		}
 	}
