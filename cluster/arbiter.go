@@ -296,7 +296,7 @@ func (a *Arbiter) switchover(now time.Time, s *State, v *VolumeState, sw *Switch
 		}
 	case v.Primary == "":
 		// Demoted: promote once the old primary has stopped serving.
-		if alive[sw.From] && a.reports[sw.From].Volumes[v.Name].Primary {
+		if a.someoneServes(v.Name, alive) {
 			return Command{}, false
 		}
 		return Command{Op: OpPromote, Volume: v.Name, Node: sw.Target, Epoch: v.Epoch + 1,
