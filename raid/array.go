@@ -290,21 +290,104 @@ func (a *Array) check(op string, off, n int64) error {
 func getBufs(count int, size int64) ([][]byte, func()) {
 	ptrs := make([]*[]byte, count)
 	bufs := make([][]byte, count)
+	fillBufs(ptrs, bufs, size)
+	return bufs, func() { putBufs(ptrs) }
+}
+
+// fillBufs fills bufs with pooled buffers of size bytes, and ptrs (as long
+// as bufs) with the pool handles that putBufs returns.
+func fillBufs(ptrs []*[]byte, bufs [][]byte, size int64) {
 	for i := range ptrs {
 		ptrs[i] = arrayBufs.Get(int(size))
 		bufs[i] = *ptrs[i]
 	}
-	return bufs, func() {
-		for _, p := range ptrs {
-			arrayBufs.Put(p)
-		}
+}
+
+// putBufs returns the buffers of getBufs to the pool.
+func putBufs(ptrs []*[]byte) {
+	for _, p := range ptrs {
+		arrayBufs.Put(p)
 	}
+}
+
+// writePiece is the part of a parityWrite that falls in one data chunk.
+type writePiece struct {
+	ok     bool
+	within int64 // offset within the chunk
+	src    []byte
+}
+
+// parityScratch holds the working slices of one parityWrite, pooled so a
+// small write does not allocate them.
+type parityScratch struct {
+	idx              []int
+	ptrs             []*[]byte // of bufs, then of the new data (newBufs)
+	bufs             [][]byte  // k+m stripe buffers, then the new data
+	oldData, newData [][]byte
+	pieces           []writePiece
+	unavail, readErr []bool
+	read             []bool
+}
+
+var parityScratches = sync.Pool{New: func() any { return new(parityScratch) }}
+
+// getParityScratch returns a cleared scratch for k data and m parity chunks.
+func getParityScratch(k, m int) *parityScratch {
+	s := parityScratches.Get().(*parityScratch)
+	n := k + m
+	s.idx = resize(s.idx, n)
+	s.ptrs = resize(s.ptrs, n+k)[:0]
+	s.bufs = resize(s.bufs, n+k)[:0]
+	s.oldData = resize(s.oldData, k)
+	s.newData = resize(s.newData, k)
+	s.pieces = resize(s.pieces, k)
+	s.unavail = resize(s.unavail, n)
+	s.readErr = resize(s.readErr, n)
+	s.read = resize(s.read, n)
+	return s
+}
+
+// put returns the scratch's buffers and then the scratch to their pools,
+// dropping its references to them and to the caller's data.
+func (s *parityScratch) put() {
+	putBufs(s.ptrs)
+	clear(s.ptrs[:cap(s.ptrs)])
+	clear(s.bufs[:cap(s.bufs)])
+	clear(s.oldData)
+	clear(s.newData)
+	clear(s.pieces)
+	parityScratches.Put(s)
+}
+
+// addBufs appends count pooled buffers of size bytes to s.bufs and returns
+// them.
+func (s *parityScratch) addBufs(count int, size int64) [][]byte {
+	l := len(s.bufs)
+	s.ptrs = s.ptrs[:l+count]
+	s.bufs = s.bufs[:l+count]
+	fillBufs(s.ptrs[l:], s.bufs[l:], size)
+	return s.bufs[l:]
+}
+
+// resize returns a zeroed slice of length n, reusing b's array if it is
+// large enough.
+func resize[T any](b []T, n int) []T {
+	if cap(b) < n {
+		return make([]T, n)
+	}
+	b = b[:n]
+	clear(b)
+	return b
 }
 
 // stripeMembers returns the member of each chunk of stripe s of a parity
 // level: data chunks 0..k-1, then P, then Q (RAID 6).
 func (a *Array) stripeMembers(s int64) []int {
-	idx := make([]int, a.k+a.m)
+	return a.fillStripeMembers(make([]int, a.k+a.m), s)
+}
+
+// fillStripeMembers is stripeMembers into idx, of length k+m.
+func (a *Array) fillStripeMembers(idx []int, s int64) []int {
 	for j := range a.k {
 		idx[j] = a.g.dataMember(s, j)
 	}
@@ -621,15 +704,12 @@ func (a *Array) parityWrite(p []byte, off int64, sw StripeWrite, fua bool) error
 	lo, n := sw.ParityOffset-sw.Offset, sw.ParityLength // parity range within the chunk
 	logical := sw.Data[0].Logical
 	var length int64
-	type piece struct {
-		ok     bool
-		within int64 // offset within the chunk
-		src    []byte
-	}
-	pieces := make([]piece, k)
+	sc := getParityScratch(k, m)
+	defer sc.put()
+	pieces := sc.pieces
 	w := 0
 	for i, e := range sw.Data {
-		pieces[sw.Chunk[i]] = piece{true, e.Offset - sw.Offset, p[e.Logical-off : e.Logical-off+e.Length]}
+		pieces[sw.Chunk[i]] = writePiece{true, e.Offset - sw.Offset, p[e.Logical-off : e.Logical-off+e.Length]}
 		length += e.Length
 		w++
 	}
@@ -640,9 +720,9 @@ func (a *Array) parityWrite(p []byte, off int64, sw StripeWrite, fua bool) error
 	mu := a.lock(sw.Stripe)
 	mu.Lock()
 	defer mu.Unlock()
-	idx := a.stripeMembers(sw.Stripe)
-	unavail := make([]bool, k+m) // faulty, or failed a read in this call
-	readErr := make([]bool, k+m) // failed a read in this call (to repair)
+	idx := a.fillStripeMembers(sc.idx, sw.Stripe)
+	unavail := sc.unavail // faulty, or failed a read in this call
+	readErr := sc.readErr // failed a read in this call (to repair)
 	nUnavail := 0
 	var lastErr error
 	markRead := func(ci int, err error) {
@@ -659,8 +739,7 @@ func (a *Array) parityWrite(p []byte, off int64, sw StripeWrite, fua bool) error
 	if nUnavail > m {
 		return a.tooMany("write", logical, length, nil)
 	}
-	bufs, release := getBufs(k+m, n)
-	defer release()
+	bufs := sc.addBufs(k+m, n)
 	at := sw.Offset + lo // member offset of the parity range
 
 	// Read-modify-write: read the old data of the changed chunks and the
@@ -678,9 +757,8 @@ func (a *Array) parityWrite(p []byte, off int64, sw StripeWrite, fua bool) error
 			}
 		}
 		if ok {
-			newBufs, releaseNew := getBufs(w, n)
-			defer releaseNew()
-			oldData, newData := make([][]byte, k), make([][]byte, k)
+			newBufs := sc.addBufs(w, n)
+			oldData, newData := sc.oldData, sc.newData
 			x := 0
 			for j := range k {
 				if !pieces[j].ok {
@@ -714,7 +792,7 @@ func (a *Array) parityWrite(p []byte, off int64, sw StripeWrite, fua bool) error
 	// parity range, from the new data and the old data of the rest (read,
 	// or rebuilt from the old stripe where unreadable), then Encode.
 	if !sw.Full {
-		read := make([]bool, k+m)
+		read := sc.read
 		rebuild := false
 		for j := range k {
 			if covered(j) {
