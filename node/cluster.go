@@ -338,10 +338,23 @@ func (n *Node) Demote(ctx context.Context, volume string) (string, error) {
 	if volume, err = n.clusterVolumeName(volume); err != nil {
 		return "", err
 	}
+	old := m.State().Volumes[volume].Primary
 	if err := m.Switchover(ctx, volume, ""); err != nil {
 		return "", clusterError(err)
 	}
-	return fmt.Sprintf("%s is primary of %s", m.State().Volumes[volume].Primary, volume), nil
+	// The leader saw the switchover done; this node may apply the
+	// promotion a moment later. Name the new primary once it has.
+	for {
+		changed := m.Changed()
+		if p := m.State().Volumes[volume].Primary; p != "" && p != old {
+			return fmt.Sprintf("%s is primary of %s", p, volume), nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Sprintf("%s is no longer primary of %s", old, volume), nil
+		case <-changed:
+		}
+	}
 }
 
 // AddMember implements api.ClusterController.
