@@ -55,6 +55,11 @@ type member struct {
 
 	state    atomic.Int32 // MemberState
 	inflight atomic.Int64 // reads in progress, for the mirror pick
+	// streams are the member offsets just past the last reads of up to
+	// len(streams) sequential streams, for the mirror pick; streamNext
+	// picks the slot a new stream takes.
+	streams    [4]atomic.Int64
+	streamNext atomic.Uint32
 
 	mu  sync.Mutex
 	err error // the error that failed the member
@@ -86,7 +91,30 @@ func (m *member) failErr() error {
 func (m *member) readAt(p []byte, off int64) error {
 	m.inflight.Add(1)
 	defer m.inflight.Add(-1)
+	m.noteRead(off, int64(len(p)))
 	return m.device().ReadAt(p, off)
+}
+
+// noteRead records a read of n bytes at off: it continues the stream that
+// ended at off, or starts one in place of the oldest.
+func (m *member) noteRead(off, n int64) {
+	for i := range m.streams {
+		if off > 0 && m.streams[i].CompareAndSwap(off, off+n) {
+			return
+		}
+	}
+	m.streams[m.streamNext.Add(1)%uint32(len(m.streams))].Store(off + n)
+}
+
+// continues reports whether a read at off continues one of the member's
+// recent streams.
+func (m *member) continues(off int64) bool {
+	for i := range m.streams {
+		if off > 0 && m.streams[i].Load() == off {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *member) writeAt(p []byte, off int64, fua bool) error {
