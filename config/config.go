@@ -368,6 +368,11 @@ func decodeVolume(t *table, replicated bool) Volume {
 		if _, pathSet := t.m["path"]; pathSet {
 			t.p.add(t.key("path"), "%s and raid_members exclude each other: give path for a single file or device, raid_level and raid_members for a RAID array", t.key("path"))
 		}
+		if v.ReadOnly {
+			// Assembling an array writes: the dirty mark, the resync of a
+			// crash's dirty regions, a rebuild's progress.
+			t.p.add(t.key("read_only"), "%s is not supported with raid_level: assembling an array writes to its members (superblocks, the resync after a crash, rebuild progress)", t.key("read_only"))
+		}
 	} else if v.Path == "" {
 		t.p.add(t.key("path"), "%s is required (the backing file or block device)", t.key("path"))
 	} else if checkAbs(t, "path", v.Path) {

@@ -90,7 +90,7 @@
 //	size = "1GiB"                # optional: create a sparse file of this size
 //	                             # when path is missing; an existing file must
 //	                             # have this size; a multiple of block_size_min
-//	read_only = false
+//	read_only = false            # refuse writes; not with raid_level
 //	tls = "optional"             # "optional" (default) or "required";
 //	                             # "required" needs [nbd] tls_cert and tls_key
 //	description = ""             # shown to NBD clients; at most 4096 bytes

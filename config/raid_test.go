@@ -74,6 +74,8 @@ func TestParseRAIDBad(t *testing.T) {
 	}{
 		{"path and members", strings.Replace(minimal, `name = "vol0"`, "name = \"vol0\"\nraid_level = \"raid5\"\n"+three, 1),
 			`volume.0.path and raid_members exclude each other: give path for a single file or device, raid_level and raid_members for a RAID array`},
+		{"read only", raidVolume(`raid_level = "raid5"` + "\n" + three + "\nread_only = true"),
+			`volume.0.read_only is not supported with raid_level: assembling an array writes to its members (superblocks, the resync after a crash, rebuild progress)`},
 		{"no level", raidVolume(three), `volume.0.raid_level is required with raid_members: one of "raid1", "raid10", "raid5", "raid6"`},
 		{"no members", raidVolume(`raid_level = "raid5"`), `volume.0.raid_members is required with raid_level (the member files or block devices)`},
 		{"bad level", raidVolume(`raid_level = "raid4"` + "\n" + three), `volume.0.raid_level: "raid4" is not one of "raid1", "raid10", "raid5", "raid6"`},
