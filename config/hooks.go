@@ -38,8 +38,9 @@ const HookAllKinds = "*"
 // HookKinds are the event kinds a hook may ask for in hook.on (see the
 // events package for what each means): "role", "disk", "connection",
 // "peer-disk", "leader", "primary", "epoch", "lease", "split-brain",
-// "resync", "member", and "lost" (the hook runner fell so far behind that
-// events were dropped).
+// "resync", "member", "raid-health", "raid-member", "raid-op" (a RAID
+// volume's array, its member slots and its rebuild or scrub), and "lost"
+// (the hook runner fell so far behind that events were dropped).
 var HookKinds = events.Kinds()
 
 // Hook defaults and limits.

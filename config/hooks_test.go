@@ -23,6 +23,18 @@ func TestHooksGood(t *testing.T) {
 on = ["role", "split-brain"]
 command = ["/usr/local/bin/notify", "arg"]
 `, []Hook{{On: []string{"role", "split-brain"}, Command: []string{"/usr/local/bin/notify", "arg"}, Timeout: 30 * time.Second}}},
+		{"raid kinds", `
+[[hook]]
+on = ["raid-health"]
+command = ["/usr/local/bin/raid-alert"]
+
+[[hook]]
+on = ["raid-member", "raid-op"]
+command = ["/usr/local/bin/raid-log"]
+`, []Hook{
+			{On: []string{"raid-health"}, Command: []string{"/usr/local/bin/raid-alert"}, Timeout: 30 * time.Second},
+			{On: []string{"raid-member", "raid-op"}, Command: []string{"/usr/local/bin/raid-log"}, Timeout: 30 * time.Second},
+		}},
 		{"all kinds, cleaned path, timeout, file order", `
 [[hook]]
 on = ["*"]
@@ -63,7 +75,7 @@ func TestHooksBad(t *testing.T) {
 		want    string // the whole message of the only error
 		wantKey string
 	}{
-		{"missing on", hook(okCmd), `config test.toml: line 10: hook.0.on is required: the event kinds the hook runs for ("role", "disk", "connection", "peer-disk", "leader", "primary", "epoch", "lease", "split-brain", "resync", "member", "lost", or "*" for all)`, "hook.0.on"},
+		{"missing on", hook(okCmd), `config test.toml: line 10: hook.0.on is required: the event kinds the hook runs for ("role", "disk", "connection", "peer-disk", "leader", "primary", "epoch", "lease", "split-brain", "resync", "member", "raid-health", "raid-member", "raid-op", "lost", or "*" for all)`, "hook.0.on"},
 		{"empty on", hook(okCmd + "on = []"), `config test.toml: line 12: hook.0.on is empty: give the event kinds`, "hook.0.on"},
 		{"on not an array", hook(okCmd + `on = "role"`), `config test.toml: line 12: hook.0.on: want an array of strings, got string "role"`, "hook.0.on"},
 		{"on element not a string", hook(okCmd + `on = ["role", 3]`), `config test.toml: line 12: hook.0.on.1: want a string, got integer 3`, "hook.0.on.1"},
@@ -110,7 +122,8 @@ func TestHooksBad(t *testing.T) {
 }
 
 func TestHookKinds(t *testing.T) {
-	for _, k := range []string{"role", "disk", "connection", "peer-disk", "leader", "primary", "epoch", "lease", "split-brain", "resync", "member", "lost"} {
+	for _, k := range []string{"role", "disk", "connection", "peer-disk", "leader", "primary", "epoch", "lease", "split-brain", "resync", "member",
+		"raid-health", "raid-member", "raid-op", "lost"} {
 		if !slices.Contains(HookKinds, k) {
 			t.Errorf("HookKinds lacks %q", k)
 		}

@@ -51,6 +51,31 @@ const (
 	// KindMember is a node's membership of the cluster: "voter",
 	// "nonvoter", "witness", ... (New is empty when it left).
 	KindMember = "member"
+	// KindRAIDHealth is the health of a volume's local RAID array:
+	// "optimal", "degraded" (running without some redundancy) or "failed"
+	// (too many members lost to serve the data); Detail counts the
+	// members in sync. It is what mdadm --monitor's DegradedArray and Fail
+	// alerts are about.
+	KindRAIDHealth = "raid-health"
+	// KindRAIDMember is the state of one member slot of a volume's RAID
+	// array, named by Peer as "member0", "member1", ... (Peer, because the
+	// slot is what distinguishes the facts and a volume has no peer in
+	// this sense): "in_sync", "faulty", "spare" or "rebuilding". Detail is
+	// the member's path ("empty slot" when it has none) and, for a failed
+	// member, why it failed.
+	KindRAIDMember = "raid-member"
+	// KindRAIDOp is the background operation of a volume's RAID array:
+	// "idle" when none has run since the array was opened, else the
+	// operation and its state joined by a dash: "rebuild-running", then
+	// "rebuild-done", "rebuild-failed" or "rebuild-canceled", and the same
+	// with "scrub-". The value holds no progress, so that a run is two
+	// events (start and end) rather than one per observation; Detail has
+	// the member rebuilt, the bytes done when the state changed and the
+	// error of a run that stopped. A run that starts and ends between two
+	// observations (100 ms apart) shows only its end, and the end of a run
+	// like the previous one (same operation, same outcome) shows not at
+	// all: watch KindRAIDHealth and KindRAIDMember for what it changed.
+	KindRAIDOp = "raid-op"
 	// KindLost is a synthetic event a subscriber receives when it fell so
 	// far behind that the bus dropped events it had not read; Detail says
 	// how many.
@@ -66,7 +91,7 @@ func Kinds() []string {
 	return []string{
 		KindRole, KindDisk, KindConnection, KindPeerDisk, KindLeader,
 		KindPrimary, KindEpoch, KindLease, KindSplitBrain, KindResync,
-		KindMember, KindLost,
+		KindMember, KindRAIDHealth, KindRAIDMember, KindRAIDOp, KindLost,
 	}
 }
 

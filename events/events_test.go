@@ -277,7 +277,8 @@ func TestConcurrentSubscribers(t *testing.T) {
 
 func TestKinds(t *testing.T) {
 	k := Kinds()
-	for _, want := range []string{"role", "disk", "connection", "peer-disk", "leader", "primary", "epoch", "lease", "split-brain", "resync", "member", "lost"} {
+	for _, want := range []string{"role", "disk", "connection", "peer-disk", "leader", "primary", "epoch", "lease", "split-brain", "resync", "member",
+		"raid-health", "raid-member", "raid-op", "lost"} {
 		if !slices.Contains(k, want) {
 			t.Errorf("Kinds() lacks %q", want)
 		}

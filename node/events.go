@@ -64,12 +64,23 @@ func (n *Node) facts(ctx context.Context) []events.Fact {
 	if err != nil {
 		return nil
 	}
-	me := n.cfg.Node.Name
+	return statusFacts(n.cfg.Node.Name, st)
+}
+
+// statusFacts flattens the status st of node me; it is apart from facts so
+// that the flattening can be tested on statuses no running node would be
+// in.
+func statusFacts(me string, st api.Status) []events.Fact {
 	var fs []events.Fact
 	add := func(kind, volume, peer, value, detail string) {
 		fs = append(fs, events.Fact{Kind: kind, Node: me, Volume: volume, Peer: peer, Value: value, Detail: detail})
 	}
 	for _, v := range st.Volumes {
+		// A RAID volume is often standalone: its array is watched whether
+		// or not it replicates.
+		if rs := v.RAID; rs != nil {
+			fs = append(fs, raidFacts(me, v.Name, rs)...)
+		}
 		r := v.Replication
 		if r == nil {
 			continue
@@ -114,5 +125,49 @@ func (n *Node) facts(ctx context.Context) []events.Fact {
 			}
 		}
 	}
+	return fs
+}
+
+// raidFacts flattens the status rs of volume's array, like the events
+// mdadm --monitor reports.
+func raidFacts(me, volume string, rs *api.RAIDStatus) []events.Fact {
+	inSync := 0
+	for _, m := range rs.Members {
+		if m.State == "in_sync" {
+			inSync++
+		}
+	}
+	fs := []events.Fact{{Kind: events.KindRAIDHealth, Node: me, Volume: volume, Value: rs.Health,
+		Detail: fmt.Sprintf("%s, %d of %d members in sync", rs.Level, inSync, len(rs.Members))}}
+	for _, m := range rs.Members {
+		detail := m.Path
+		if detail == "" {
+			detail = "empty slot"
+		}
+		if m.Error != "" {
+			detail += ": " + m.Error
+		}
+		fs = append(fs, events.Fact{Kind: events.KindRAIDMember, Node: me, Volume: volume,
+			Peer: "member" + strconv.Itoa(m.Index), Value: m.State, Detail: detail})
+	}
+	op, detail := "idle", ""
+	if p := rs.Progress; p != nil {
+		// The bytes done stay out of the value: they change on every
+		// observation of a running operation, and each change would be an
+		// event.
+		op = p.Op + "-" + p.State
+		what := "check"
+		switch {
+		case p.Op == "rebuild":
+			what = "member " + strconv.Itoa(p.Member)
+		case p.Repair:
+			what = "repair"
+		}
+		detail = fmt.Sprintf("%s, %d of %d bytes", what, p.DoneBytes, p.TotalBytes)
+		if p.Error != "" {
+			detail += ": " + p.Error
+		}
+	}
+	fs = append(fs, events.Fact{Kind: events.KindRAIDOp, Node: me, Volume: volume, Value: op, Detail: detail})
 	return fs
 }

@@ -5,20 +5,30 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/blockrep/blockrep/api"
 	"github.com/blockrep/blockrep/config"
+	"github.com/blockrep/blockrep/events"
 )
 
 // raidConfig is a node in dir with one RAID5 volume over three sparse
 // member files of 5 MiB (4 MiB of data each after the superblock area).
 func raidConfig(t *testing.T, dir string) *config.Config {
+	t.Helper()
+	return raidConfigRate(t, dir, "0")
+}
+
+// raidConfigRate is raidConfig with raid_rebuild_rate = rate (a TOML
+// value).
+func raidConfigRate(t *testing.T, dir, rate string) *config.Config {
 	t.Helper()
 	text := fmt.Sprintf(`
 [node]
@@ -34,10 +44,10 @@ name = "vol0"
 raid_level = "raid5"
 raid_members = [%[3]q, %[4]q, %[5]q]
 raid_chunk_size = "64KiB"
-raid_rebuild_rate = 0
+raid_rebuild_rate = %[6]s
 size = "5MiB"
 `, filepath.Join(dir, "data"), filepath.Join(dir, "ctl.sock"),
-		filepath.Join(dir, "m0.img"), filepath.Join(dir, "m1.img"), filepath.Join(dir, "m2.img"))
+		filepath.Join(dir, "m0.img"), filepath.Join(dir, "m1.img"), filepath.Join(dir, "m2.img"), rate)
 	cfg, err := config.Parse([]byte(text), "test.toml")
 	if err != nil {
 		t.Fatal(err)
@@ -229,5 +239,112 @@ func TestRAIDOnFileVolume(t *testing.T) {
 	st, err := c.Status(context.Background())
 	if err != nil || st.Volumes[0].RAID != nil {
 		t.Errorf("file volume status RAID %+v (%v)", st.Volumes[0].RAID, err)
+	}
+}
+
+// TestRAIDEvents checks that the node publishes what mdadm --monitor would
+// report (Fail, DegradedArray, RebuildStarted, RebuildFinished) as events
+// on its bus.
+func TestRAIDEvents(t *testing.T) {
+	dir := t.TempDir()
+	// Slow enough (4 MiB at 2 MiB/s) that the watcher, which looks every
+	// 100 ms, sees the rebuild running and not only its end.
+	cfg := raidConfigRate(t, dir, `"2MiB"`)
+	n, _ := startNode(t, cfg)
+	c := api.Dial(cfg.Node.ControlSocket)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// The watcher's first observation records the state without publishing
+	// it: a failure before it would not be an event.
+	initial := func() map[string]string {
+		m := map[string]string{}
+		for _, e := range n.CurrentEvents() {
+			if strings.HasPrefix(e.Kind, "raid-") && e.Volume == "vol0" {
+				m[e.Kind+" "+e.Peer] = e.New
+			}
+		}
+		return m
+	}
+	wantInitial := map[string]string{"raid-health ": "optimal", "raid-member member0": "in_sync",
+		"raid-member member1": "in_sync", "raid-member member2": "in_sync", "raid-op ": "idle"}
+	for cur := initial(); !maps.Equal(cur, wantInitial); cur = initial() {
+		if ctx.Err() != nil {
+			t.Fatalf("current RAID events %v, want %v", cur, wantInitial)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	sub := n.Events().Subscribe(ctx)
+
+	// await reads events until one matches each of want, in any order as
+	// the events of one observation come in the order of the facts, and
+	// returns what it read.
+	await := func(step string, want ...func(events.Event) bool) []events.Event {
+		t.Helper()
+		var seen []events.Event
+		for len(want) > 0 {
+			e, err := sub.Next(ctx)
+			if err != nil {
+				var lines []string
+				for _, e := range seen {
+					lines = append(lines, e.String())
+				}
+				t.Fatalf("%s: %v; events seen:\n%s", step, err, strings.Join(lines, "\n"))
+			}
+			seen = append(seen, e)
+			want = slices.DeleteFunc(want, func(w func(events.Event) bool) bool { return w(e) })
+		}
+		return seen
+	}
+	is := func(kind, peer, old, new string) func(events.Event) bool {
+		return func(e events.Event) bool {
+			return e.Kind == kind && e.Volume == "vol0" && e.Peer == peer && e.Old == old && e.New == new
+		}
+	}
+
+	// Fail: the member turns faulty, with its path and why in the detail,
+	// and the array degraded.
+	if err := c.RAIDFail(ctx, "vol0", 1); err != nil {
+		t.Fatal(err)
+	}
+	faulty := is("raid-member", "member1", "in_sync", "faulty")
+	seen := await("fail", faulty, is("raid-health", "", "optimal", "degraded"))
+	for _, e := range seen {
+		if faulty(e) && !strings.HasPrefix(e.Detail, cfg.Volumes[0].RAID.Members[1]+": ") {
+			t.Errorf("faulty member event detail %q, want the path and the error", e.Detail)
+		}
+		if e.Kind == "raid-op" {
+			t.Errorf("a failure is not an operation: %s", e)
+		}
+	}
+
+	// Replace it: the rebuild starts, ends, and the array is optimal again.
+	newPath := filepath.Join(dir, "m1-new.img")
+	if err := c.RAIDReplace(ctx, "vol0", 1, newPath); err != nil {
+		t.Fatal(err)
+	}
+	seen = await("rebuild start", is("raid-op", "", "idle", "rebuild-running"))
+	end := is("raid-op", "", "rebuild-running", "rebuild-done")
+	seen = append(seen, await("rebuild end", end, is("raid-health", "", "degraded", "optimal"))...)
+	var running int
+	for _, e := range seen {
+		if e.Kind == "raid-op" && e.New == "rebuild-running" {
+			running++
+		}
+		if end(e) && !strings.HasPrefix(e.Detail, "member 1, ") {
+			t.Errorf("rebuild end detail %q, want the member", e.Detail)
+		}
+	}
+	if running != 1 {
+		t.Errorf("%d rebuild-running events, want 1: the progress is not an event", running)
+	}
+	if !slices.ContainsFunc(seen, is("raid-member", "member1", "faulty", "rebuilding")) {
+		t.Errorf("no event of member 1 rebuilding among %v", seen)
+	}
+	if !slices.ContainsFunc(seen, func(e events.Event) bool {
+		return e.Kind == "raid-member" && e.Peer == "member1" && e.New == "in_sync" && e.Detail == newPath
+	}) {
+		t.Errorf("no event of member 1 in sync at %s among %v", newPath, seen)
 	}
 }

@@ -61,7 +61,9 @@
 // created at the volume's size). raid scrub checks every mirror or parity
 // in the background; --repair also rewrites what does not check out. MEMBER
 // is a member's index as raid status shows it. status shows a line per RAID
-// volume.
+// volume. events shows the array's changes as raid-health, raid-member (the
+// slot as peer=member1) and raid-op (idle, rebuild-running, rebuild-done,
+// ...) events.
 //
 // The socket is -s, else the control_socket of the configuration named by
 // -c, else $BLOCKREP_SOCKET, else the control_socket of
