@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -46,6 +47,25 @@ var DefaultRaidConfigs = []RaidConfig{
 	{Name: "RAID5 ×3", Level: raid.Level5, Members: 3},
 	{Name: "RAID5 ×4", Level: raid.Level5, Members: 4},
 	{Name: "RAID6 ×4", Level: raid.Level6, Members: 4},
+}
+
+// SelectRaidConfigs returns the reference and the DefaultRaidConfigs whose
+// name contains one of the comma-separated substrings of only; all of them
+// when only is empty.
+func SelectRaidConfigs(only string) []RaidConfig {
+	if strings.TrimSpace(only) == "" {
+		return DefaultRaidConfigs
+	}
+	out := []RaidConfig{DefaultRaidConfigs[0]}
+	for _, c := range DefaultRaidConfigs[1:] {
+		for _, sub := range strings.Split(only, ",") {
+			if sub = strings.TrimSpace(sub); sub != "" && strings.Contains(c.Name, sub) {
+				out = append(out, c)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // Geometry returns the array geometry that gives the configuration a
@@ -97,6 +117,17 @@ var RaidWorkloads = []RaidWorkload{
 	{Name: "1M sequential write", Write: true, BlockSize: 1 << 20, Throughput: true},
 	{Name: "4K random read", Random: true, BlockSize: 4 << 10},
 	{Name: "4K random write", Write: true, Random: true, BlockSize: 4 << 10},
+}
+
+// RaidReadWorkloads are the read workloads of RaidWorkloads.
+func RaidReadWorkloads() []RaidWorkload {
+	var out []RaidWorkload
+	for _, w := range RaidWorkloads {
+		if !w.Write {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // RaidResult is one run of one workload on one configuration.
@@ -257,9 +288,15 @@ type RaidOptions struct {
 	// stores' data cached (the fill leaves it there), so the runs measure
 	// the CPU cost of each level's code path. Otherwise the cache is
 	// dropped before every run.
-	Warm      bool
+	Warm bool
+	// Disks, when enabled, puts every member file (and the reference
+	// file) on its own loop device whose reads this process may do only
+	// at the given rate: separate disks of a known speed. Only reads are
+	// capped (buffered writeback is not the writer's I/O to the kernel's
+	// throttle), so the default workloads are then the read ones.
+	Disks     DiskLimits
 	Configs   []RaidConfig   // default DefaultRaidConfigs
-	Workloads []RaidWorkload // default RaidWorkloads
+	Workloads []RaidWorkload // default RaidWorkloads (RaidReadWorkloads with Disks)
 	Out       io.Writer
 	Progress  func(format string, args ...any)
 }
@@ -290,6 +327,9 @@ func RunRaid(ctx context.Context, o RaidOptions) error {
 	}
 	if o.Workloads == nil {
 		o.Workloads = RaidWorkloads
+		if o.Disks.Enabled() {
+			o.Workloads = RaidReadWorkloads()
+		}
 	}
 	if o.Progress == nil {
 		o.Progress = func(string, ...any) {}
@@ -297,20 +337,34 @@ func RunRaid(ctx context.Context, o RaidOptions) error {
 	if o.Jobs < 1 || o.Rounds < 1 || o.Runtime <= 0 {
 		return fmt.Errorf("bench: raid: need jobs, rounds and runtime > 0")
 	}
+	if err := checkDiskCoverage(o); err != nil {
+		return err
+	}
 	work, err := os.MkdirTemp(o.Dir, "blockbench-raid-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
 
+	var disks *throttledDisks
+	if o.Disks.Enabled() {
+		if disks, err = newThrottledDisks(o.Disks); err != nil {
+			return err
+		}
+	}
 	var stores []*raidStore
 	defer func() {
 		for _, s := range stores {
 			s.close()
 		}
+		if disks != nil {
+			if err := disks.close(); err != nil {
+				o.Progress("cleanup: %v", err)
+			}
+		}
 	}()
 	for i, c := range o.Configs {
-		s, err := openRaidStore(filepath.Join(work, fmt.Sprintf("c%d", i)), c, o.Size, o.ChunkSize)
+		s, err := openRaidStore(filepath.Join(work, fmt.Sprintf("c%d", i)), c, o.Size, o.ChunkSize, disks)
 		if err != nil {
 			return err
 		}
@@ -330,8 +384,12 @@ func RunRaid(ctx context.Context, o RaidOptions) error {
 		}
 	}
 	dropMethod := prepare()
+	where := o.Dir
+	if disks != nil {
+		where = fmt.Sprintf("%s, every file on its own loop device capped at %s", o.Dir, o.Disks)
+	}
 	fmt.Fprintf(o.Out, "blockbench -raid: %d configurations × %d workloads × %d rounds × %s, %d jobs, %d MiB logical per configuration, chunk %d KiB, in %s; page cache before each run: %s\n\n",
-		len(o.Configs), len(o.Workloads), o.Rounds, o.Runtime, o.Jobs, o.Size>>20, o.ChunkSize>>10, o.Dir, dropMethod)
+		len(o.Configs), len(o.Workloads), o.Rounds, o.Runtime, o.Jobs, o.Size>>20, o.ChunkSize>>10, where, dropMethod)
 
 	runs := make(map[[2]int][]RaidResult)
 	for r := 0; r < o.Rounds; r++ {
@@ -363,13 +421,51 @@ func RunRaid(ctx context.Context, o RaidOptions) error {
 	return nil
 }
 
+// checkDiskCoverage refuses throttled disks whose data a sequential run
+// would read entirely: after one pass the rest of the run comes from the
+// page cache and measures memory, not the disks (every member reading at
+// the cap, the whole run long, must stay within one configuration's
+// logical size).
+func checkDiskCoverage(o RaidOptions) error {
+	if o.Disks.ReadBPS <= 0 {
+		return nil
+	}
+	widest := 1
+	for _, c := range o.Configs {
+		widest = max(widest, c.Members)
+	}
+	read := o.Disks.ReadBPS * int64(widest) * int64(o.Runtime/time.Millisecond) / 1000
+	if read >= o.Size {
+		return fmt.Errorf("bench: raid: -size %d MiB is too small for -disk-mbps %d over %s: %d members would read %d MiB in one run and the rest of it would come from the page cache; raise -size or lower -disk-mbps or -runtime",
+			o.Size>>20, o.Disks.ReadBPS/1e6, o.Runtime, widest, read>>20)
+	}
+	return nil
+}
+
 // openRaidStore creates the configuration's member files (sparse) in dir
-// prefix and assembles the store.
-func openRaidStore(prefix string, c RaidConfig, size, chunk int64) (*raidStore, error) {
+// prefix and assembles the store; with disks, each file is used through
+// its own throttled loop device.
+func openRaidStore(prefix string, c RaidConfig, size, chunk int64, disks *throttledDisks) (*raidStore, error) {
 	s := &raidStore{cfg: c}
 	msize := c.MemberSize(size, chunk)
 	for m := 0; m < c.Members; m++ {
-		f, err := raid.OpenFile(fmt.Sprintf("%s-m%d.img", prefix, m), raid.FileOptions{CreateSize: msize})
+		path := fmt.Sprintf("%s-m%d.img", prefix, m)
+		opts := raid.FileOptions{CreateSize: msize}
+		if disks != nil {
+			err := os.WriteFile(path, nil, 0o600)
+			if err == nil {
+				err = os.Truncate(path, msize)
+			}
+			if err == nil {
+				path, err = disks.attach(path)
+			}
+			if err != nil {
+				s.close()
+				return nil, err
+			}
+			opts = raid.FileOptions{}
+		}
+		f, err := raid.OpenFile(path, opts)
 		if err != nil {
 			s.close()
 			return nil, err

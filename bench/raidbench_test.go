@@ -135,3 +135,22 @@ func TestWriteRaidTables(t *testing.T) {
 		t.Errorf("scaling table:\n%s\nwant:\n%s", b.String(), want)
 	}
 }
+
+func TestSelectRaidConfigs(t *testing.T) {
+	names := func(cs []RaidConfig) string {
+		var s []string
+		for _, c := range cs {
+			s = append(s, c.Name)
+		}
+		return strings.Join(s, "|")
+	}
+	if got := SelectRaidConfigs(""); len(got) != len(DefaultRaidConfigs) {
+		t.Errorf("empty selection: %s, want all", names(got))
+	}
+	if got, want := names(SelectRaidConfigs("RAID1 ×, RAID6")), "single file|RAID1 ×2|RAID1 ×3|RAID6 ×4"; got != want {
+		t.Errorf("RAID1 ×, RAID6: %s, want %s", got, want)
+	}
+	if got, want := names(SelectRaidConfigs("nothing")), RaidReference; got != want {
+		t.Errorf("no match: %s, want the reference alone", got)
+	}
+}

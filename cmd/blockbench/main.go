@@ -43,7 +43,7 @@ func main() {
 	flag.Var(&size, "size", "backing file size: bytes or with a binary suffix (256MiB, 1GiB)")
 	runtime := flag.Duration("runtime", 5*time.Second, "fio runtime per run")
 	rounds := flag.Int("rounds", 3, "runs per row and server; the median is reported")
-	only := flag.String("rows", "", "comma-separated substrings selecting rows (default all)")
+	only := flag.String("rows", "", "comma-separated substrings selecting rows (default all); with -raid, configurations by name (the single file is always measured)")
 	replication := flag.Bool("replication", false, "measure replication: nbdkit, standalone and replicated blockrepd, then resync against a plain copy")
 	resyncSize := sizeFlag(512 << 20)
 	flag.Var(&resyncSize, "resync-size", "with -replication: bytes written while the secondary is down, then resynced; 0 skips the resync rounds (default 512MiB, at most half of -size)")
@@ -56,6 +56,8 @@ func main() {
 	warm := flag.Bool("warm", false, "with -raid: keep the page cache between runs (sync only) instead of dropping it before each run")
 	chunk := sizeFlag(64 << 10)
 	flag.Var(&chunk, "chunk", "with -raid: the arrays' chunk size")
+	diskIOPS := flag.Int64("disk-iops", 0, "with -raid: put every file on its own loop device capped at this many read IOPS (separate disks of a known speed; root; read workloads only)")
+	diskMBps := flag.Int64("disk-mbps", 0, "with -raid: as -disk-iops, a cap of this many MB/s read per loop device")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -76,6 +78,8 @@ func main() {
 		err = bench.RunRaid(ctx, bench.RaidOptions{
 			Dir: *dir, Size: int64(size), ChunkSize: int64(chunk), Runtime: *runtime,
 			Rounds: *rounds, Jobs: *jobs, Warm: *warm, Out: os.Stdout,
+			Disks:   bench.DiskLimits{ReadIOPS: *diskIOPS, ReadBPS: *diskMBps * 1e6},
+			Configs: bench.SelectRaidConfigs(*only),
 			Progress: func(format string, args ...any) {
 				fmt.Fprintf(os.Stderr, "blockbench: %s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 			},
