@@ -111,8 +111,8 @@ type Event struct {
 	// Peer is the peer node concerned (of a connection, a resync, a peer's
 	// disk); empty when none is.
 	Peer string `json:"peer,omitempty"`
-	// Node is the node concerned when it is not implied (the cluster's
-	// leader, a member); empty for this node's own state.
+	// Node is the node that saw the change (the daemon's own name), so
+	// that events gathered from several nodes say where they come from.
 	Node string `json:"node,omitempty"`
 	// Old is the value before the change; empty when the thing is new.
 	Old string `json:"old,omitempty"`
