@@ -622,16 +622,19 @@ type ScrubMismatch struct {
 	// first logical byte.
 	Offset, Logical int64
 	// Members are the mirror copies that differed from the first in-sync
-	// copy, or the parity members (P, then Q) of a RAID 5/6 stripe whose
-	// parity did not verify.
+	// copy; for RAID 5/6, the member holding the wrong chunk when RAID 6
+	// can tell (one chunk wrong, every member in sync), else the parity
+	// members (P, then Q) of an optimal stripe, or every in-sync member of
+	// a degraded RAID 6 stripe.
 	Members []int
 }
 
 // ScrubResult is what a Scrub found and did.
 type ScrubResult struct {
 	// Stripes is the number of stripes checked; Skipped those that could
-	// not be (a parity stripe with a member not in sync, a chunk with a
-	// single in-sync copy).
+	// not be (a RAID 5 stripe with a member not in sync, a RAID 6 stripe
+	// with two, a chunk with a single in-sync copy, a stripe whose read
+	// errors were repaired from redundancy).
 	Stripes, Skipped int64
 	// Mismatches is the number of inconsistent stripes; Repaired those
 	// rewritten (with Repair).
@@ -648,7 +651,8 @@ type ScrubResult struct {
 // copy of a chunk with the first in-sync copy that reads (md's choice, and
 // the copy that wins a repair: the others are rewritten from it); RAID 5/6
 // verify the parity of the data (a repair recomputes P and Q from the data,
-// as md does; which chunk was wrong cannot be told in general). It returns
+// as md does, except where RAID 6 can tell which single chunk is wrong:
+// see scrubParity). It returns
 // the counts so far with ctx's error when ctx is done, and an error
 // wrapping ErrTooManyFailed when some data cannot be read at all.
 func (a *Array) Scrub(ctx context.Context, opts ScrubOptions) (res ScrubResult, err error) {
@@ -678,18 +682,20 @@ func (a *Array) Scrub(ctx context.Context, opts ScrubOptions) (res ScrubResult, 
 			return res, fmt.Errorf("raid: scrub %s stopped at stripe %d: %w", a.name, s, err)
 		}
 		var bad []int
+		var fixed bool
 		var err error
 		if a.mirror {
 			bad, err = a.scrubMirror(s, opts.Repair, &res)
+			fixed = opts.Repair
 		} else {
-			bad, err = a.scrubParity(s, opts.Repair, &res)
+			bad, fixed, err = a.scrubParity(s, opts.Repair, &res)
 		}
 		if err != nil {
 			return res, err
 		}
 		if bad != nil {
 			res.Mismatches++
-			if opts.Repair {
+			if fixed {
 				res.Repaired++
 			}
 			if len(res.First) < maxReport {
@@ -767,26 +773,43 @@ func (a *Array) scrubMirror(s int64, repair bool, res *ScrubResult) ([]int, erro
 	return bad, nil
 }
 
-// scrubParity checks stripe s of RAID 5/6, returning its parity members if
-// the parity does not verify (nil if it does).
-func (a *Array) scrubParity(s int64, repair bool, res *ScrubResult) ([]int, error) {
+// scrubParity checks stripe s of RAID 5/6, returning the members found
+// wrong (nil if the stripe verifies) and whether it rewrote them.
+//
+// A stripe is checked while it has a redundancy beyond what its members
+// not in sync take: every RAID 5 or RAID 6 stripe of an optimal array, and
+// a RAID 6 stripe with one member out (its chunk is rebuilt from the
+// others and the last one checks the result). RAID 6 with every member
+// also tells which chunk is wrong when exactly one is: the one whose
+// reconstruction from the others makes the stripe consistent. That chunk
+// is repaired; otherwise a repair recomputes the parity from the data, as
+// md does, and a degraded stripe is reported but not rewritten (the wrong
+// chunk is not known).
+func (a *Array) scrubParity(s int64, repair bool, res *ScrubResult) (bad []int, fixed bool, err error) {
 	C := a.g.ChunkSize
 	off, logical := s*C, s*a.g.StripeSize()
 	mu := a.lock(s)
 	mu.Lock()
 	defer mu.Unlock()
 	idx := a.stripeMembers(s)
-	for _, mi := range idx {
+	var absent []int // chunks on members not in sync
+	for ci, mi := range idx {
 		if !a.members[mi].inSync() {
-			res.Skipped++
-			return nil, nil
+			absent = append(absent, ci)
 		}
+	}
+	if len(absent) >= a.m {
+		res.Skipped++ // nothing left to check with
+		return nil, false, nil
 	}
 	bufs, release := getBufs(len(idx), C)
 	defer release()
 	var missing []int
 	var lastErr error
 	for ci, mi := range idx {
+		if slices.Contains(absent, ci) {
+			continue
+		}
 		if err := a.members[mi].readAt(bufs[ci], off); err != nil {
 			res.ReadErrors++
 			missing, lastErr = append(missing, ci), err
@@ -795,12 +818,12 @@ func (a *Array) scrubParity(s int64, repair bool, res *ScrubResult) ([]int, erro
 	if len(missing) > 0 {
 		// Read errors: rebuild the unreadable chunks and write them back;
 		// the stripe is then consistent by construction, not checked.
-		if len(missing) > a.m {
-			return nil, a.tooMany("scrub", logical, a.g.StripeSize(), lastErr)
+		if len(missing)+len(absent) > a.m {
+			return nil, false, a.tooMany("scrub", logical, a.g.StripeSize(), lastErr)
 		}
 		chunks := slices.Clone(bufs)
-		if err := a.par.Reconstruct(chunks, missing); err != nil {
-			return nil, fmt.Errorf("raid: scrub %s stripe %d: %w", a.name, s, err)
+		if err := a.par.Reconstruct(chunks, append(slices.Clone(absent), missing...)); err != nil {
+			return nil, false, fmt.Errorf("raid: scrub %s stripe %d: %w", a.name, s, err)
 		}
 		var rm []int
 		data := map[int][]byte{}
@@ -810,20 +833,44 @@ func (a *Array) scrubParity(s int64, repair bool, res *ScrubResult) ([]int, erro
 		}
 		a.repair(rm, func(i int) []byte { return data[i] }, off, logical, lastErr)
 		res.Skipped++
-		return nil, nil
+		return nil, false, nil
 	}
 	res.Stripes++
+	if len(absent) > 0 {
+		if err := a.par.Reconstruct(bufs, absent); err != nil {
+			return nil, false, fmt.Errorf("raid: scrub %s stripe %d: %w", a.name, s, err)
+		}
+	}
 	ok, err := a.par.Verify(bufs[:a.k], bufs[a.k:])
 	if err != nil {
-		return nil, fmt.Errorf("raid: scrub %s stripe %d: %w", a.name, s, err)
+		return nil, false, fmt.Errorf("raid: scrub %s stripe %d: %w", a.name, s, err)
 	}
 	if ok {
-		return nil, nil
+		return nil, false, nil
+	}
+	if len(absent) > 0 {
+		a.log.Warn("raid: scrub found a parity mismatch in a degraded stripe; not repairable until the array is optimal",
+			"array", a.name, "stripe", s, "offset", off)
+		for ci, mi := range idx {
+			if !slices.Contains(absent, ci) {
+				bad = append(bad, mi)
+			}
+		}
+		return bad, false, nil
+	}
+	if ci, chunk := a.locateBadChunk(bufs); ci >= 0 {
+		a.log.Warn("raid: scrub found a wrong chunk", "array", a.name, "stripe", s, "offset", off, "member", idx[ci], "repair", repair)
+		if repair {
+			if err := a.members[idx[ci]].writeAt(chunk, off, false); err != nil {
+				a.fail(idx[ci], "write (scrub repair)", off, err)
+			}
+		}
+		return []int{idx[ci]}, repair, nil
 	}
 	a.log.Warn("raid: scrub found a parity mismatch", "array", a.name, "stripe", s, "offset", off, "repair", repair)
 	if repair {
 		if err := a.par.Encode(bufs[:a.k], bufs[a.k:]); err != nil {
-			return nil, fmt.Errorf("raid: scrub %s stripe %d: %w", a.name, s, err)
+			return nil, false, fmt.Errorf("raid: scrub %s stripe %d: %w", a.name, s, err)
 		}
 		for ci := a.k; ci < len(idx); ci++ {
 			if err := a.members[idx[ci]].writeAt(bufs[ci], off, false); err != nil {
@@ -831,5 +878,33 @@ func (a *Array) scrubParity(s int64, repair bool, res *ScrubResult) ([]int, erro
 			}
 		}
 	}
-	return slices.Clone(idx[a.k:]), nil
+	return slices.Clone(idx[a.k:]), repair, nil
+}
+
+// locateBadChunk finds, in a RAID 6 stripe that does not verify, the one
+// chunk whose reconstruction from the others makes the stripe consistent,
+// and returns its index in the stripe with the correct contents. It
+// returns -1 when the array has a single parity or when no chunk, or more
+// than one, can be blamed (several chunks are wrong).
+func (a *Array) locateBadChunk(stripe [][]byte) (int, []byte) {
+	if a.m < 2 {
+		return -1, nil
+	}
+	found, fixed := -1, []byte(nil)
+	chunks := make([][]byte, len(stripe))
+	for ci := range stripe {
+		copy(chunks, stripe)
+		chunks[ci] = make([]byte, len(stripe[ci]))
+		if err := a.par.Reconstruct(chunks, []int{ci}); err != nil {
+			return -1, nil
+		}
+		if ok, err := a.par.Verify(chunks[:a.k], chunks[a.k:]); err != nil || !ok {
+			continue
+		}
+		if found >= 0 {
+			return -1, nil
+		}
+		found, fixed = ci, chunks[ci]
+	}
+	return found, fixed
 }
