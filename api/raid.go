@@ -25,6 +25,9 @@ type RAIDStatus struct {
 	Events uint64 `json:"events"`
 	// Members are the member slots, in role order; never nil.
 	Members []RAIDMember `json:"members"`
+	// Spares are the hot spares' paths (mdadm --detail's "spare"
+	// devices), in the order the array takes them; never nil.
+	Spares []string `json:"spares"`
 	// Progress is the running rebuild or scrub, or else the last one; nil
 	// when none has run since the array was opened.
 	Progress *RAIDProgress `json:"progress,omitempty"`
@@ -104,6 +107,7 @@ type RAIDRecovery struct {
 //	POST /v1/volumes/{volume}/raid/fail     {"member": 1}                 200 {}
 //	POST /v1/volumes/{volume}/raid/remove   {"member": 1}                 200 {}
 //	POST /v1/volumes/{volume}/raid/add      {"path": "/dev/sde"}          200 {"member": 1}
+//	                                                                      or {"member": -1, "spare": true}
 //	POST /v1/volumes/{volume}/raid/replace  {"member": 1, "path": "..."}  200 {}
 //	POST /v1/volumes/{volume}/raid/scrub    {"repair": false}             200 {}
 //
@@ -111,14 +115,17 @@ type RAIDRecovery struct {
 // range or a relative path 400, a change the array's state refuses (failing
 // the last redundancy, removing a member that is not faulty, a rebuild or
 // scrub already running) 409. add and replace start the rebuild of the new
-// member in the background, scrub the scrub: both show in the status.
+// member in the background, scrub the scrub: both show in the status. add
+// to an array with no empty slot adds a hot spare (as mdadm --add), which
+// the array takes into the slot of a member that fails.
 type RAIDController interface {
 	// RAIDFail marks the member faulty (mdadm --fail).
 	RAIDFail(ctx context.Context, volume string, member int) error
 	// RAIDRemove takes the faulty member out of its slot (mdadm --remove).
 	RAIDRemove(ctx context.Context, volume string, member int) error
 	// RAIDAdd puts the device at path in the lowest empty slot, returns
-	// the slot and starts rebuilding it.
+	// the slot and starts rebuilding it; with no empty slot it adds the
+	// device as a hot spare and returns -1.
 	RAIDAdd(ctx context.Context, volume, path string) (member int, err error)
 	// RAIDReplace puts the device at path in the faulty or removed slot
 	// member and starts rebuilding it.
@@ -151,7 +158,10 @@ type RAIDScrubRequest struct {
 
 // RAIDMemberReply is the answer of POST .../raid/add.
 type RAIDMemberReply struct {
+	// Member is the slot the device went into; -1 for a spare.
 	Member int `json:"member"`
+	// Spare: the array had no empty slot and the device is a hot spare.
+	Spare bool `json:"spare,omitempty"`
 }
 
 var raidVerbs = []string{"fail", "remove", "add", "replace", "scrub"}
@@ -204,7 +214,7 @@ func raidRoutes(mux *http.ServeMux, b Backend) {
 			return RAIDMemberReply{}, err
 		}
 		m, err := rc.RAIDAdd(ctx, volume, req.Path)
-		return RAIDMemberReply{Member: m}, err
+		return RAIDMemberReply{Member: m, Spare: err == nil && m < 0}, err
 	}))
 	mux.Handle("/v1/volumes/{volume}/raid/replace", command("raid replace", func(ctx context.Context, volume string, req RAIDReplaceRequest) error {
 		m, err := member(req.Member)
@@ -239,7 +249,7 @@ func (c *Client) RAIDRemove(ctx context.Context, volume string, member int) erro
 }
 
 // RAIDAdd asks the daemon to add the device at path to volume's array; it
-// returns the slot the device went into.
+// returns the slot the device went into, -1 when it became a hot spare.
 func (c *Client) RAIDAdd(ctx context.Context, volume, path string) (int, error) {
 	var reply RAIDMemberReply
 	err := c.post(ctx, raidPath(volume, "add"), RAIDPathRequest{Path: path}, &reply)

@@ -456,6 +456,13 @@ func validate(p *problems, cfg *Config, nbdTable, replTable *table) {
 					paths[m] = i
 				}
 			}
+			for k, m := range v.RAID.Spares {
+				if j, dup := paths[m]; dup && j != i {
+					p.add(fmt.Sprintf("%s.raid_spares.%d", key, k), "%s.raid_spares.%d: %q is also used by volume.%d (%s)", key, k, m, j, cfg.Volumes[j].Name)
+				} else {
+					paths[m] = i
+				}
+			}
 		}
 		if v.TLS == TLSRequired && !cfg.NBD.TLSEnabled() {
 			p.add(key+".tls", "%s.tls is %q but nbd.tls_cert is not set: configure [nbd] tls_cert and tls_key", key, TLSRequired)

@@ -114,6 +114,9 @@
 //	                             # "raid5" (>= 3) or "raid6" (>= 4)
 //	raid_members = ["/dev/sdb", "/dev/sdc", "/dev/sdd"]  # absolute, unique,
 //	                             # in role order; at most 244
+//	raid_spares = ["/dev/sde"]   # optional hot spares: absolute, unique, not
+//	                             # members; one takes a failed member's slot
+//	                             # and is rebuilt at raid_rebuild_rate
 //	raid_chunk_size = "64KiB"    # power of two, 4KiB to 16MiB; default 64KiB
 //	raid_copies = 2              # raid10 only: 2 to 64; default 2
 //	raid_rebuild_rate = "100MiB" # bytes/s of rebuilds and scrubs; 0 is

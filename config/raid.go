@@ -14,6 +14,10 @@ type RAID struct {
 	// Members are the member files or block devices (absolute, cleaned,
 	// unique), in role order for a new array.
 	Members []string
+	// Spares are hot spares (absolute, cleaned, unique, none a member):
+	// devices that hold no data until a member fails, when one takes the
+	// failed member's slot and is rebuilt. Optional.
+	Spares []string
 	// ChunkSize is the unit of striping in bytes: a power of two from
 	// 4KiB to 16MiB.
 	ChunkSize int64
@@ -51,7 +55,7 @@ func (r *RAID) Spec() string {
 }
 
 // raidKeys are the keys decodeRAID reads.
-var raidKeys = []string{"raid_level", "raid_members", "raid_chunk_size", "raid_copies", "raid_rebuild_rate"}
+var raidKeys = []string{"raid_level", "raid_members", "raid_spares", "raid_chunk_size", "raid_copies", "raid_rebuild_rate"}
 
 // decodeRAID decodes the raid_* keys of a [[volume]] table into v.RAID (nil
 // when none is present) and checks them.
@@ -70,10 +74,11 @@ func decodeRAID(t *table, v *Volume) {
 	}
 	r := &RAID{ChunkSize: DefaultRAIDChunkSize, RebuildRate: DefaultRAIDRebuildRate}
 	var level string
-	var members []string
+	var members, spares []string
 	copies := -1
 	t.str("raid_level", &level)
 	t.strings("raid_members", &members)
+	t.strings("raid_spares", &spares)
 	t.size("raid_chunk_size", &r.ChunkSize)
 	t.integer("raid_copies", &copies, 2, 64)
 	t.size("raid_rebuild_rate", &r.RebuildRate)
@@ -132,6 +137,25 @@ func decodeRAID(t *table, v *Volume) {
 		}
 		seen[m] = i
 		r.Members = append(r.Members, m)
+	}
+	seenSpare := map[string]int{}
+	for i, s := range spares {
+		key := t.key("raid_spares") + "." + fmt.Sprint(i)
+		if s == "" || !filepath.IsAbs(s) {
+			t.p.add(key, "%s: %q is a relative path: give an absolute path", key, s)
+			continue
+		}
+		s = filepath.Clean(s)
+		if j, dup := seen[s]; dup {
+			t.p.add(key, "%s: %q is also raid_members.%d: a device is a member or a spare, not both", key, s, j)
+			continue
+		}
+		if j, dup := seenSpare[s]; dup {
+			t.p.add(key, "%s: %q is also raid_spares.%d", key, s, j)
+			continue
+		}
+		seenSpare[s] = i
+		r.Spares = append(r.Spares, s)
 	}
 	if !ok || !membersSet {
 		return

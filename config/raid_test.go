@@ -35,6 +35,14 @@ raid_members = ["/a", "/b"]
 raid_chunk_size = 4096
 raid_rebuild_rate = "10MiB"`),
 			&RAID{Level: "raid10", Members: []string{"/a", "/b"}, ChunkSize: 4096, Copies: 2, RebuildRate: 10 * MiB}, 0},
+		{"raid5 with spares", raidVolume(`raid_level = "raid5"
+raid_members = ["/d/a", "/d/b", "/d/c"]
+raid_spares = ["/d/s1", "/d/x/../s2"]`),
+			&RAID{Level: "raid5", Members: []string{"/d/a", "/d/b", "/d/c"}, Spares: []string{"/d/s1", "/d/s2"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB}, 0},
+		{"raid1 empty spares", raidVolume(`raid_level = "raid1"
+raid_members = ["/a", "/b"]
+raid_spares = []`),
+			&RAID{Level: "raid1", Members: []string{"/a", "/b"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB}, 0},
 		{"raid1", raidVolume(`raid_level = "raid1"
 raid_members = ["/a", "/b"]`),
 			&RAID{Level: "raid1", Members: []string{"/a", "/b"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB}, 0},
@@ -98,6 +106,20 @@ func TestParseRAIDBad(t *testing.T) {
 			`volume.1.path: "/b" is also the path of volume.0 (vol0)`},
 		{"member shared with another raid", raidVolume(`raid_level = "raid1"`+"\n"+`raid_members = ["/a", "/b"]`) + "[[volume]]\nname = \"v1\"\nraid_level = \"raid1\"\nraid_members = [\"/c\", \"/a\"]\n",
 			`volume.1.raid_members.1: "/a" is also used by volume.0 (vol0)`},
+		{"spare is a member", raidVolume(`raid_level = "raid5"` + "\n" + three + "\n" + `raid_spares = ["/s", "/x/../b"]`),
+			`volume.0.raid_spares.1: "/b" is also raid_members.1: a device is a member or a spare, not both`},
+		{"duplicate spare", raidVolume(`raid_level = "raid5"` + "\n" + three + "\n" + `raid_spares = ["/s", "/s/"]`),
+			`volume.0.raid_spares.1: "/s" is also raid_spares.0`},
+		{"relative spare", raidVolume(`raid_level = "raid5"` + "\n" + three + "\n" + `raid_spares = ["s"]`),
+			`volume.0.raid_spares.0: "s" is a relative path: give an absolute path`},
+		{"spares not a list", raidVolume(`raid_level = "raid5"` + "\n" + three + "\n" + `raid_spares = "/s"`),
+			`volume.0.raid_spares: want an array of strings`},
+		{"spares not strings", raidVolume(`raid_level = "raid5"` + "\n" + three + "\n" + `raid_spares = [1]`),
+			`volume.0.raid_spares.0: want a string, got integer 1`},
+		{"spares without members", raidVolume(`raid_level = "raid5"` + "\n" + `raid_spares = ["/s"]`),
+			`volume.0.raid_members is required with raid_level, raid_spares`},
+		{"spare shared with another volume", raidVolume(`raid_level = "raid1"`+"\n"+`raid_members = ["/a", "/b"]`+"\n"+`raid_spares = ["/s"]`) + "[[volume]]\nname = \"v1\"\npath = \"/s\"\n",
+			`volume.1.path: "/s" is also the path of volume.0 (vol0)`},
 		{"neither path nor raid", raidVolume(""), `volume.0.path is required (the backing file or block device)`},
 	}
 	for _, tt := range tests {
@@ -134,7 +156,7 @@ func TestExampleRAIDParses(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &RAID{Level: "raid5", Members: []string{"/dev/disk/by-id/ata-A", "/dev/disk/by-id/ata-B", "/dev/disk/by-id/ata-C"},
-		ChunkSize: 64 * KiB, RebuildRate: 100 * MiB}
+		Spares: []string{"/dev/disk/by-id/ata-D"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB}
 	if v := cfg.Volumes[1]; v.Name != "fast" || !reflect.DeepEqual(v.RAID, want) || v.Size != 10*GiB {
 		t.Errorf("example RAID volume %+v raid %+v", v, v.RAID)
 	}

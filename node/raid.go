@@ -22,14 +22,24 @@ import (
 // A volume with raid_members is stored on a raid.DiskArray instead of a
 // single file: the array is the volume's store, and the replica and the NBD
 // export sit on top of it as on a file. The node remembers the array's
-// current member paths in the volume's meta state (raidMembersKey), so that
-// a member replaced by one the configuration does not name is found again
-// at the next start: the candidates raid.Open assembles from are the
-// configured members and the remembered ones.
+// current member and spare paths in the volume's meta state (raidMembersKey,
+// raidSparesKey), so that a member replaced by one the configuration does not
+// name, or a spare added with blockctl, is found again at the next start: the
+// candidates raid.Open assembles from are the configured members and spares
+// and the remembered ones. A configured spare that the array does not hold
+// (new, or removed) is added as a spare after the array is open.
+//
+// The array takes a spare into a failed member's slot by itself and rebuilds
+// it at raid_rebuild_rate (raid/spare.go); the node only records the new
+// paths (OnChange) and stops that at shutdown (stop).
 
 // raidMembersKey is the meta state key of the array's member paths, a JSON
 // array of strings in role order ("" for an empty slot).
 const raidMembersKey = "raid.members"
+
+// raidSparesKey is the meta state key of the array's spare paths, a JSON
+// array of strings.
+const raidSparesKey = "raid.spares"
 
 // raidBusyRetry is how often a rebuild waiting for a running rebuild or
 // scrub to end tries again.
@@ -52,7 +62,6 @@ type raidVolume struct {
 	wg     sync.WaitGroup
 
 	mu        sync.Mutex // the fields below; serializes member changes
-	paths     []string   // per role; "" for an empty slot
 	scrub     *api.RAIDScrubResult
 	scrubbing bool
 	repair    bool // of the running or last scrub
@@ -74,27 +83,33 @@ func holdsSuperblock(path string) bool {
 	return !errors.Is(err, raid.ErrNoSuperblock)
 }
 
-// rememberedMembers returns the member paths recorded for volume name, nil
-// when none are.
+// rememberedMembers returns the member and spare paths recorded for volume
+// name, nil when none are.
 func rememberedMembers(db *meta.DB, name string) []string {
-	var paths []string
+	var all []string
 	err := db.ViewVolume(name, func(tx *meta.VolumeTx) error {
-		if b := tx.Get(raidMembersKey); b != nil {
-			return json.Unmarshal(b, &paths)
+		for _, k := range []string{raidMembersKey, raidSparesKey} {
+			var paths []string
+			if b := tx.Get(k); b != nil {
+				if err := json.Unmarshal(b, &paths); err != nil {
+					return err
+				}
+			}
+			all = append(all, paths...)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil
 	}
-	return paths
+	return all
 }
 
 // openRAID assembles the array of vc, or creates it when none of the
 // candidate members holds a superblock.
 func (n *Node) openRAID(vc config.Volume) (*raidVolume, error) {
 	rc := vc.RAID
-	candidates := slices.Clone(rc.Members)
+	candidates := append(slices.Clone(rc.Members), rc.Spares...)
 	for _, p := range rememberedMembers(n.meta, vc.Name) {
 		if p != "" && !slices.Contains(candidates, p) {
 			candidates = append(candidates, p)
@@ -103,6 +118,12 @@ func (n *Node) openRAID(vc config.Volume) (*raidVolume, error) {
 	log := n.log.With("volume", vc.Name)
 	ctx := context.Background()
 	rv := &raidVolume{name: vc.Name, rate: rc.RebuildRate, log: log, db: n.meta}
+	// Called by the array after it took a spare in, which may be before
+	// rv.arr is set: it gets the paths rather than reading them.
+	onChange := func(members, spares []string) {
+		log.Warn("raid: a spare took a failed member's slot", "members", strings.Join(members, ","), "spares", strings.Join(spares, ","))
+		rv.savePaths(members, spares)
+	}
 	if !slices.ContainsFunc(candidates, holdsSuperblock) {
 		level, err := raid.ParseLevel(rc.Level)
 		if err != nil {
@@ -113,9 +134,11 @@ func (n *Node) openRAID(vc config.Volume) (*raidVolume, error) {
 			g.Copies = rc.Copies
 		}
 		log.Warn("raid: NONE OF THE MEMBERS HOLDS AN ARRAY SUPERBLOCK: CREATING A NEW ARRAY; every member is zeroed",
-			"level", rc.Level, "members", strings.Join(rc.Members, ","), "chunk_size", rc.ChunkSize, "member_file_size", vc.Size)
+			"level", rc.Level, "members", strings.Join(rc.Members, ","), "spares", strings.Join(rc.Spares, ","),
+			"chunk_size", rc.ChunkSize, "member_file_size", vc.Size)
 		rv.arr, err = raid.Create(ctx, raid.CreateOptions{
-			Name: vc.Name, Geometry: g, Paths: rc.Members, FileSize: vc.Size, Logger: log,
+			Name: vc.Name, Geometry: g, Paths: rc.Members, Spares: rc.Spares, FileSize: vc.Size,
+			RebuildRate: rc.RebuildRate, OnChange: onChange, Logger: log,
 		})
 		if err != nil {
 			return nil, err
@@ -123,23 +146,18 @@ func (n *Node) openRAID(vc config.Volume) (*raidVolume, error) {
 		rv.created = true
 	} else {
 		var err error
-		rv.arr, err = raid.Open(ctx, raid.OpenOptions{Paths: candidates, Name: vc.Name, RebuildRate: rc.RebuildRate, Logger: log})
+		rv.arr, err = raid.Open(ctx, raid.OpenOptions{Paths: candidates, Name: vc.Name, RebuildRate: rc.RebuildRate, OnChange: onChange, Logger: log})
 		if err != nil {
 			return nil, err
 		}
+		n.addConfiguredSpares(vc, rv)
 	}
 	asm := rv.arr.Assembly()
-	rv.paths = make([]string, asm.Geometry.Members)
-	for _, r := range asm.Roles {
-		if r.Role >= 0 && r.Role < len(rv.paths) {
-			rv.paths[r.Role] = r.Path
-		}
-	}
 	rv.ctx, rv.cancel = context.WithCancel(context.Background())
 	rec := rv.arr.Recovery()
 	st := rv.arr.Array().Status()
 	log.Info("raid: array opened", "uuid", rv.arr.UUID().String(), "level", st.Level.String(), "health", st.Health.String(),
-		"members", strings.Join(rv.paths, ","), "created", rv.created, "dirty", rec.Dirty,
+		"members", strings.Join(rv.arr.MemberPaths(), ","), "spares", strings.Join(rv.arr.Spares(), ","), "created", rv.created, "dirty", rec.Dirty,
 		"dirty_regions", len(rec.DirtyRegions), "resynced", rec.Resynced, "rebuilding", rec.Rebuilding)
 	if st.Health != raid.HealthOptimal {
 		log.Warn("raid: array is not optimal", "health", st.Health.String(), "assembly", asm.Status.String(), "reasons", asm.Reasons)
@@ -147,19 +165,55 @@ func (n *Node) openRAID(vc config.Volume) (*raidVolume, error) {
 	return rv, nil
 }
 
-// saveMembers records the member paths in meta.
-func (rv *raidVolume) saveMembers() {
-	rv.mu.Lock()
-	b, _ := json.Marshal(rv.paths)
-	rv.mu.Unlock()
-	if err := rv.db.UpdateVolume(rv.name, func(tx *meta.VolumeTx) error { return tx.Put(raidMembersKey, b) }); err != nil {
-		rv.log.Error("raid: recording the member paths", "err", err)
+// addConfiguredSpares adds as spares the configured raid_spares the array
+// holds neither as a member nor as a spare: new ones, or ones removed since.
+// A spare the array refuses (another array's, too small) is logged and left
+// alone: the volume is served without it.
+func (n *Node) addConfiguredSpares(vc config.Volume, rv *raidVolume) {
+	members, spares := rv.arr.MemberPaths(), rv.arr.Spares()
+	for _, p := range vc.RAID.Spares {
+		if slices.Contains(members, p) || slices.Contains(spares, p) {
+			continue
+		}
+		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) && vc.Size > 0 {
+			if f, err := raid.OpenFile(p, raid.FileOptions{CreateSize: vc.Size}); err == nil {
+				f.Close()
+			}
+		}
+		if err := rv.arr.AddSpare(p); err != nil {
+			rv.log.Error("raid: configured spare not added", "spare", p, "err", err)
+			continue
+		}
+		rv.log.Info("raid: configured spare added", "spare", p)
 	}
 }
 
-// stop cancels the node's background rebuilds and scrubs and waits for
-// them; the array keeps a rebuild's checkpoint.
+// saveMembers records the member and spare paths in meta.
+func (rv *raidVolume) saveMembers() {
+	rv.savePaths(rv.arr.MemberPaths(), rv.arr.Spares())
+}
+
+func (rv *raidVolume) savePaths(members, spares []string) {
+	mb, _ := json.Marshal(members)
+	sb, _ := json.Marshal(spares)
+	err := rv.db.UpdateVolume(rv.name, func(tx *meta.VolumeTx) error {
+		if err := tx.Put(raidMembersKey, mb); err != nil {
+			return err
+		}
+		return tx.Put(raidSparesKey, sb)
+	})
+	if err != nil {
+		rv.log.Error("raid: recording the member and spare paths", "err", err)
+	}
+}
+
+// stop stops the array taking spares in and cancels the node's background
+// rebuilds and scrubs, and waits for them; the array keeps a rebuild's
+// checkpoint.
 func (rv *raidVolume) stop() {
+	if rv.arr != nil {
+		rv.arr.StopSpares()
+	}
 	if rv.cancel != nil {
 		rv.cancel()
 	}
@@ -206,6 +260,7 @@ func (rv *raidVolume) status() *api.RAIDStatus {
 		Level: st.Level.String(), UUID: rv.arr.UUID().String(), Health: st.Health.String(),
 		ChunkSize: g.ChunkSize, MemberSize: g.MemberSize, Events: rv.arr.Events(),
 		Members: make([]api.RAIDMember, 0, len(st.Members)),
+		Spares:  rv.arr.Spares(),
 		Recovery: api.RAIDRecovery{
 			Created: rv.created, Dirty: rec.Dirty, BitmapCorrupt: rec.BitmapCorrupt,
 			DirtyRegions: len(rec.DirtyRegions), ResyncReadBytes: rec.ResyncReadBytes,
@@ -215,11 +270,12 @@ func (rv *raidVolume) status() *api.RAIDStatus {
 	if g.Level == raid.Level10 {
 		out.Copies = g.CopyCount()
 	}
+	paths := rv.arr.MemberPaths()
 	rv.mu.Lock()
 	for _, m := range st.Members {
 		am := api.RAIDMember{Index: m.Index, State: m.State.String()}
-		if m.Index < len(rv.paths) {
-			am.Path = rv.paths[m.Index]
+		if m.Index < len(paths) {
+			am.Path = paths[m.Index]
 		}
 		if m.Err != nil {
 			am.Error = m.Err.Error()
@@ -306,9 +362,6 @@ func (n *Node) RAIDRemove(_ context.Context, volume string, member int) error {
 	rv.log.Warn("operator: raid remove", "member", member)
 	rv.mu.Lock()
 	err = rv.arr.Remove(member)
-	if err == nil {
-		rv.paths[member] = ""
-	}
 	rv.mu.Unlock()
 	if err != nil {
 		return raidError(err)
@@ -351,12 +404,14 @@ func (n *Node) RAIDAdd(_ context.Context, volume, path string) (int, error) {
 	}
 	rv.mu.Lock()
 	i, err := rv.arr.Add(path)
-	if err == nil {
-		rv.paths[i] = path
-	}
 	rv.mu.Unlock()
 	if err != nil {
 		return -1, raidError(err)
+	}
+	if i < 0 {
+		rv.log.Warn("operator: raid add: no empty slot: added as a spare", "path", path)
+		rv.saveMembers()
+		return -1, nil
 	}
 	rv.log.Warn("operator: raid add: rebuilding", "member", i, "path", path)
 	rv.saveMembers()
@@ -378,9 +433,6 @@ func (n *Node) RAIDReplace(_ context.Context, volume string, member int, path st
 	}
 	rv.mu.Lock()
 	err = rv.arr.Replace(member, path)
-	if err == nil {
-		rv.paths[member] = path
-	}
 	rv.mu.Unlock()
 	if err != nil {
 		return raidError(err)

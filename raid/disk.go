@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -64,8 +65,11 @@ type CreateOptions struct {
 	Geometry Geometry
 	// Paths are the member files or block devices, in role order.
 	Paths []string
-	// FileSize, if not zero, creates a missing path as a sparse file of
-	// this size (see FileOptions.CreateSize).
+	// Spares are hot spares: devices that hold no data but the array's
+	// superblock (role RoleSpare) until a member fails (see spare.go).
+	Spares []string
+	// FileSize, if not zero, creates a missing path (member or spare) as
+	// a sparse file of this size (see FileOptions.CreateSize).
 	FileSize int64
 	// RegionSize is the bytes of array space per write-intent bit (see
 	// IntentOptions.RegionSize); 0 for the default.
@@ -73,8 +77,13 @@ type CreateOptions struct {
 	// Force lets Create overwrite a device that holds an array superblock
 	// (of another array, or a damaged one).
 	Force bool
+	// RebuildRate and OnChange are as in OpenOptions.
+	RebuildRate int64
+	OnChange    func(members, spares []string)
 	// Logger receives the array's events; slog.Default() if nil.
 	Logger *slog.Logger
+
+	spareClock Clock // as in OpenOptions
 }
 
 // OpenOptions qualify Open.
@@ -87,11 +96,21 @@ type OpenOptions struct {
 	// the array most candidates belong to.
 	UUID UUID
 	Name string
-	// RebuildRate limits the background rebuilds Open starts, in member
-	// bytes per second; 0 is unlimited.
+	// RebuildRate limits the background rebuilds Open starts, and those
+	// onto spares taken in for failed members, in member bytes per second;
+	// 0 is unlimited.
 	RebuildRate int64
+	// OnChange, if set, is called with MemberPaths and Spares after a
+	// spare was taken into a failed member's slot in the background, so
+	// that the caller can record where the members are now. It is called
+	// without any of the array's locks held.
+	OnChange func(members, spares []string)
 	// Logger receives the array's events; slog.Default() if nil.
 	Logger *slog.Logger
+
+	// spareClock times the rebuilds onto spares taken in the background
+	// (real time if nil): tests stall them with it.
+	spareClock Clock
 }
 
 // Recovery is what Open did to bring the array back to a consistent state.
@@ -109,8 +128,11 @@ type Recovery struct {
 	// Resynced are the stale members brought back from the bitmap.
 	Resynced []int
 	// Rebuilding are the members being rebuilt in full in the background
-	// (stale beyond the bitmap, or resuming an interrupted rebuild).
+	// (stale beyond the bitmap, resuming an interrupted rebuild, or a
+	// spare taken into the slot of a member missing at assembly).
 	Rebuilding []int
+	// SparesTaken are the slots of Rebuilding that a spare took.
+	SparesTaken []int
 }
 
 // DiskArray is an Array whose members carry its superblock: a block.Device
@@ -138,6 +160,16 @@ type DiskArray struct {
 	ckpt          []int64 // persisted rebuild checkpoint of a Rebuilding role
 	lastSlots     []SlotStatus
 	closed        bool
+	spares        []spareDev // hot spares, in the order they are taken
+
+	// memberMu serializes the member changes (Remove, Replace, Add, the
+	// spares'): each records the new device before Array.Replace and
+	// must not interleave with another. Taken before the Array's locks.
+	memberMu   sync.Mutex
+	rate       int64
+	onChange   func(members, spares []string)
+	spareClock Clock
+	spareBg    spareWorker
 
 	refs  []*memberRef // the intent store's view of the members
 	reads atomic.Int64 // member data bytes read (Recovery.ResyncReadBytes)
@@ -193,13 +225,21 @@ func Create(ctx context.Context, opts CreateOptions) (*DiskArray, error) {
 	if len(opts.Name) > MaxArrayNameLen {
 		return nil, fmt.Errorf("raid: create: name is %d bytes, longer than %d", len(opts.Name), MaxArrayNameLen)
 	}
-	files := make([]*File, 0, len(opts.Paths))
+	seen := map[string]bool{}
+	for _, p := range append(slices.Clone(opts.Paths), opts.Spares...) {
+		if seen[filepath.Clean(p)] {
+			return nil, fmt.Errorf("raid: create: %s is given twice among the members and spares", p)
+		}
+		seen[filepath.Clean(p)] = true
+	}
+	// files are the members, in role order, then the spares.
+	files := make([]*File, 0, len(opts.Paths)+len(opts.Spares))
 	closeAll := func() {
 		for _, f := range files {
 			f.Close()
 		}
 	}
-	for _, p := range opts.Paths {
+	for _, p := range append(slices.Clone(opts.Paths), opts.Spares...) {
 		f, err := OpenFile(p, FileOptions{CreateSize: opts.FileSize})
 		if err != nil {
 			closeAll()
@@ -212,8 +252,10 @@ func Create(ctx context.Context, opts CreateOptions) (*DiskArray, error) {
 		return nil, err
 	}
 	minSize := files[0].Size()
-	for _, f := range files {
-		minSize = min(minSize, f.Size())
+	for j, f := range files {
+		if j < g.Members {
+			minSize = min(minSize, f.Size())
+		}
 		sb, err := readSuperblock(f)
 		if !opts.Force {
 			if err != nil {
@@ -251,19 +293,24 @@ func Create(ctx context.Context, opts CreateOptions) (*DiskArray, error) {
 	// identifies the device while the rest is being prepared), then the
 	// data area (the consistent initial state), then write the bitmap
 	// pages (clear, recording the region size) and last the superblocks.
-	for _, f := range files {
+	// A spare's data area is left alone: the rebuild that takes it in
+	// writes all of it.
+	for i, f := range files {
 		if err := ctx.Err(); err != nil {
 			return fail(err)
 		}
 		if err := f.WriteZeroes(0, DefaultDataOffset, block.ZeroFlags{}); err != nil {
 			return fail(fmt.Errorf("raid: create: %w", err))
 		}
+		if i >= g.Members {
+			continue
+		}
 		if err := f.WriteZeroes(DefaultDataOffset, g.MemberSize, block.ZeroFlags{MayTrim: true}); err != nil {
 			return fail(fmt.Errorf("raid: create: %w", err))
 		}
 	}
-	devs := make([]block.Device, len(files))
-	for i, f := range files {
+	devs := make([]block.Device, g.Members)
+	for i, f := range files[:g.Members] {
 		devs[i] = f
 	}
 	store, err := NewMemberIntentStore(devs, DefaultBitmapOffset, DefaultBitmapSize, g, rs)
@@ -284,8 +331,12 @@ func Create(ctx context.Context, opts CreateOptions) (*DiskArray, error) {
 	}
 	var paths []string
 	for i, f := range files {
+		role := i
+		if i >= g.Members {
+			role = RoleSpare
+		}
 		sb := Superblock{
-			ArrayUUID: uuid, Name: opts.Name, Geometry: g, Role: i, MemberUUID: newUUID(),
+			ArrayUUID: uuid, Name: opts.Name, Geometry: g, Role: role, MemberUUID: newUUID(),
 			Events: 1, State: ArrayClean, Members: slots,
 			DataOffset: DefaultDataOffset, BitmapOffset: DefaultBitmapOffset, BitmapSize: DefaultBitmapSize,
 			UpdateTime: time.Now(), OptimalEvents: 1,
@@ -304,8 +355,8 @@ func Create(ctx context.Context, opts CreateOptions) (*DiskArray, error) {
 		log = slog.Default()
 	}
 	log.Info("raid: array created", "array", opts.Name, "uuid", uuid.String(), "level", g.Level.String(),
-		"members", g.Members, "member_size", g.MemberSize, "size", g.Size())
-	return Open(ctx, OpenOptions{Paths: paths, UUID: uuid, Logger: opts.Logger})
+		"members", g.Members, "spares", len(opts.Spares), "member_size", g.MemberSize, "size", g.Size())
+	return Open(ctx, OpenOptions{Paths: paths, UUID: uuid, RebuildRate: opts.RebuildRate, OnChange: opts.OnChange, Logger: opts.Logger, spareClock: opts.spareClock})
 }
 
 // Open assembles the array from the candidate devices opts.Paths (see the
@@ -387,6 +438,10 @@ func Open(ctx context.Context, opts OpenOptions) (*DiskArray, error) {
 		ckpt:       make([]int64, g.Members),
 		refs:       make([]*memberRef, g.Members),
 		asm:        asm,
+		rate:       opts.RebuildRate,
+		onChange:   opts.OnChange,
+		spareClock: opts.spareClock,
+		spareBg:    spareWorker{kick: make(chan struct{}, 1)},
 	}
 	if d.name == "" {
 		d.name = asm.ArrayUUID.String()
@@ -407,6 +462,15 @@ func Open(ctx context.Context, opts OpenOptions) (*DiskArray, error) {
 		d.memberUUID[r.Role] = r.MemberUUID
 		d.refs[r.Role].p.Store(f)
 	}
+	for _, p := range asm.Spares {
+		f := byPath[p]
+		if f.Size() < d.dataOff+g.MemberSize {
+			log.Error("raid: spare too small for the array: left alone", "array", d.name, "spare", p, "size", f.Size(), "need", d.dataOff+g.MemberSize)
+			continue
+		}
+		keep[f] = true
+		d.spares = append(d.spares, spareDev{f: f, uuid: sbOf[p].MemberUUID})
+	}
 	closeExcept(keep)
 	d.recovery.Dirty = asm.Dirty
 	cleanup := func(err error) (*DiskArray, error) {
@@ -415,6 +479,7 @@ func Open(ctx context.Context, opts OpenOptions) (*DiskArray, error) {
 				f.Close()
 			}
 		}
+		d.closeSpares()
 		return nil, err
 	}
 
@@ -487,12 +552,33 @@ func Open(ctx context.Context, opts OpenOptions) (*DiskArray, error) {
 	for _, i := range rebuild {
 		if err := arr.ResumeReplace(i, d.window(d.files[i]), d.ckpt[i]); err != nil {
 			arr.Close()
+			d.closeSpares()
 			return nil, err
 		}
+	}
+	// A spare takes the slot of a member missing at assembly, with the
+	// rebuilds above, before the superblocks are written: a crash from
+	// here on finds it in the slot, or still a spare.
+	for _, r := range asm.Roles {
+		if r.State != RoleMissing || len(d.spares) == 0 || arr.health() == HealthFailed {
+			continue
+		}
+		sp := d.spares[0]
+		if err := arr.Replace(r.Role, d.window(sp.f)); err != nil {
+			log.Error("raid: taking a spare into a missing member's slot", "array", d.name, "member", r.Role, "spare", sp.f.Path(), "err", err)
+			continue
+		}
+		d.spares = d.spares[1:]
+		d.files[r.Role], d.memberUUID[r.Role], d.removed[r.Role], d.ckpt[r.Role] = sp.f, sp.uuid, false, 0
+		d.refs[r.Role].p.Store(sp.f)
+		rebuild = append(rebuild, r.Role)
+		d.recovery.SparesTaken = append(d.recovery.SparesTaken, r.Role)
+		log.Warn("raid: spare taken into the slot of a missing member, to rebuild", "array", d.name, "member", r.Role, "spare", sp.f.Path())
 	}
 	// Dirty on disk before any write.
 	if err := d.persist(ArrayDirty, true); err != nil {
 		arr.Close()
+		d.closeSpares()
 		return nil, fmt.Errorf("raid: open %s: marking the array dirty: %w", d.name, err)
 	}
 	fail := func(err error) (*DiskArray, error) {
@@ -537,6 +623,7 @@ func Open(ctx context.Context, opts OpenOptions) (*DiskArray, error) {
 	}
 	d.recovery.Rebuilding = rebuild
 	d.startBackground(rebuild, opts.RebuildRate)
+	d.startSpares()
 	return d, nil
 }
 
@@ -631,12 +718,28 @@ func (d *DiskArray) persistLocked(state ArrayState, force bool) error {
 		}
 		d.events = events
 		if failed {
+			d.kickSpares()
 			force = true
 			continue // redo with the member recorded faulty
 		}
 		if wrote == 0 {
 			return fmt.Errorf("raid: %s: superblock written to no member", d.name)
 		}
+		// The spares last: a spare never holds events no member holds.
+		d.spares = slices.DeleteFunc(d.spares, func(sp spareDev) bool {
+			sb := Superblock{
+				ArrayUUID: d.uuid, Name: d.asm.Name, Geometry: d.g, Role: RoleSpare, MemberUUID: sp.uuid,
+				Events: events, State: state, Members: slots,
+				DataOffset: d.dataOff, BitmapOffset: d.bmOff, BitmapSize: d.bmSize,
+				UpdateTime: time.Now(), OptimalEvents: optEvents,
+			}
+			if err := sp.f.WriteAt(sb.Marshal(), 0, true); err != nil {
+				d.log.Error("raid: spare failed writing its superblock: dropped", "array", d.name, "spare", sp.f.Path(), "err", err)
+				sp.f.Close()
+				return true
+			}
+			return false
+		})
 		d.optimalEvents, d.state, d.lastSlots = optEvents, state, slots
 		return nil
 	}
@@ -650,6 +753,8 @@ func (d *DiskArray) onFail(i int, err error) {
 	if perr := d.persistLocked(d.state, false); perr != nil {
 		d.log.Error("raid: recording a member failure in the superblocks", "array", d.name, "member", i, "err", perr)
 	}
+	// Under the Array's locks here: the spare is taken in by spareLoop.
+	d.kickSpares()
 }
 
 func (d *DiskArray) startBackground(rebuild []int, rate int64) {
@@ -687,6 +792,7 @@ func (d *DiskArray) startBackground(rebuild []int, rate int64) {
 }
 
 func (d *DiskArray) stopBackground() {
+	d.StopSpares()
 	d.stopOnce.Do(func() {
 		if d.bgCancel != nil {
 			d.bgCancel()
@@ -734,6 +840,8 @@ func (d *DiskArray) Fail(i int) error { return d.arr.Fail(i) }
 func (d *DiskArray) Remove(i int) error {
 	// d.mu is never held across Array calls that take the array's member
 	// lock: Fail holds that lock while its OnFail hook takes d.mu.
+	d.memberMu.Lock()
+	defer d.memberMu.Unlock()
 	if err := d.arr.Remove(i); err != nil {
 		return err
 	}
@@ -752,55 +860,87 @@ func (d *DiskArray) Replace(i int, path string) error {
 	if i < 0 || i >= d.g.Members {
 		return fmt.Errorf("raid: replace %s member %d: no such member", d.name, i)
 	}
+	d.memberMu.Lock()
+	defer d.memberMu.Unlock()
+	if err := d.checkNew("replace", path); err != nil {
+		return err
+	}
 	return d.addMember(i, path)
 }
 
 // Add puts the device at path in the lowest empty (removed, or absent at
 // assembly) slot and writes its superblock; it returns the slot. Rebuild
-// then fills it.
+// then fills it. With no empty slot it adds the device as a hot spare
+// (AddSpare), as mdadm --add does, and returns -1; a spare is taken at
+// once into the slot of a faulty member still in the array.
 func (d *DiskArray) Add(path string) (int, error) {
+	d.memberMu.Lock()
+	defer d.memberMu.Unlock()
+	if err := d.checkNew("add", path); err != nil {
+		return -1, err
+	}
 	for i, m := range d.arr.members {
 		if m.State() == Faulty && m.empty() {
 			return i, d.addMember(i, path)
 		}
 	}
-	return -1, fmt.Errorf("raid: add to %s: no empty slot (faulty members %v; remove a faulty one first)", d.name, d.arr.faultyMembers())
+	return -1, d.addSpareLocked(path)
 }
 
-func (d *DiskArray) addMember(i int, path string) error {
+// prepareDevice opens the device at path for the array: it is refused if
+// it holds another array's superblock or is too small; its superblock area
+// is zeroed, so that no stale bitmap page of an earlier life remains.
+func (d *DiskArray) prepareDevice(path string) (*File, error) {
 	f, err := OpenFile(path, FileOptions{})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sb, err := readSuperblock(f)
 	if err == nil && sb != nil && sb.ArrayUUID != d.uuid {
 		f.Close()
-		return fmt.Errorf("raid: %s: %s holds a superblock of another array %v (%q)", d.name, path, sb.ArrayUUID, sb.Name)
+		return nil, fmt.Errorf("raid: %s: %s holds a superblock of another array %v (%q)", d.name, path, sb.ArrayUUID, sb.Name)
 	}
 	if f.Size() < d.dataOff+d.g.MemberSize {
 		f.Close()
-		return fmt.Errorf("raid: %s: %s is %d bytes, the array needs %d", d.name, path, f.Size(), d.dataOff+d.g.MemberSize)
+		return nil, fmt.Errorf("raid: %s: %s is %d bytes, the array needs %d", d.name, path, f.Size(), d.dataOff+d.g.MemberSize)
 	}
-	// A blank superblock area: no stale bitmap pages from an earlier life.
 	if err := f.WriteZeroes(0, d.dataOff, block.ZeroFlags{}); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// addMember puts the device at path in slot i. Called with d.memberMu.
+func (d *DiskArray) addMember(i int, path string) error {
+	f, err := d.prepareDevice(path)
+	if err != nil {
+		return err
+	}
+	if err := d.installMember(i, f, newUUID()); err != nil {
 		f.Close()
 		return err
 	}
+	return d.persist(d.currentState(), true)
+}
+
+// installMember makes f the Rebuilding member of slot i; the caller then
+// persists it. On error the caller still owns f. Called with d.memberMu.
+func (d *DiskArray) installMember(i int, f *File, id UUID) error {
 	// The slot's member is Faulty until Replace returns, so persist does
 	// not write to it meanwhile: the new file can be recorded first.
 	d.mu.Lock()
 	oldFile, oldUUID, oldRemoved := d.files[i], d.memberUUID[i], d.removed[i]
-	d.files[i], d.memberUUID[i], d.removed[i], d.ckpt[i] = f, newUUID(), false, 0
+	d.files[i], d.memberUUID[i], d.removed[i], d.ckpt[i] = f, id, false, 0
 	d.mu.Unlock()
 	if err := d.arr.Replace(i, d.window(f)); err != nil {
 		d.mu.Lock()
 		d.files[i], d.memberUUID[i], d.removed[i] = oldFile, oldUUID, oldRemoved
 		d.mu.Unlock()
-		f.Close()
 		return err
 	}
 	d.refs[i].p.Store(f)
-	return d.persist(d.currentState(), true)
+	return nil
 }
 
 func (d *DiskArray) currentState() ArrayState {
@@ -891,6 +1031,7 @@ func (d *DiskArray) Close() error {
 	d.closed = true
 	d.mu.Unlock()
 	errs = append(errs, d.arr.Close())
+	d.closeSpares()
 	return errors.Join(errs...)
 }
 
@@ -901,6 +1042,7 @@ func (d *DiskArray) crashClose() {
 	d.closed = true
 	d.mu.Unlock()
 	d.arr.Close()
+	d.closeSpares()
 }
 
 // memberWindow is the data area [off, off+size) of a member device as the

@@ -37,5 +37,8 @@
 //     1 MiB; an array is marked dirty while open, resyncs its dirty regions
 //     (or everything, if the bitmap is unreadable) and its stale members
 //     at open, and writes every member state change and rebuild checkpoint
-//     to the superblocks of the members still in the array.
+//     to the superblocks of the members still in the array;
+//   - spare.go: hot spares of a DiskArray (superblock role RoleSpare), one
+//     taken into the slot of a member that fails, or is missing at Open,
+//     and rebuilt in the background.
 package raid

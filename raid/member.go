@@ -14,7 +14,8 @@ type MemberState int32
 // The member states. A member moves from InSync to Faulty (an error, or
 // Fail); a Faulty slot takes a new device as Rebuilding (Replace, Add),
 // which becomes InSync when Rebuild completes (rebuild.go). Spare is
-// reserved for hot spares.
+// reserved: a DiskArray keeps its hot spares outside the Array (spare.go)
+// and puts one in a slot with Replace.
 const (
 	// InSync members hold current data and take part in reads and writes.
 	InSync MemberState = iota

@@ -55,10 +55,12 @@
 // running rebuild or scrub with its rate and ETA, the last scrub's findings
 // and what opening the array did; without VOLUME every RAID volume, and
 // with -o json an array of the volumes' RAID states. raid fail marks a
-// member faulty, raid remove takes a faulty member out of its slot, raid add
-// puts a device in the lowest empty slot and raid replace in a faulty or
-// empty one: both start rebuilding it in the background (a missing file is
-// created at the volume's size). raid scrub checks every mirror or parity
+// member faulty (a hot spare, if the array has one, takes its slot and is
+// rebuilt), raid remove takes a faulty member out of its slot, raid add
+// puts a device in the lowest empty slot, or makes it a hot spare when no
+// slot is empty, and raid replace in a faulty or empty one: both start
+// rebuilding it in the background (a missing file is created at the
+// volume's size). raid scrub checks every mirror or parity
 // in the background; --repair also rewrites what does not check out. MEMBER
 // is a member's index as raid status shows it. status shows a line per RAID
 // volume. events shows the array's changes as raid-health, raid-member (the
@@ -159,7 +161,8 @@ commands:
   raid remove MEMBER [VOLUME]
       take the faulty member out of the array
   raid add PATH [VOLUME]
-      put the file or device PATH in an empty slot and rebuild it
+      put the file or device PATH in an empty slot and rebuild it, or
+      make it a hot spare when no slot is empty
   raid replace MEMBER PATH [VOLUME]
       put PATH in the faulty or removed slot MEMBER and rebuild it
   raid scrub [--repair] [VOLUME]

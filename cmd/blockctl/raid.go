@@ -137,7 +137,11 @@ func parseRAIDRequest(sub string, args []string, note *string) (controlRequest, 
 		path := pos[0]
 		return controlRequest{fmt.Sprintf("add %s to %s", path, vol), func(ctx context.Context, c *api.Client) error {
 			m, err := c.RAIDAdd(ctx, volume, path)
-			*note = fmt.Sprintf(" (member %d, rebuilding)", m)
+			if m < 0 {
+				*note = " (no empty slot: a hot spare, taken into the slot of a member that fails)"
+			} else {
+				*note = fmt.Sprintf(" (member %d, rebuilding)", m)
+			}
 			return err
 		}}, nil
 	case "replace":
@@ -232,6 +236,10 @@ func writeRAID(w io.Writer, name string, rs *api.RAIDStatus) error {
 	rows := [][]string{{"MEMBER", "PATH", "STATE", "ERROR"}}
 	for _, m := range rs.Members {
 		rows = append(rows, []string{strconv.Itoa(m.Index), orDash(m.Path), m.State, m.Error})
+	}
+	// Spares hold no slot: listed after the members, as mdadm --detail does.
+	for _, p := range rs.Spares {
+		rows = append(rows, []string{"-", p, "spare", ""})
 	}
 	if err := writeRows(w, rows); err != nil {
 		return err
@@ -329,6 +337,9 @@ func raidSummary(name string, rs *api.RAIDStatus) string {
 	line := fmt.Sprintf("%s  raid %s  health %s  members %d/%d in sync", name, rs.Level, rs.Health, inSync, len(rs.Members))
 	if len(faulty) > 0 {
 		line += "  faulty " + strings.Join(faulty, ",")
+	}
+	if len(rs.Spares) > 0 {
+		line += fmt.Sprintf("  spares %d", len(rs.Spares))
 	}
 	if p := rs.Progress; p != nil && p.State == "running" {
 		line += "  " + raidProgressLine(p)

@@ -28,7 +28,11 @@ func (b *raidBackend) RAIDRemove(ctx context.Context, volume string, member int)
 	return b.record("RAIDRemove(%q, %d)", volume, member)
 }
 
+// RAIDAdd puts /dev/sdg in as a spare (-1), any other path in member 1.
 func (b *raidBackend) RAIDAdd(ctx context.Context, volume, path string) (int, error) {
+	if path == "/dev/sdg" {
+		return -1, b.record("RAIDAdd(%q, %q)", volume, path)
+	}
 	return 1, b.record("RAIDAdd(%q, %q)", volume, path)
 }
 
@@ -51,6 +55,7 @@ func raidTestStatus() api.Status {
 				{Index: 1, Path: "/dev/sde", State: "rebuilding"},
 				{Index: 2, Path: "/dev/sdd", State: "in_sync"},
 			},
+			Spares:   []string{"/dev/sdf"},
 			Progress: &api.RAIDProgress{Op: "rebuild", State: "running", Member: 1, DoneBytes: 1 << 30, TotalBytes: 4 << 30, BytesPerSecond: 100 << 20, ETASeconds: 30.2},
 			Recovery: api.RAIDRecovery{Dirty: true, DirtyRegions: 3, ResyncReadBytes: 12 << 20},
 		}},
@@ -80,6 +85,7 @@ func TestRAIDStatusTable(t *testing.T) {
   0       /dev/sdb  in_sync
   1       /dev/sde  rebuilding
   2       /dev/sdd  in_sync
+  -       /dev/sdf  spare
   rebuild of member 1 [=====>              ] 25% 100MiB/s ETA 31s
   at open: not shut down cleanly: 3 dirty regions resynced (12MiB read)
 
@@ -107,13 +113,22 @@ mirror  raid1  chunk 64KiB  health degraded  member size 1GiB  uuid u1  events 3
 		t.Errorf("json %s: %v", stdout.String(), err)
 	}
 
+	stdout.Reset()
+	if code := run([]string{"-s", sock, "raid", "status", "vol0", "-o", "json"}, &stdout, &stderr, noEnv); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	got = nil
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil || len(got) != 1 || !slices.Equal(got[0].Spares, []string{"/dev/sdf"}) {
+		t.Errorf("json %s: %v", stdout.String(), err)
+	}
+
 	// status has a line per RAID volume.
 	stdout.Reset()
 	if code := run([]string{"-s", sock, "status"}, &stdout, &stderr, noEnv); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	for _, line := range []string{
-		"vol0  raid raid5  health degraded  members 2/3 in sync  rebuild of member 1 [=====>              ] 25% 100MiB/s ETA 31s\n",
+		"vol0  raid raid5  health degraded  members 2/3 in sync  spares 1  rebuild of member 1 [=====>              ] 25% 100MiB/s ETA 31s\n",
 		"mirror  raid raid1  health degraded  members 1/2 in sync  faulty 1\n",
 	} {
 		if !strings.Contains(stdout.String(), line) {
@@ -142,6 +157,7 @@ func TestRAIDCommands(t *testing.T) {
 		{name: "fail volume", args: []string{"raid", "fail", "2", "vol0"}, wantOut: "fail member 2 of vol0: requested\n", wantCall: `RAIDFail("vol0", 2)`},
 		{name: "remove", args: []string{"raid", "remove", "0", "vol0"}, wantOut: "remove member 0 of vol0: requested\n", wantCall: `RAIDRemove("vol0", 0)`},
 		{name: "add", args: []string{"raid", "add", "/dev/sde", "vol0"}, wantOut: "add /dev/sde to vol0: requested (member 1, rebuilding)\n", wantCall: `RAIDAdd("vol0", "/dev/sde")`},
+		{name: "add spare", args: []string{"raid", "add", "/dev/sdg"}, wantOut: "add /dev/sdg to the only volume: requested (no empty slot: a hot spare, taken into the slot of a member that fails)\n", wantCall: `RAIDAdd("", "/dev/sdg")`},
 		{name: "replace", args: []string{"raid", "replace", "1", "/dev/sdf"}, wantOut: "replace member 1 of the only volume with /dev/sdf: requested (rebuilding)\n", wantCall: `RAIDReplace("", 1, "/dev/sdf")`},
 		{name: "scrub", args: []string{"raid", "scrub"}, wantOut: "scrub the only volume: requested\n", wantCall: `RAIDScrub("", false)`},
 		{name: "scrub repair", args: []string{"raid", "scrub", "vol0", "--repair"}, wantOut: "scrub vol0 (repair): requested\n", wantCall: `RAIDScrub("vol0", true)`},

@@ -1,0 +1,135 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/blockrep/blockrep/api"
+	"github.com/blockrep/blockrep/config"
+)
+
+// raidSpareConfig is a node in dir with one RAID5 volume over three sparse
+// member files and one hot spare, all created at start.
+func raidSpareConfig(t *testing.T, dir string) *config.Config {
+	t.Helper()
+	text := fmt.Sprintf(`
+[node]
+name = "test-node"
+data_dir = %[1]q
+control_socket = %[2]q
+
+[nbd]
+listen = ["127.0.0.1:0"]
+
+[[volume]]
+name = "vol0"
+raid_level = "raid5"
+raid_members = [%[3]q, %[4]q, %[5]q]
+raid_spares = [%[6]q]
+raid_chunk_size = "64KiB"
+raid_rebuild_rate = 0
+size = "5MiB"
+`, filepath.Join(dir, "data"), filepath.Join(dir, "ctl.sock"),
+		filepath.Join(dir, "m0.img"), filepath.Join(dir, "m1.img"), filepath.Join(dir, "m2.img"), filepath.Join(dir, "s0.img"))
+	cfg, err := config.Parse([]byte(text), "test.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// waitRAID polls the status until cond holds, failing after a deadline
+// generous enough for any machine.
+func waitRAID(t *testing.T, c *api.Client, what string, cond func(*api.RAIDStatus) bool) *api.RAIDStatus {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		rs := raidStatus(t, c)
+		if cond(rs) {
+			return rs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: %+v progress %+v", what, rs, rs.Progress)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRAIDHotSpare(t *testing.T) {
+	dir := t.TempDir()
+	cfg := raidSpareConfig(t, dir)
+	spare := filepath.Join(dir, "s0.img")
+	ctx := context.Background()
+	n, stop := startNode(t, cfg)
+	c := api.Dial(cfg.Node.ControlSocket)
+	defer c.Close()
+
+	rs := raidStatus(t, c)
+	if rs.Health != "optimal" || memberStates(rs) != "in_sync,in_sync,in_sync" || !slices.Equal(rs.Spares, []string{spare}) {
+		t.Fatalf("raid status %+v", rs)
+	}
+	dev := n.volumes[0].device()
+	data := make([]byte, dev.Size())
+	rnd := rand.New(rand.NewPCG(3, 4))
+	for i := range data {
+		data[i] = byte(rnd.Uint32())
+	}
+	if err := dev.WriteAt(data, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Fail member 1: the spare takes its slot and is rebuilt, unasked.
+	if err := c.RAIDFail(ctx, "vol0", 1); err != nil {
+		t.Fatal(err)
+	}
+	rs = waitRAID(t, c, "the spare rebuilt into slot 1", func(rs *api.RAIDStatus) bool {
+		return rs.Health == "optimal" && rs.Members[1].Path == spare && rs.Progress != nil && rs.Progress.State == "done"
+	})
+	if len(rs.Spares) != 0 || rs.Spares == nil || rs.Progress.Op != "rebuild" || rs.Progress.Member != 1 {
+		t.Fatalf("after the spare's rebuild: %+v progress %+v", rs, rs.Progress)
+	}
+	got := make([]byte, len(data))
+	if err := dev.ReadAt(got, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read after the spare's rebuild: %v, equal %v", err, bytes.Equal(got, data))
+	}
+
+	// Add to a full array: a spare.
+	extra := filepath.Join(dir, "s1.img")
+	m, err := c.RAIDAdd(ctx, "vol0", extra)
+	if err != nil || m != -1 {
+		t.Fatalf("RAIDAdd to a full array = %d, %v; want -1 (a spare)", m, err)
+	}
+	if rs = raidStatus(t, c); !slices.Equal(rs.Spares, []string{extra}) || rs.Health != "optimal" {
+		t.Fatalf("after add: %+v", rs)
+	}
+	if _, err := c.RAIDAdd(ctx, "vol0", extra); err == nil {
+		t.Fatal("adding the same spare twice succeeded")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// At the next start the spare is still member 1 and the added spare is
+	// found again (remembered in meta); the failed device is left over.
+	n, _ = startNode(t, cfg)
+	c2 := api.Dial(cfg.Node.ControlSocket)
+	defer c2.Close()
+	rs = raidStatus(t, c2)
+	if rs.Health != "optimal" || rs.Members[1].Path != spare || !slices.Equal(rs.Spares, []string{extra}) {
+		t.Fatalf("after restart: %+v", rs)
+	}
+	dev = n.volumes[0].device()
+	clear(got)
+	if err := dev.ReadAt(got, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read after restart: %v, equal %v", err, bytes.Equal(got, data))
+	}
+}
