@@ -23,6 +23,9 @@ type RAIDStatus struct {
 	Copies     int   `json:"copies,omitempty"`
 	// Events is the superblocks' event counter.
 	Events uint64 `json:"events"`
+	// BitmapRegion is the bytes of the array one write-intent bit stands
+	// for: what a crash or a member's short absence resyncs at least.
+	BitmapRegion int64 `json:"bitmap_region"`
 	// Members are the member slots, in role order; never nil.
 	Members []RAIDMember `json:"members"`
 	// Spares are the hot spares' paths (mdadm --detail's "spare"
@@ -106,6 +109,8 @@ type RAIDRecovery struct {
 //
 //	POST /v1/volumes/{volume}/raid/fail     {"member": 1}                 200 {}
 //	POST /v1/volumes/{volume}/raid/remove   {"member": 1}                 200 {}
+//	POST /v1/volumes/{volume}/raid/remove-spare {"path": "/dev/sdf"}      200 {}
+//	                                                                      or {"configured": true}
 //	POST /v1/volumes/{volume}/raid/add      {"path": "/dev/sde"}          200 {"member": 1}
 //	                                                                      or {"member": -1, "spare": true}
 //	POST /v1/volumes/{volume}/raid/replace  {"member": 1, "path": "..."}  200 {}
@@ -117,12 +122,21 @@ type RAIDRecovery struct {
 // scrub already running) 409. add and replace start the rebuild of the new
 // member in the background, scrub the scrub: both show in the status. add
 // to an array with no empty slot adds a hot spare (as mdadm --add), which
-// the array takes into the slot of a member that fails.
+// the array takes into the slot of a member that fails. remove-spare takes
+// a hot spare out of the array and zeroes its superblock; a path that is not
+// one of the array's spares answers 409, naming the spares. configured
+// says the spare is in the volume's raid_spares: the configuration is the
+// desired state, and the node adds it back at its next start.
 type RAIDController interface {
 	// RAIDFail marks the member faulty (mdadm --fail).
 	RAIDFail(ctx context.Context, volume string, member int) error
 	// RAIDRemove takes the faulty member out of its slot (mdadm --remove).
 	RAIDRemove(ctx context.Context, volume string, member int) error
+	// RAIDRemoveSpare takes the hot spare at path out of the array (mdadm
+	// --remove of a spare) and zeroes its superblock; configured reports
+	// that the volume's configuration names it in raid_spares, so that it
+	// comes back at the node's next start.
+	RAIDRemoveSpare(ctx context.Context, volume, path string) (configured bool, err error)
 	// RAIDAdd puts the device at path in the lowest empty slot, returns
 	// the slot and starts rebuilding it; with no empty slot it adds the
 	// device as a hot spare and returns -1.
@@ -140,7 +154,7 @@ type RAIDMemberRequest struct {
 	Member *int `json:"member"`
 }
 
-// RAIDPathRequest is the body of POST .../raid/add.
+// RAIDPathRequest is the body of POST .../raid/add and .../raid/remove-spare.
 type RAIDPathRequest struct {
 	Path string `json:"path"`
 }
@@ -164,7 +178,14 @@ type RAIDMemberReply struct {
 	Spare bool `json:"spare,omitempty"`
 }
 
-var raidVerbs = []string{"fail", "remove", "add", "replace", "scrub"}
+// RAIDRemoveSpareReply is the answer of POST .../raid/remove-spare.
+type RAIDRemoveSpareReply struct {
+	// Configured: the spare is in the volume's raid_spares, and the node
+	// adds it back at its next start unless it is taken out of there too.
+	Configured bool `json:"configured,omitempty"`
+}
+
+var raidVerbs = []string{"fail", "remove", "remove-spare", "add", "replace", "scrub"}
 
 // raidRoutes adds the RAIDController routes to mux.
 func raidRoutes(mux *http.ServeMux, b Backend) {
@@ -209,6 +230,13 @@ func raidRoutes(mux *http.ServeMux, b Backend) {
 		}
 		return rc.RAIDRemove(ctx, volume, m)
 	}))
+	mux.Handle("/v1/volumes/{volume}/raid/remove-spare", call("raid remove-spare", func(ctx context.Context, volume string, req RAIDPathRequest) (RAIDRemoveSpareReply, error) {
+		if err := path(req.Path); err != nil {
+			return RAIDRemoveSpareReply{}, err
+		}
+		configured, err := rc.RAIDRemoveSpare(ctx, volume, req.Path)
+		return RAIDRemoveSpareReply{Configured: err == nil && configured}, err
+	}))
 	mux.Handle("/v1/volumes/{volume}/raid/add", call("raid add", func(ctx context.Context, volume string, req RAIDPathRequest) (RAIDMemberReply, error) {
 		if err := path(req.Path); err != nil {
 			return RAIDMemberReply{}, err
@@ -246,6 +274,15 @@ func (c *Client) RAIDFail(ctx context.Context, volume string, member int) error 
 // RAIDRemove asks the daemon to remove a faulty member of volume's array.
 func (c *Client) RAIDRemove(ctx context.Context, volume string, member int) error {
 	return c.post(ctx, raidPath(volume, "remove"), RAIDMemberRequest{Member: &member}, &struct{}{})
+}
+
+// RAIDRemoveSpare asks the daemon to remove the hot spare at path from
+// volume's array; configured reports that the spare is in the volume's
+// raid_spares (and comes back at the daemon's next start).
+func (c *Client) RAIDRemoveSpare(ctx context.Context, volume, path string) (bool, error) {
+	var reply RAIDRemoveSpareReply
+	err := c.post(ctx, raidPath(volume, "remove-spare"), RAIDPathRequest{Path: path}, &reply)
+	return reply.Configured, err
 }
 
 // RAIDAdd asks the daemon to add the device at path to volume's array; it

@@ -27,6 +27,11 @@ func (f *fakeRAIDBackend) RAIDRemove(ctx context.Context, volume string, member 
 	return f.record("RAIDRemove(%q, %d)", volume, member)
 }
 
+// RAIDRemoveSpare reports /dev/sdf as a configured spare.
+func (f *fakeRAIDBackend) RAIDRemoveSpare(ctx context.Context, volume, path string) (bool, error) {
+	return path == "/dev/sdf", f.record("RAIDRemoveSpare(%q, %q)", volume, path)
+}
+
 func (f *fakeRAIDBackend) RAIDAdd(ctx context.Context, volume, path string) (int, error) {
 	return 2, f.record("RAIDAdd(%q, %q)", volume, path)
 }
@@ -76,6 +81,15 @@ func TestRAIDRoutes(t *testing.T) {
 		{name: "fail negative member", path: "/v1/volumes/vol0/raid/fail", body: `{"member": -1}`, wantCode: 400, wantBody: `raid fail: member -1 is negative`},
 		{name: "fail bad member type", path: "/v1/volumes/vol0/raid/fail", body: `{"member": "1"}`, wantCode: 400, wantBody: `raid fail: request body: field "member" is a JSON string, want a int`},
 		{name: "remove", path: "/v1/volumes/vol0/raid/remove", body: `{"member": 2}`, wantCode: 200, wantBody: `{}`, wantCall: `RAIDRemove("vol0", 2)`},
+		{name: "remove spare", path: "/v1/volumes/vol0/raid/remove-spare", body: `{"path": "/dev/sdg"}`, wantCode: 200, wantBody: `{}`, wantCall: `RAIDRemoveSpare("vol0", "/dev/sdg")`},
+		{name: "remove configured spare", path: "/v1/volumes/_/raid/remove-spare", body: `{"path": "/dev/sdf"}`, wantCode: 200, wantBody: `{"configured":true}`, wantCall: `RAIDRemoveSpare("", "/dev/sdf")`},
+		{name: "remove spare without path", path: "/v1/volumes/vol0/raid/remove-spare", body: `{}`, wantCode: 400, wantBody: `raid remove-spare: path is required: the member file or block device`},
+		{name: "remove spare relative path", path: "/v1/volumes/vol0/raid/remove-spare", body: `{"path": "sdg"}`, wantCode: 400, wantBody: `raid remove-spare: path "sdg" is relative: give an absolute path`},
+		{name: "remove spare by member", path: "/v1/volumes/vol0/raid/remove-spare", body: `{"member": 1}`, wantCode: 400, wantBody: `raid remove-spare: request body: unknown field "member" (known: path)`},
+		{name: "remove not a spare", path: "/v1/volumes/vol0/raid/remove-spare", body: `{"path": "/dev/sdb"}`,
+			cmdErr: fmt.Errorf("raid: remove spare /dev/sdb from vol0: not a spare (spares: [\"/dev/sdf\"]): %w", ErrConflict), wantCode: 409,
+			wantBody: `raid remove-spare: raid: remove spare /dev/sdb from vol0: not a spare (spares: ["/dev/sdf"]): not possible in the current state`,
+			wantCall: `RAIDRemoveSpare("vol0", "/dev/sdb")`},
 		{name: "add", path: "/v1/volumes/vol0/raid/add", body: `{"path": "/dev/sde"}`, wantCode: 200, wantBody: `{"member":2}`, wantCall: `RAIDAdd("vol0", "/dev/sde")`},
 		{name: "add without path", path: "/v1/volumes/vol0/raid/add", body: `{}`, wantCode: 400, wantBody: `raid add: path is required: the member file or block device`},
 		{name: "add relative path", path: "/v1/volumes/vol0/raid/add", body: `{"path": "sde"}`, wantCode: 400, wantBody: `raid add: path "sde" is relative: give an absolute path`},
@@ -123,9 +137,11 @@ func TestRAIDRoutes(t *testing.T) {
 
 func TestRAIDRoutesWithoutRAID(t *testing.T) {
 	socket := serve(t, &fakeBackend{})
-	body, code := rawPost(t, socket, "/v1/volumes/vol0/raid/scrub", `{}`)
-	if code != 404 || body != "{\n  \"error\": \"this daemon has no RAID support\"\n}\n" {
-		t.Errorf("%d %q", code, body)
+	for _, verb := range []string{"scrub", "remove-spare"} {
+		body, code := rawPost(t, socket, "/v1/volumes/vol0/raid/"+verb, `{}`)
+		if code != 404 || body != "{\n  \"error\": \"this daemon has no RAID support\"\n}\n" {
+			t.Errorf("%s: %d %q", verb, code, body)
+		}
 	}
 }
 
@@ -140,6 +156,20 @@ func TestRAIDClient(t *testing.T) {
 	}{
 		{func() error { return c.RAIDFail(ctx, "vol0", 0) }, `RAIDFail("vol0", 0)`},
 		{func() error { return c.RAIDRemove(ctx, "", 1) }, `RAIDRemove("", 1)`},
+		{func() error {
+			configured, err := c.RAIDRemoveSpare(ctx, "vol0", "/dev/sdf")
+			if err == nil && !configured {
+				err = fmt.Errorf("configured false, want true")
+			}
+			return err
+		}, `RAIDRemoveSpare("vol0", "/dev/sdf")`},
+		{func() error {
+			configured, err := c.RAIDRemoveSpare(ctx, "a b", "/dev/sdg")
+			if err == nil && configured {
+				err = fmt.Errorf("configured true, want false")
+			}
+			return err
+		}, `RAIDRemoveSpare("a b", "/dev/sdg")`},
 		{func() error {
 			m, err := c.RAIDAdd(ctx, "a b", "/dev/sde")
 			if err == nil && m != 2 {

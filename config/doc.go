@@ -121,6 +121,9 @@
 //	raid_copies = 2              # raid10 only: 2 to 64; default 2
 //	raid_rebuild_rate = "100MiB" # bytes/s of rebuilds and scrubs; 0 is
 //	                             # unlimited; default 100MiB
+//	raid_bitmap_region = "64MiB" # array bytes per write-intent bit, a
+//	                             # multiple of the stripe; set at creation;
+//	                             # default 64MiB
 //	size = "10GiB"               # with raid_members: the size of each member
 //	                             # file created when missing
 //	                             # (the other volume keys apply as above)

@@ -27,6 +27,14 @@ type RAID struct {
 	// RebuildRate limits background rebuilds, in member bytes per second;
 	// 0 is unlimited.
 	RebuildRate int64
+	// BitmapRegion is the bytes of the array's space one bit of its
+	// write-intent bitmap stands for (md's bitmap chunk), a multiple of
+	// the stripe (raid_chunk_size × data members); 0 for the default
+	// (64MiB rounded down to whole stripes). Smaller regions resync less
+	// after a crash or a member's short absence, at the cost of a bitmap
+	// write more often. Used when the array is created: an existing array
+	// keeps the region size its bitmap records.
+	BitmapRegion int64
 }
 
 // RAID defaults and limits.
@@ -55,7 +63,7 @@ func (r *RAID) Spec() string {
 }
 
 // raidKeys are the keys decodeRAID reads.
-var raidKeys = []string{"raid_level", "raid_members", "raid_spares", "raid_chunk_size", "raid_copies", "raid_rebuild_rate"}
+var raidKeys = []string{"raid_level", "raid_members", "raid_spares", "raid_chunk_size", "raid_copies", "raid_rebuild_rate", "raid_bitmap_region"}
 
 // decodeRAID decodes the raid_* keys of a [[volume]] table into v.RAID (nil
 // when none is present) and checks them.
@@ -82,6 +90,7 @@ func decodeRAID(t *table, v *Volume) {
 	t.size("raid_chunk_size", &r.ChunkSize)
 	t.integer("raid_copies", &copies, 2, 64)
 	t.size("raid_rebuild_rate", &r.RebuildRate)
+	t.size("raid_bitmap_region", &r.BitmapRegion)
 	v.RAID = r
 
 	_, levelSet := t.m["raid_level"]
@@ -170,7 +179,31 @@ func decodeRAID(t *table, v *Volume) {
 		t.p.add(t.key("raid_members"), "%s: raid10 needs a multiple of raid_copies %d members, got %d", t.key("raid_members"), r.Copies, n)
 	case n > maxRAIDMembers:
 		t.p.add(t.key("raid_members"), "%s: %d members, at most %d", t.key("raid_members"), n, maxRAIDMembers)
+	default:
+		if _, set := t.m["raid_bitmap_region"]; set && r.Level != "" {
+			stripe := r.ChunkSize * int64(r.dataMembers())
+			if r.BitmapRegion <= 0 || r.BitmapRegion%stripe != 0 {
+				t.p.add(t.key("raid_bitmap_region"), "%s: %s is not a positive multiple of the stripe, %s (raid_chunk_size %s × %d data members)",
+					t.key("raid_bitmap_region"), FormatSize(r.BitmapRegion), FormatSize(stripe), FormatSize(r.ChunkSize), r.dataMembers())
+			}
+		}
 	}
+}
+
+// dataMembers is the number of members a stripe's data spans.
+func (r *RAID) dataMembers() int {
+	n := len(r.Members)
+	switch r.Level {
+	case "raid1":
+		return 1
+	case "raid10":
+		return n / r.Copies
+	case "raid5":
+		return n - 1
+	case "raid6":
+		return n - 2
+	}
+	return 0
 }
 
 // setKeys lists the raid_* keys present in t, in raidKeys order.

@@ -28,8 +28,9 @@ raid_members = ["/d/a.img", "/d/b.img", "/d/c.img", "/d//e/../f.img", "/d/g.img"
 raid_chunk_size = "1MiB"
 raid_copies = 3
 raid_rebuild_rate = 0
+raid_bitmap_region = "8MiB"
 size = "1GiB"`),
-			&RAID{Level: "raid10", Members: []string{"/d/a.img", "/d/b.img", "/d/c.img", "/d/f.img", "/d/g.img", "/d/h.img"}, ChunkSize: MiB, Copies: 3}, GiB},
+			&RAID{Level: "raid10", Members: []string{"/d/a.img", "/d/b.img", "/d/c.img", "/d/f.img", "/d/g.img", "/d/h.img"}, ChunkSize: MiB, Copies: 3, BitmapRegion: 8 * MiB}, GiB},
 		{"raid10 default copies", raidVolume(`raid_level = "raid10"
 raid_members = ["/a", "/b"]
 raid_chunk_size = 4096
@@ -84,6 +85,10 @@ func TestParseRAIDBad(t *testing.T) {
 			`volume.0.path and raid_members exclude each other: give path for a single file or device, raid_level and raid_members for a RAID array`},
 		{"read only", raidVolume(`raid_level = "raid5"` + "\n" + three + "\nread_only = true"),
 			`volume.0.read_only is not supported with raid_level: assembling an array writes to its members (superblocks, the resync after a crash, rebuild progress)`},
+		{"bitmap region not a stripe multiple", raidVolume(`raid_level = "raid5"` + "\n" + three + "\nraid_bitmap_region = \"96KiB\""),
+			`volume.0.raid_bitmap_region: 96KiB is not a positive multiple of the stripe, 128KiB (raid_chunk_size 64KiB × 2 data members)`},
+		{"bitmap region zero", raidVolume(`raid_level = "raid6"` + "\n" + `raid_members = ["/a", "/b", "/c", "/d", "/e"]` + "\nraid_bitmap_region = 0"),
+			`volume.0.raid_bitmap_region: 0 is not a positive multiple of the stripe, 192KiB (raid_chunk_size 64KiB × 3 data members)`},
 		{"no level", raidVolume(three), `volume.0.raid_level is required with raid_members: one of "raid1", "raid10", "raid5", "raid6"`},
 		{"no members", raidVolume(`raid_level = "raid5"`), `volume.0.raid_members is required with raid_level (the member files or block devices)`},
 		{"bad level", raidVolume(`raid_level = "raid4"` + "\n" + three), `volume.0.raid_level: "raid4" is not one of "raid1", "raid10", "raid5", "raid6"`},
@@ -156,7 +161,7 @@ func TestExampleRAIDParses(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &RAID{Level: "raid5", Members: []string{"/dev/disk/by-id/ata-A", "/dev/disk/by-id/ata-B", "/dev/disk/by-id/ata-C"},
-		Spares: []string{"/dev/disk/by-id/ata-D"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB}
+		Spares: []string{"/dev/disk/by-id/ata-D"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB, BitmapRegion: 64 * MiB}
 	if v := cfg.Volumes[1]; v.Name != "fast" || !reflect.DeepEqual(v.RAID, want) || v.Size != 10*GiB {
 		t.Errorf("example RAID volume %+v raid %+v", v, v.RAID)
 	}

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -138,7 +139,7 @@ func (n *Node) openRAID(vc config.Volume) (*raidVolume, error) {
 			"chunk_size", rc.ChunkSize, "member_file_size", vc.Size)
 		rv.arr, err = raid.Create(ctx, raid.CreateOptions{
 			Name: vc.Name, Geometry: g, Paths: rc.Members, Spares: rc.Spares, FileSize: vc.Size,
-			RebuildRate: rc.RebuildRate, OnChange: onChange, Logger: log,
+			RebuildRate: rc.RebuildRate, RegionSize: rc.BitmapRegion, OnChange: onChange, Logger: log,
 		})
 		if err != nil {
 			return nil, err
@@ -151,6 +152,10 @@ func (n *Node) openRAID(vc config.Volume) (*raidVolume, error) {
 			return nil, err
 		}
 		n.addConfiguredSpares(vc, rv)
+		if r := rc.BitmapRegion; r != 0 && r != rv.arr.RegionSize() {
+			log.Warn("raid: raid_bitmap_region applies only when an array is created: this one keeps the region its bitmap records",
+				"raid_bitmap_region", config.FormatSize(r), "array_region", config.FormatSize(rv.arr.RegionSize()))
+		}
 	}
 	asm := rv.arr.Assembly()
 	rv.ctx, rv.cancel = context.WithCancel(context.Background())
@@ -258,7 +263,7 @@ func (rv *raidVolume) status() *api.RAIDStatus {
 	rec := rv.arr.Recovery()
 	out := &api.RAIDStatus{
 		Level: st.Level.String(), UUID: rv.arr.UUID().String(), Health: st.Health.String(),
-		ChunkSize: g.ChunkSize, MemberSize: g.MemberSize, Events: rv.arr.Events(),
+		ChunkSize: g.ChunkSize, MemberSize: g.MemberSize, Events: rv.arr.Events(), BitmapRegion: rv.arr.RegionSize(),
 		Members: make([]api.RAIDMember, 0, len(st.Members)),
 		Spares:  rv.arr.Spares(),
 		Recovery: api.RAIDRecovery{
@@ -368,6 +373,35 @@ func (n *Node) RAIDRemove(_ context.Context, volume string, member int) error {
 	}
 	rv.saveMembers()
 	return nil
+}
+
+// RAIDRemoveSpare implements api.RAIDController. The array zeroes the
+// spare's superblock and the node records the paths without it, so it is not
+// found again at the next start; one the configuration names in raid_spares
+// is, as addConfiguredSpares adds it back: configured says so.
+func (n *Node) RAIDRemoveSpare(_ context.Context, volume, path string) (bool, error) {
+	rv, err := n.raidVolumeOf(volume)
+	if err != nil {
+		return false, err
+	}
+	rv.log.Warn("operator: raid remove spare", "spare", path)
+	rv.mu.Lock()
+	err = rv.arr.RemoveSpare(path)
+	rv.mu.Unlock()
+	// Recorded even on an error: the array drops the spare before it
+	// zeroes the superblock.
+	rv.saveMembers()
+	if err != nil {
+		return false, raidError(err)
+	}
+	configured := false
+	if v := n.volumeByRAID(rv); v != nil {
+		configured = slices.ContainsFunc(v.cfg.RAID.Spares, func(p string) bool { return filepath.Clean(p) == filepath.Clean(path) })
+	}
+	if configured {
+		rv.log.Warn("raid: the removed spare is in raid_spares: it is added back at the next start unless it is taken out of the configuration", "spare", path)
+	}
+	return configured, nil
 }
 
 // prepareMember creates a missing member file of the volume's configured

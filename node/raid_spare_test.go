@@ -3,10 +3,12 @@ package node
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,5 +133,74 @@ func TestRAIDHotSpare(t *testing.T) {
 	clear(got)
 	if err := dev.ReadAt(got, 0); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read after restart: %v, equal %v", err, bytes.Equal(got, data))
+	}
+}
+
+func TestRAIDRemoveSpare(t *testing.T) {
+	dir := t.TempDir()
+	cfg := raidSpareConfig(t, dir)
+	spare := filepath.Join(dir, "s0.img") // in raid_spares
+	extra := filepath.Join(dir, "s1.img") // added with RAIDAdd
+	ctx := context.Background()
+	n, stop := startNode(t, cfg)
+	c := api.Dial(cfg.Node.ControlSocket)
+	defer c.Close()
+
+	if m, err := c.RAIDAdd(ctx, "vol0", extra); err != nil || m != -1 {
+		t.Fatalf("RAIDAdd to a full array = %d, %v; want -1 (a spare)", m, err)
+	}
+	if rs := raidStatus(t, c); !slices.Equal(rs.Spares, []string{spare, extra}) {
+		t.Fatalf("spares %q, want %q", rs.Spares, []string{spare, extra})
+	}
+
+	// Remove the added spare: gone from the status, from the paths the node
+	// remembers, and its superblock is zeroed.
+	configured, err := c.RAIDRemoveSpare(ctx, "vol0", extra)
+	if err != nil || configured {
+		t.Fatalf("RAIDRemoveSpare(%s) = %v, %v; want false (not configured), nil", extra, configured, err)
+	}
+	if rs := raidStatus(t, c); !slices.Equal(rs.Spares, []string{spare}) || rs.Health != "optimal" || memberStates(rs) != "in_sync,in_sync,in_sync" {
+		t.Fatalf("after removing %s: %+v", extra, rs)
+	}
+	if slices.Contains(rememberedMembers(n.meta, "vol0"), extra) {
+		t.Errorf("remembered paths %q still hold the removed spare %s", rememberedMembers(n.meta, "vol0"), extra)
+	}
+	if holdsSuperblock(extra) {
+		t.Errorf("the removed spare %s still holds a superblock", extra)
+	}
+
+	// Not a spare (any more, or a member): refused, naming the path, the
+	// volume and the spares.
+	for _, p := range []string{extra, filepath.Join(dir, "m0.img")} {
+		_, err := c.RAIDRemoveSpare(ctx, "vol0", p)
+		if !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "vol0") ||
+			!strings.Contains(err.Error(), "not a spare") || !strings.Contains(err.Error(), spare) {
+			t.Errorf("RAIDRemoveSpare(%s) = %v; want a conflict naming the path, the volume and the spares", p, err)
+		}
+	}
+	if rs := raidStatus(t, c); !slices.Equal(rs.Spares, []string{spare}) {
+		t.Fatalf("spares %q after refused removals", rs.Spares)
+	}
+
+	// Remove the configured spare: the node says it is configured.
+	configured, err = c.RAIDRemoveSpare(ctx, "", spare)
+	if err != nil || !configured {
+		t.Fatalf("RAIDRemoveSpare(%s) = %v, %v; want true (configured), nil", spare, configured, err)
+	}
+	if rs := raidStatus(t, c); len(rs.Spares) != 0 || rs.Spares == nil {
+		t.Fatalf("spares %q after removing both, want []", rs.Spares)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// At the next start the configured spare is back (the configuration is
+	// the desired state), the other one is not.
+	_, stop = startNode(t, cfg)
+	defer stop()
+	c2 := api.Dial(cfg.Node.ControlSocket)
+	defer c2.Close()
+	if rs := raidStatus(t, c2); !slices.Equal(rs.Spares, []string{spare}) || rs.Health != "optimal" {
+		t.Fatalf("after restart: %+v; want the configured spare %s only", rs, spare)
 	}
 }

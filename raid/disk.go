@@ -825,6 +825,10 @@ func (d *DiskArray) Assembly() Assembly { return d.asm }
 // Recovery returns what Open did to make the array consistent.
 func (d *DiskArray) Recovery() Recovery { return d.recovery }
 
+// RegionSize returns the bytes of the array one bit of its write-intent
+// bitmap stands for.
+func (d *DiskArray) RegionSize() int64 { return d.regionSize }
+
 // Events returns the event counter last written.
 func (d *DiskArray) Events() uint64 {
 	d.mu.Lock()

@@ -20,7 +20,7 @@
 //	blockctl events     [-o text|json] [--now=false]
 //	blockctl raid status  [VOLUME] [-o table|json]
 //	blockctl raid fail    MEMBER [VOLUME]
-//	blockctl raid remove  MEMBER [VOLUME]
+//	blockctl raid remove  MEMBER|PATH [VOLUME]
 //	blockctl raid add     PATH [VOLUME]
 //	blockctl raid replace MEMBER PATH [VOLUME]
 //	blockctl raid scrub   [--repair] [VOLUME]
@@ -62,7 +62,12 @@
 // rebuilding it in the background (a missing file is created at the
 // volume's size). raid scrub checks every mirror or parity
 // in the background; --repair also rewrites what does not check out. MEMBER
-// is a member's index as raid status shows it. status shows a line per RAID
+// is a member's index as raid status shows it. raid remove with the PATH of
+// a hot spare instead takes the spare out of the array and zeroes its
+// superblock (an argument that parses as an integer is a MEMBER; an absolute
+// path never does); a spare the configuration names in raid_spares is added
+// back at the node's next start unless it is taken out of there too, and
+// blockctl says so. status shows a line per RAID
 // volume. events shows the array's changes as raid-health, raid-member (the
 // slot as peer=member1) and raid-op (idle, rebuild-running, rebuild-done,
 // ...) events.
@@ -158,8 +163,11 @@ commands:
       health, members, a running rebuild or scrub and the last scrub
   raid fail MEMBER [VOLUME]
       mark the member (its index in raid status) faulty
-  raid remove MEMBER [VOLUME]
-      take the faulty member out of the array
+  raid remove MEMBER|PATH [VOLUME]
+      take the faulty member out of the array, or the hot spare PATH (an
+      absolute path, never an integer) and zero its superblock; a spare
+      in raid_spares comes back at the node's next start unless removed
+      from the configuration too
   raid add PATH [VOLUME]
       put the file or device PATH in an empty slot and rebuild it, or
       make it a hot spare when no slot is empty

@@ -39,7 +39,7 @@ func raidCommand(t target, args []string, stdout io.Writer) error {
 		}
 		return raidStatus(t, req, stdout)
 	}
-	req, note, err := parseRAID(sub, args)
+	req, out, err := parseRAID(sub, args)
 	if err != nil {
 		return err
 	}
@@ -53,8 +53,22 @@ func raidCommand(t target, args []string, stdout io.Writer) error {
 	if err := req.do(ctx, c); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(stdout, "%s: requested%s\n", req.what, *note)
+	if out.line != "" {
+		_, err = fmt.Fprintln(stdout, out.line)
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%s: requested%s\n", req.what, out.note)
 	return err
+}
+
+// raidOutcome is what the daemon's answer to a raid command makes of the
+// line printed on success.
+type raidOutcome struct {
+	// note is added to "WHAT: requested".
+	note string
+	// line, when set, is printed instead, for a change that is done once
+	// the daemon answers.
+	line string
 }
 
 func parseRAIDStatus(args []string) (raidStatusRequest, error) {
@@ -84,22 +98,33 @@ func parseMember(cmd, s string) (int, error) {
 }
 
 // parseRAID parses the arguments of `raid fail|remove|add|replace|scrub`;
-// note is what the daemon's answer adds to the line printed on success.
-func parseRAID(sub string, args []string) (req controlRequest, note *string, err error) {
-	note = new(string)
-	req, err = parseRAIDRequest(sub, args, note)
-	return req, note, err
+// out is what the daemon's answer makes of the line printed on success.
+func parseRAID(sub string, args []string) (req controlRequest, out *raidOutcome, err error) {
+	out = new(raidOutcome)
+	req, err = parseRAIDRequest(sub, args, out)
+	return req, out, err
 }
 
-func parseRAIDRequest(sub string, args []string, note *string) (controlRequest, error) {
+// isSparePath tells the PATH of a hot spare from a MEMBER index in the
+// argument of raid remove: an absolute path never parses as an integer.
+func isSparePath(s string) bool {
+	if _, err := strconv.Atoi(s); err != nil && strings.HasPrefix(s, "/") {
+		return true
+	}
+	return false
+}
+
+func parseRAIDRequest(sub string, args []string, out *raidOutcome) (controlRequest, error) {
 	cmd := "raid " + sub
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var repair bool
 	var want []string // the required arguments, by name
 	switch sub {
-	case "fail", "remove":
+	case "fail":
 		want = []string{"MEMBER"}
+	case "remove":
+		want = []string{"MEMBER|PATH"}
 	case "add":
 		want = []string{"PATH"}
 	case "replace":
@@ -122,7 +147,23 @@ func parseRAIDRequest(sub string, args []string, note *string) (controlRequest, 
 	volume := append(pos[len(want):], "")[0]
 	vol := volumeName(volume)
 	switch sub {
-	case "fail", "remove":
+	case "remove":
+		if isSparePath(pos[0]) {
+			path := pos[0]
+			return controlRequest{fmt.Sprintf("remove spare %s from %s", path, vol), func(ctx context.Context, c *api.Client) error {
+				configured, err := c.RAIDRemoveSpare(ctx, volume, path)
+				out.line = fmt.Sprintf("spare %s removed from %s", path, vol)
+				if configured {
+					out.line += " (it is in raid_spares in the node's configuration, which adds it back at the next start: remove it there too)"
+				}
+				return err
+			}}, nil
+		}
+		if _, err := strconv.Atoi(pos[0]); err != nil {
+			return controlRequest{}, usagef("%s: %q is neither a member index (0, 1, ...) nor the absolute path of a spare", cmd, pos[0])
+		}
+		fallthrough
+	case "fail":
 		m, err := parseMember(cmd, pos[0])
 		if err != nil {
 			return controlRequest{}, err
@@ -138,9 +179,9 @@ func parseRAIDRequest(sub string, args []string, note *string) (controlRequest, 
 		return controlRequest{fmt.Sprintf("add %s to %s", path, vol), func(ctx context.Context, c *api.Client) error {
 			m, err := c.RAIDAdd(ctx, volume, path)
 			if m < 0 {
-				*note = " (no empty slot: a hot spare, taken into the slot of a member that fails)"
+				out.note = " (no empty slot: a hot spare, taken into the slot of a member that fails)"
 			} else {
-				*note = fmt.Sprintf(" (member %d, rebuilding)", m)
+				out.note = fmt.Sprintf(" (member %d, rebuilding)", m)
 			}
 			return err
 		}}, nil
@@ -151,7 +192,7 @@ func parseRAIDRequest(sub string, args []string, note *string) (controlRequest, 
 		}
 		path := pos[1]
 		return controlRequest{fmt.Sprintf("replace member %d of %s with %s", m, vol, path), func(ctx context.Context, c *api.Client) error {
-			*note = " (rebuilding)"
+			out.note = " (rebuilding)"
 			return c.RAIDReplace(ctx, volume, m, path)
 		}}, nil
 	}

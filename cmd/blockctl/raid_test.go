@@ -28,6 +28,16 @@ func (b *raidBackend) RAIDRemove(ctx context.Context, volume string, member int)
 	return b.record("RAIDRemove(%q, %d)", volume, member)
 }
 
+// RAIDRemoveSpare reports /dev/sdf as in raid_spares, and refuses
+// /dev/sdb as the daemon does a path that is not a spare.
+func (b *raidBackend) RAIDRemoveSpare(ctx context.Context, volume, path string) (bool, error) {
+	err := b.record("RAIDRemoveSpare(%q, %q)", volume, path)
+	if err == nil && path == "/dev/sdb" {
+		err = fmt.Errorf("raid: remove spare %s from vol0: not a spare (spares: [\"/dev/sdf\"]): %w", path, api.ErrConflict)
+	}
+	return path == "/dev/sdf", err
+}
+
 // RAIDAdd puts /dev/sdg in as a spare (-1), any other path in member 1.
 func (b *raidBackend) RAIDAdd(ctx context.Context, volume, path string) (int, error) {
 	if path == "/dev/sdg" {
@@ -156,6 +166,13 @@ func TestRAIDCommands(t *testing.T) {
 		{name: "fail", args: []string{"raid", "fail", "1"}, wantOut: "fail member 1 of the only volume: requested\n", wantCall: `RAIDFail("", 1)`},
 		{name: "fail volume", args: []string{"raid", "fail", "2", "vol0"}, wantOut: "fail member 2 of vol0: requested\n", wantCall: `RAIDFail("vol0", 2)`},
 		{name: "remove", args: []string{"raid", "remove", "0", "vol0"}, wantOut: "remove member 0 of vol0: requested\n", wantCall: `RAIDRemove("vol0", 0)`},
+		{name: "remove spare", args: []string{"raid", "remove", "/dev/sdg", "vol0"}, wantOut: "spare /dev/sdg removed from vol0\n", wantCall: `RAIDRemoveSpare("vol0", "/dev/sdg")`},
+		{name: "remove configured spare", args: []string{"raid", "remove", "/dev/sdf"},
+			wantOut:  "spare /dev/sdf removed from the only volume (it is in raid_spares in the node's configuration, which adds it back at the next start: remove it there too)\n",
+			wantCall: `RAIDRemoveSpare("", "/dev/sdf")`},
+		{name: "remove not a spare", args: []string{"raid", "remove", "/dev/sdb", "vol0"}, wantCode: 1,
+			wantErr:  `blockctl: blockrepd: raid remove-spare: raid: remove spare /dev/sdb from vol0: not a spare (spares: ["/dev/sdf"]): not possible in the current state (HTTP 409)` + "\n",
+			wantCall: `RAIDRemoveSpare("vol0", "/dev/sdb")`},
 		{name: "add", args: []string{"raid", "add", "/dev/sde", "vol0"}, wantOut: "add /dev/sde to vol0: requested (member 1, rebuilding)\n", wantCall: `RAIDAdd("vol0", "/dev/sde")`},
 		{name: "add spare", args: []string{"raid", "add", "/dev/sdg"}, wantOut: "add /dev/sdg to the only volume: requested (no empty slot: a hot spare, taken into the slot of a member that fails)\n", wantCall: `RAIDAdd("", "/dev/sdg")`},
 		{name: "replace", args: []string{"raid", "replace", "1", "/dev/sdf"}, wantOut: "replace member 1 of the only volume with /dev/sdf: requested (rebuilding)\n", wantCall: `RAIDReplace("", 1, "/dev/sdf")`},
@@ -172,7 +189,11 @@ func TestRAIDCommands(t *testing.T) {
 		{name: "raid alone", args: []string{"raid"}, wantCode: 2, wantErr: "raid: name a subcommand: status, fail, remove, add, replace or scrub", wantUsage: true},
 		{name: "unknown subcommand", args: []string{"raid", "grow"}, wantCode: 2, wantErr: `raid: unknown subcommand "grow"`, wantUsage: true},
 		{name: "fail needs a member", args: []string{"raid", "fail"}, wantCode: 2, wantErr: "raid fail: missing MEMBER", wantUsage: true},
-		{name: "bad member", args: []string{"raid", "remove", "sdb"}, wantCode: 2, wantErr: `raid remove: member "sdb" is not a member index (0, 1, ...)`, wantUsage: true},
+		{name: "bad member", args: []string{"raid", "fail", "sdb"}, wantCode: 2, wantErr: `raid fail: member "sdb" is not a member index (0, 1, ...)`, wantUsage: true},
+		{name: "remove neither member nor path", args: []string{"raid", "remove", "sdb"}, wantCode: 2,
+			wantErr: `raid remove: "sdb" is neither a member index (0, 1, ...) nor the absolute path of a spare`, wantUsage: true},
+		{name: "remove negative member", args: []string{"raid", "remove", "--", "-1"}, wantCode: 2, wantErr: `raid remove: member "-1" is not a member index (0, 1, ...)`, wantUsage: true},
+		{name: "remove needs an argument", args: []string{"raid", "remove"}, wantCode: 2, wantErr: "raid remove: missing MEMBER|PATH", wantUsage: true},
 		{name: "replace needs a path", args: []string{"raid", "replace", "1"}, wantCode: 2, wantErr: "raid replace: missing PATH", wantUsage: true},
 		{name: "replace needs both", args: []string{"raid", "replace"}, wantCode: 2, wantErr: "raid replace: missing MEMBER and PATH", wantUsage: true},
 		{name: "extra argument", args: []string{"raid", "add", "/a", "vol0", "x"}, wantCode: 2, wantErr: `raid add: unexpected argument "x"`, wantUsage: true},
@@ -232,7 +253,7 @@ func TestRAIDProgressLine(t *testing.T) {
 }
 
 func TestUsageRAID(t *testing.T) {
-	for _, s := range []string{"raid status [VOLUME] [-o table|json]", "raid fail MEMBER [VOLUME]", "raid remove MEMBER [VOLUME]",
+	for _, s := range []string{"raid status [VOLUME] [-o table|json]", "raid fail MEMBER [VOLUME]", "raid remove MEMBER|PATH [VOLUME]",
 		"raid add PATH [VOLUME]", "raid replace MEMBER PATH [VOLUME]", "raid scrub [--repair] [VOLUME]"} {
 		if !strings.Contains(usage, s) {
 			t.Errorf("usage lacks %q", s)
