@@ -46,7 +46,7 @@ type RAIDMember struct {
 	Index int `json:"index"`
 	// Path is the member's file or device; "" for an empty slot.
 	Path string `json:"path"`
-	// State is "in_sync", "faulty", "spare" or "rebuilding".
+	// State is "in_sync", "faulty" or "rebuilding".
 	State string `json:"state"`
 	// Error is why the member failed, if it did.
 	Error string `json:"error,omitempty"`

@@ -60,7 +60,7 @@ const (
 	// KindRAIDMember is the state of one member slot of a volume's RAID
 	// array, named by Peer as "member0", "member1", ... (Peer, because the
 	// slot is what distinguishes the facts and a volume has no peer in
-	// this sense): "in_sync", "faulty", "spare" or "rebuilding". Detail is
+	// this sense): "in_sync", "faulty" or "rebuilding". Detail is
 	// the member's path ("empty slot" when it has none) and, for a failed
 	// member, why it failed.
 	KindRAIDMember = "raid-member"

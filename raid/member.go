@@ -13,31 +13,27 @@ type MemberState int32
 
 // The member states. A member moves from InSync to Faulty (an error, or
 // Fail); a Faulty slot takes a new device as Rebuilding (Replace, Add),
-// which becomes InSync when Rebuild completes (rebuild.go). Spare is
-// reserved: a DiskArray keeps its hot spares outside the Array (spare.go)
-// and puts one in a slot with Replace.
+// which becomes InSync when Rebuild completes (rebuild.go). Hot spares are
+// not members: a DiskArray keeps them outside the Array (spare.go) and puts
+// one in a slot with Replace.
 const (
 	// InSync members hold current data and take part in reads and writes.
 	InSync MemberState = iota
 	// Faulty members failed a write (or were absent at assembly). They are
 	// neither read nor written; their data is served from redundancy.
 	Faulty
-	// Spare members hold no array data yet (not used by Array yet).
-	Spare
 	// Rebuilding members are being filled from redundancy by Rebuild. They
 	// are never read; writes reach them below the rebuild checkpoint.
 	Rebuilding
 )
 
-// String returns "in_sync", "faulty", "spare" or "rebuilding".
+// String returns "in_sync", "faulty" or "rebuilding".
 func (s MemberState) String() string {
 	switch s {
 	case InSync:
 		return "in_sync"
 	case Faulty:
 		return "faulty"
-	case Spare:
-		return "spare"
 	case Rebuilding:
 		return "rebuilding"
 	}

@@ -273,6 +273,9 @@ func writeRAID(w io.Writer, name string, rs *api.RAIDStatus) error {
 	if rs.Copies > 0 {
 		shape += fmt.Sprintf("  copies %d", rs.Copies)
 	}
+	if rs.BitmapRegion > 0 {
+		shape += "  bitmap " + humanSize(rs.BitmapRegion)
+	}
 	fmt.Fprintf(w, "%s  %s  health %s  member size %s  uuid %s  events %d\n", name, shape, rs.Health, humanSize(rs.MemberSize), rs.UUID, rs.Events)
 	rows := [][]string{{"MEMBER", "PATH", "STATE", "ERROR"}}
 	for _, m := range rs.Members {

@@ -59,7 +59,7 @@ func (b *raidBackend) RAIDScrub(ctx context.Context, volume string, repair bool)
 func raidTestStatus() api.Status {
 	return api.Status{Node: "node1", NodeID: "id", Version: "v", UptimeSeconds: 60, Volumes: []api.VolumeStatus{
 		{Name: "vol0", Size: 8 << 30, TLS: "optional", Path: "raid5:/dev/sdb,/dev/sdc,/dev/sdd", Clients: []nbd.ClientInfo{}, RAID: &api.RAIDStatus{
-			Level: "raid5", UUID: "4adae36d-5f13-091d-8333-ca8e70aab351", Health: "degraded", ChunkSize: 64 << 10, MemberSize: 4 << 30, Events: 12,
+			Level: "raid5", UUID: "4adae36d-5f13-091d-8333-ca8e70aab351", Health: "degraded", ChunkSize: 64 << 10, MemberSize: 4 << 30, Events: 12, BitmapRegion: 64 << 20,
 			Members: []api.RAIDMember{
 				{Index: 0, Path: "/dev/sdb", State: "in_sync"},
 				{Index: 1, Path: "/dev/sde", State: "rebuilding"},
@@ -90,7 +90,7 @@ func TestRAIDStatusTable(t *testing.T) {
 	if code := run([]string{"-s", sock, "raid", "status"}, &stdout, &stderr, noEnv); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
-	want := `vol0  raid5  chunk 64KiB  health degraded  member size 4GiB  uuid 4adae36d-5f13-091d-8333-ca8e70aab351  events 12
+	want := `vol0  raid5  chunk 64KiB  bitmap 64MiB  health degraded  member size 4GiB  uuid 4adae36d-5f13-091d-8333-ca8e70aab351  events 12
   MEMBER  PATH      STATE       ERROR
   0       /dev/sdb  in_sync
   1       /dev/sde  rebuilding
