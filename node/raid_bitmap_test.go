@@ -1,8 +1,6 @@
 package node
 
 import (
-	"fmt"
-	"path/filepath"
 	"testing"
 
 	"github.com/blockrep/blockrep/api"
@@ -13,33 +11,10 @@ import (
 // value), or without the key when region is "".
 func raidBitmapConfig(t *testing.T, dir, region string) *config.Config {
 	t.Helper()
-	key := ""
-	if region != "" {
-		key = "raid_bitmap_region = " + region
+	if region == "" {
+		return raidConfig(t, dir)
 	}
-	text := fmt.Sprintf(`
-[node]
-name = "test-node"
-data_dir = %[1]q
-control_socket = %[2]q
-
-[nbd]
-listen = ["127.0.0.1:0"]
-
-[[volume]]
-name = "vol0"
-raid_level = "raid5"
-raid_members = [%[3]q, %[4]q, %[5]q]
-raid_chunk_size = "64KiB"
-size = "5MiB"
-%[6]s
-`, filepath.Join(dir, "data"), filepath.Join(dir, "ctl.sock"),
-		filepath.Join(dir, "m0.img"), filepath.Join(dir, "m1.img"), filepath.Join(dir, "m2.img"), key)
-	cfg, err := config.Parse([]byte(text), "test.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	return raidConfigWith(t, dir, "raid_bitmap_region = "+region)
 }
 
 // TestRAIDBitmapRegion: raid_bitmap_region sets the write-intent bitmap's

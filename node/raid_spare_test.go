@@ -16,34 +16,11 @@ import (
 	"github.com/blockrep/blockrep/config"
 )
 
-// raidSpareConfig is a node in dir with one RAID5 volume over three sparse
-// member files and one hot spare, all created at start.
+// raidSpareConfig is raidConfig with one hot spare, s0.img, created at
+// start.
 func raidSpareConfig(t *testing.T, dir string) *config.Config {
 	t.Helper()
-	text := fmt.Sprintf(`
-[node]
-name = "test-node"
-data_dir = %[1]q
-control_socket = %[2]q
-
-[nbd]
-listen = ["127.0.0.1:0"]
-
-[[volume]]
-name = "vol0"
-raid_level = "raid5"
-raid_members = [%[3]q, %[4]q, %[5]q]
-raid_spares = [%[6]q]
-raid_chunk_size = "64KiB"
-raid_rebuild_rate = 0
-size = "5MiB"
-`, filepath.Join(dir, "data"), filepath.Join(dir, "ctl.sock"),
-		filepath.Join(dir, "m0.img"), filepath.Join(dir, "m1.img"), filepath.Join(dir, "m2.img"), filepath.Join(dir, "s0.img"))
-	cfg, err := config.Parse([]byte(text), "test.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	return raidConfigWith(t, dir, fmt.Sprintf("raid_rebuild_rate = 0\nraid_spares = [%q]", filepath.Join(dir, "s0.img")))
 }
 
 // waitRAID polls the status until cond holds, failing after a deadline

@@ -20,15 +20,24 @@ import (
 )
 
 // raidConfig is a node in dir with one RAID5 volume over three sparse
-// member files of 5 MiB (4 MiB of data each after the superblock area).
+// member files of 5 MiB (4 MiB of data each after the superblock area),
+// m0.img to m2.img, rebuilding at an unlimited rate.
 func raidConfig(t *testing.T, dir string) *config.Config {
 	t.Helper()
-	return raidConfigRate(t, dir, "0")
+	return raidConfigWith(t, dir, "raid_rebuild_rate = 0")
 }
 
 // raidConfigRate is raidConfig with raid_rebuild_rate = rate (a TOML
 // value).
 func raidConfigRate(t *testing.T, dir, rate string) *config.Config {
+	t.Helper()
+	return raidConfigWith(t, dir, "raid_rebuild_rate = "+rate)
+}
+
+// raidConfigWith is raidConfig's node with the volume's other keys given
+// as TOML lines in extra (raid_rebuild_rate's default applies unless
+// extra sets it).
+func raidConfigWith(t *testing.T, dir, extra string) *config.Config {
 	t.Helper()
 	text := fmt.Sprintf(`
 [node]
@@ -44,10 +53,10 @@ name = "vol0"
 raid_level = "raid5"
 raid_members = [%[3]q, %[4]q, %[5]q]
 raid_chunk_size = "64KiB"
-raid_rebuild_rate = %[6]s
 size = "5MiB"
+%[6]s
 `, filepath.Join(dir, "data"), filepath.Join(dir, "ctl.sock"),
-		filepath.Join(dir, "m0.img"), filepath.Join(dir, "m1.img"), filepath.Join(dir, "m2.img"), rate)
+		filepath.Join(dir, "m0.img"), filepath.Join(dir, "m1.img"), filepath.Join(dir, "m2.img"), extra)
 	cfg, err := config.Parse([]byte(text), "test.toml")
 	if err != nil {
 		t.Fatal(err)
