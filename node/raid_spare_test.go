@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -54,17 +53,7 @@ func TestRAIDHotSpare(t *testing.T) {
 		t.Fatalf("raid status %+v", rs)
 	}
 	dev := n.volumes[0].device()
-	data := make([]byte, dev.Size())
-	rnd := rand.New(rand.NewPCG(3, 4))
-	for i := range data {
-		data[i] = byte(rnd.Uint32())
-	}
-	if err := dev.WriteAt(data, 0, false); err != nil {
-		t.Fatal(err)
-	}
-	if err := dev.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	data := writeRandom(t, dev, 3)
 
 	// Fail member 1: the spare takes its slot and is rebuilt, unasked.
 	if err := c.RAIDFail(ctx, "vol0", 1); err != nil {

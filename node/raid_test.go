@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/blockrep/blockrep/api"
+	"github.com/blockrep/blockrep/block"
 	"github.com/blockrep/blockrep/config"
 	"github.com/blockrep/blockrep/events"
 )
@@ -64,6 +65,24 @@ size = "5MiB"
 	return cfg
 }
 
+// writeRandom fills dev with random bytes from seed, flushed, and returns
+// them.
+func writeRandom(t *testing.T, dev block.Device, seed uint64) []byte {
+	t.Helper()
+	data := make([]byte, dev.Size())
+	rnd := rand.New(rand.NewPCG(seed, seed+1))
+	for i := range data {
+		data[i] = byte(rnd.Uint32())
+	}
+	if err := dev.WriteAt(data, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 // raidStatus fetches the RAID status of the only volume.
 func raidStatus(t *testing.T, c *api.Client) *api.RAIDStatus {
 	t.Helper()
@@ -110,17 +129,7 @@ func TestRAIDVolume(t *testing.T) {
 
 	// Write a pattern through the node's device.
 	dev := n.volumes[0].device()
-	data := make([]byte, dev.Size())
-	rnd := rand.New(rand.NewPCG(1, 2))
-	for i := range data {
-		data[i] = byte(rnd.Uint32())
-	}
-	if err := dev.WriteAt(data, 0, false); err != nil {
-		t.Fatal(err)
-	}
-	if err := dev.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	data := writeRandom(t, dev, 1)
 
 	// Fail member 1: the array serves degraded.
 	if err := c.RAIDFail(ctx, "", 1); err != nil {
