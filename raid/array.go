@@ -1,6 +1,7 @@
 package raid
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -442,10 +443,11 @@ func (a *Array) pickIn(first, n int, off int64) int {
 // ReadAt fills p from offset off.
 //
 // RAID 1 reads the whole range from one copy, chosen per request: the range
-// is contiguous on every member, so it is one member read. RAID 10 chooses
-// the copy per chunk and merges adjacent chunks read from the same member.
-// A merged read that fails is retried chunk by chunk, each chunk that fails
-// again being served from redundancy as before.
+// is contiguous on every member, so it is one member read. The other levels
+// map the range to chunk pieces (RAID 10 choosing one copy per copy group
+// for the whole request, as RAID 1 does) and read each member's pieces that
+// continue one another on it with one vectored read (readRuns): a 1 MiB
+// read of RAID 10 near 4×2 is two system calls, not sixteen.
 func (a *Array) ReadAt(p []byte, off int64) error {
 	if err := a.check("read", off, int64(len(p))); err != nil {
 		return err
@@ -458,36 +460,68 @@ func (a *Array) ReadAt(p []byte, off int64) error {
 		e := Extent{Member: a.pickIn(0, a.g.Members, off), Offset: off, Length: int64(len(p)), Logical: off}
 		return a.readExtent(p, e)
 	}
-	var extents []Extent
+	var pick func(copies []int) int
 	if a.mirror {
-		extents = mergeExtents(a.g.MapRead(off, int64(len(p)), a.pick))
-	} else {
-		extents = a.g.MapRead(off, int64(len(p)), nil)
+		c := a.g.CopyCount()
+		chosen := make([]int, a.g.Members/c)
+		pick = func(copies []int) int {
+			g := copies[0] / c
+			if chosen[g] == 0 || !a.members[chosen[g]-1].inSync() {
+				chosen[g] = a.pick(copies) + 1
+			}
+			return chosen[g] - 1
+		}
 	}
-	for _, e := range extents {
-		if err := a.readExtent(p[e.Logical-off:e.Logical-off+e.Length], e); err != nil {
-			return err
+	return a.readRuns(p, off, a.g.MapRead(off, int64(len(p)), pick))
+}
+
+// readRuns reads extents (the pieces of a read of p at off) with one
+// vectored member read per run of pieces that continue one another on the
+// same member. A run that fails, or a piece whose member is not in sync, is
+// read piece by piece by readExtent, which serves it from redundancy and
+// repairs what failed.
+func (a *Array) readRuns(p []byte, off int64, extents []Extent) error {
+	dst := func(e Extent) []byte { return p[e.Logical-off : e.Logical-off+e.Length] }
+	if len(extents) == 1 {
+		return a.readExtent(dst(extents[0]), extents[0])
+	}
+	order := make([]int, len(extents))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(i, j int) int {
+		if c := cmp.Compare(extents[i].Member, extents[j].Member); c != 0 {
+			return c
+		}
+		return cmp.Compare(extents[i].Offset, extents[j].Offset)
+	})
+	bufs := make([][]byte, 0, len(extents))
+	for start := 0; start < len(order); {
+		e0 := extents[order[start]]
+		end, next := start+1, e0.Offset+e0.Length
+		for end < len(order) && extents[order[end]].Member == e0.Member && extents[order[end]].Offset == next {
+			next += extents[order[end]].Length
+			end++
+		}
+		run := order[start:end]
+		start = end
+		m := a.members[e0.Member]
+		if m.inSync() {
+			bufs = bufs[:0]
+			for _, i := range run {
+				bufs = append(bufs, dst(extents[i]))
+			}
+			if err := m.readvAt(bufs, e0.Offset); err == nil {
+				continue
+			}
+		}
+		for _, i := range run {
+			if err := a.readExtent(dst(extents[i]), extents[i]); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
-}
-
-// mergeExtents merges, in place, adjacent extents that continue one another
-// on the same member.
-func mergeExtents(ext []Extent) []Extent {
-	if len(ext) < 2 {
-		return ext
-	}
-	out := ext[:1]
-	for _, e := range ext[1:] {
-		l := &out[len(out)-1]
-		if e.Member == l.Member && e.Offset == l.Offset+l.Length && e.Logical == l.Logical+l.Length {
-			l.Length += e.Length
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
 }
 
 // readExtent reads extent e into dst, serving it from redundancy where the

@@ -256,6 +256,43 @@ func (f *File) ReadAt(p []byte, off int64) error {
 	return nil
 }
 
+// ReadvAt fills bufs, in order, from consecutive offsets starting at off,
+// with preadv: one system call for what would be one pread per buffer (an
+// array reads a member's chunks of one request this way).
+func (f *File) ReadvAt(bufs [][]byte, off int64) error {
+	var n int64
+	for _, b := range bufs {
+		n += int64(len(b))
+	}
+	if err := f.check("read", off, n, false); err != nil {
+		return err
+	}
+	for len(bufs) > 0 {
+		got, err := unix.Preadv(f.fd, bufs, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return f.ioError("read", off, err)
+		}
+		if got == 0 {
+			return f.ioError("read", off, io.ErrUnexpectedEOF)
+		}
+		// A short read: skip what arrived and read the rest.
+		off += int64(got)
+		for got > 0 && len(bufs) > 0 {
+			if got < len(bufs[0]) {
+				bufs = append([][]byte{bufs[0][got:]}, bufs[1:]...)
+				break
+			}
+			got -= len(bufs[0])
+			bufs = bufs[1:]
+		}
+	}
+	runtime.KeepAlive(f.file)
+	return nil
+}
+
 // WriteAt writes p at offset off; with fua set the data is durable when it
 // returns (pwritev2 with RWF_DSYNC, or pwrite and fdatasync where the
 // kernel lacks it).

@@ -92,6 +92,38 @@ func (m *member) readAt(p []byte, off int64) error {
 	return m.device().ReadAt(p, off)
 }
 
+// vectorReader is a device that reads into several buffers from
+// consecutive offsets in one call (preadv), as File does.
+type vectorReader interface {
+	ReadvAt(bufs [][]byte, off int64) error
+}
+
+// readvAt fills bufs, in order, from consecutive member offsets starting
+// at off: one call where the device can, else one read per buffer.
+func (m *member) readvAt(bufs [][]byte, off int64) error {
+	if len(bufs) == 1 {
+		return m.readAt(bufs[0], off)
+	}
+	var n int64
+	for _, b := range bufs {
+		n += int64(len(b))
+	}
+	m.inflight.Add(1)
+	defer m.inflight.Add(-1)
+	m.noteRead(off, n)
+	dev := m.device()
+	if v, ok := dev.(vectorReader); ok {
+		return v.ReadvAt(bufs, off)
+	}
+	for _, b := range bufs {
+		if err := dev.ReadAt(b, off); err != nil {
+			return err
+		}
+		off += int64(len(b))
+	}
+	return nil
+}
+
 // noteRead records a read of n bytes at off: it continues the stream that
 // ended at off, or starts one in place of the oldest.
 func (m *member) noteRead(off, n int64) {

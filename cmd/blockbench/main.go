@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -58,7 +59,20 @@ func main() {
 	flag.Var(&chunk, "chunk", "with -raid: the arrays' chunk size")
 	diskIOPS := flag.Int64("disk-iops", 0, "with -raid: put every file on its own loop device capped at this many read IOPS (separate disks of a known speed; root; read workloads only)")
 	diskMBps := flag.Int64("disk-mbps", 0, "with -raid: as -disk-iops, a cap of this many MB/s read per loop device")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "blockbench:", err)
+			os.Exit(2)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "blockbench:", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
