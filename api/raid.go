@@ -50,6 +50,10 @@ type RAIDMember struct {
 	State string `json:"state"`
 	// Error is why the member failed, if it did.
 	Error string `json:"error,omitempty"`
+	// CorrectedReadErrors is how many of the member's read errors were
+	// repaired from redundancy, halved every hour; past 20 the member is
+	// failed (md's max_corrected_read_errors).
+	CorrectedReadErrors int `json:"corrected_read_errors,omitempty"`
 }
 
 // RAIDProgress is a rebuild or scrub of an array.

@@ -278,7 +278,7 @@ func (rv *raidVolume) status() *api.RAIDStatus {
 	paths := rv.arr.MemberPaths()
 	rv.mu.Lock()
 	for _, m := range st.Members {
-		am := api.RAIDMember{Index: m.Index, State: m.State.String()}
+		am := api.RAIDMember{Index: m.Index, State: m.State.String(), CorrectedReadErrors: m.CorrectedReadErrors}
 		if m.Index < len(paths) {
 			am.Path = paths[m.Index]
 		}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/blockrep/blockrep/block"
 	"github.com/blockrep/blockrep/internal/bufpool"
@@ -37,7 +38,18 @@ type ArrayOptions struct {
 	// possibly with a stripe lock held: it may persist the new state (the
 	// superblocks, disk.go) but must not do array I/O or change members.
 	OnFail func(index int, err error)
+	// MaxCorrectedReadErrors is how many read errors a member may have
+	// repaired (by rewriting the data from redundancy) before it is failed
+	// instead, as md's max_corrected_read_errors: the count halves every
+	// hour, so a disk that errs now and then stays while one that is
+	// dying (or a member file that shrank under the array, whose every
+	// read past the end fails) is failed and replaced by a spare. 0 means
+	// DefaultMaxCorrectedReadErrors; negative, no limit.
+	MaxCorrectedReadErrors int
 }
+
+// DefaultMaxCorrectedReadErrors is md's default max_corrected_read_errors.
+const DefaultMaxCorrectedReadErrors = 20
 
 // Health is the health of an Array (ArrayState is the superblock's
 // clean/dirty flag).
@@ -74,6 +86,9 @@ type MemberStatus struct {
 	State MemberState
 	// Err is the error that failed the member, if any.
 	Err error
+	// CorrectedReadErrors is the member's count of repaired read errors,
+	// halved every hour (see ArrayOptions.MaxCorrectedReadErrors).
+	CorrectedReadErrors int
 }
 
 // ArrayStatus is a snapshot of an array's health.
@@ -122,6 +137,10 @@ type Array struct {
 	closed atomic.Bool
 	intent *WriteIntent // nil: no write-intent bitmap (intent.go)
 	onFail func(index int, err error)
+	// maxCorrected is ArrayOptions.MaxCorrectedReadErrors resolved; now
+	// is the clock of its hourly decay.
+	maxCorrected int
+	now          func() time.Time
 
 	bg background // rebuild, scrub and member management (rebuild.go)
 }
@@ -151,9 +170,16 @@ func NewArray(g Geometry, members []block.Device, opts ArrayOptions) (*Array, er
 		log:    opts.Logger,
 		mirror: g.Level == Level1 || g.Level == Level10,
 		onFail: opts.OnFail,
+		now:    time.Now,
 	}
 	if a.name == "" {
 		a.name = "array"
+	}
+	switch a.maxCorrected = opts.MaxCorrectedReadErrors; {
+	case a.maxCorrected == 0:
+		a.maxCorrected = DefaultMaxCorrectedReadErrors
+	case a.maxCorrected < 0:
+		a.maxCorrected = -1
 	}
 	if a.log == nil {
 		a.log = slog.Default()
@@ -205,7 +231,8 @@ func (a *Array) Size() int64 { return a.g.Size() }
 func (a *Array) Status() ArrayStatus {
 	st := ArrayStatus{Level: a.g.Level, Health: a.health()}
 	for _, m := range a.members {
-		st.Members = append(st.Members, MemberStatus{Index: m.index, State: m.State(), Err: m.failErr()})
+		st.Members = append(st.Members, MemberStatus{Index: m.index, State: m.State(), Err: m.failErr(),
+			CorrectedReadErrors: m.correctedReadErrors(a.now())})
 	}
 	return st
 }
@@ -608,8 +635,12 @@ func (a *Array) repair(members []int, data func(i int) []byte, off, logical int6
 			a.fail(i, "write (read-error repair)", off, err)
 			continue
 		}
+		n := m.correctReadError(a.now())
 		a.log.Warn("raid: repaired read error from redundancy", "array", a.name, "member", i,
-			"offset", off, "length", len(data(i)), "logical", logical, "read_err", readErr)
+			"offset", off, "length", len(data(i)), "logical", logical, "read_err", readErr, "corrected_read_errors", n)
+		if a.maxCorrected >= 0 && n > a.maxCorrected {
+			a.fail(i, "read (read-error repair)", off, fmt.Errorf("%d read errors corrected within the last hours, more than %d: the device is failing (last: %w)", n, a.maxCorrected, readErr))
+		}
 	}
 }
 

@@ -21,12 +21,16 @@
 //   - array.go and member.go: the Array device: reads and writes by level,
 //     degraded operation (a member that fails a write is marked Faulty and
 //     the array goes on; reads reconstruct), read-error repair (good data
-//     written back to a member that failed a read), and ErrTooManyFailed
-//     beyond what the level tolerates;
+//     written back to a member that failed a read; past 20 repairs, halved
+//     hourly, the member is failed instead, as md's
+//     max_corrected_read_errors), reads of a request's chunks that continue
+//     one another on a member in one preadv, and ErrTooManyFailed beyond
+//     what the level tolerates;
 //   - rebuild.go: Fail, Remove, Replace and Add of members, Rebuild onto a
 //     replacement (stripe by stripe under the stripe lock, rate-limited,
 //     with a resumable checkpoint) while the array serves I/O, and Scrub
-//     (compare mirrors, verify parity, repair);
+//     (compare mirrors, verify parity, repair; RAID 6 names and repairs a
+//     single wrong chunk);
 //   - intent.go: the write-intent bitmap (a region is marked durable on
 //     every in-sync member before it is written, cleared lazily when the
 //     array is optimal and the region idle), which resyncs only the dirty

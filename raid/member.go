@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/blockrep/blockrep/block"
 )
@@ -60,6 +61,41 @@ type member struct {
 
 	mu  sync.Mutex
 	err error // the error that failed the member
+	// corrected counts repaired read errors, halved for every hour since
+	// correctedAt (md's read_errors decay).
+	corrected   int
+	correctedAt time.Time
+}
+
+// correctReadError counts a repaired read error at now and returns the
+// count.
+func (m *member) correctReadError(now time.Time) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.decayLocked(now)
+	m.corrected++
+	return m.corrected
+}
+
+// correctedReadErrors returns the count of repaired read errors at now.
+func (m *member) correctedReadErrors(now time.Time) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.decayLocked(now)
+	return m.corrected
+}
+
+func (m *member) decayLocked(now time.Time) {
+	if m.correctedAt.IsZero() {
+		m.correctedAt = now
+		return
+	}
+	hours := int(now.Sub(m.correctedAt) / time.Hour)
+	if hours <= 0 {
+		return
+	}
+	m.corrected >>= min(hours, 62)
+	m.correctedAt = m.correctedAt.Add(time.Duration(hours) * time.Hour)
 }
 
 func (m *member) State() MemberState { return MemberState(m.state.Load()) }

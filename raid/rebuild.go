@@ -210,6 +210,10 @@ func (m *member) setDevice(dev block.Device) {
 	m.devMu.Lock()
 	m.dev = dev
 	m.devMu.Unlock()
+	// Another device: the old one's read errors say nothing of it.
+	m.mu.Lock()
+	m.corrected, m.correctedAt = 0, time.Time{}
+	m.mu.Unlock()
 }
 
 // empty reports whether the slot has no device.

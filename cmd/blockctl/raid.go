@@ -279,7 +279,11 @@ func writeRAID(w io.Writer, name string, rs *api.RAIDStatus) error {
 	fmt.Fprintf(w, "%s  %s  health %s  member size %s  uuid %s  events %d\n", name, shape, rs.Health, humanSize(rs.MemberSize), rs.UUID, rs.Events)
 	rows := [][]string{{"MEMBER", "PATH", "STATE", "ERROR"}}
 	for _, m := range rs.Members {
-		rows = append(rows, []string{strconv.Itoa(m.Index), orDash(m.Path), m.State, m.Error})
+		state := m.State
+		if m.CorrectedReadErrors > 0 {
+			state += fmt.Sprintf(" (%d read errors corrected)", m.CorrectedReadErrors)
+		}
+		rows = append(rows, []string{strconv.Itoa(m.Index), orDash(m.Path), state, m.Error})
 	}
 	// Spares hold no slot: listed after the members, as mdadm --detail does.
 	for _, p := range rs.Spares {

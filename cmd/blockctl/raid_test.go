@@ -63,7 +63,7 @@ func raidTestStatus() api.Status {
 			Members: []api.RAIDMember{
 				{Index: 0, Path: "/dev/sdb", State: "in_sync"},
 				{Index: 1, Path: "/dev/sde", State: "rebuilding"},
-				{Index: 2, Path: "/dev/sdd", State: "in_sync"},
+				{Index: 2, Path: "/dev/sdd", State: "in_sync", CorrectedReadErrors: 3},
 			},
 			Spares:   []string{"/dev/sdf"},
 			Progress: &api.RAIDProgress{Op: "rebuild", State: "running", Member: 1, DoneBytes: 1 << 30, TotalBytes: 4 << 30, BytesPerSecond: 100 << 20, ETASeconds: 30.2},
@@ -91,10 +91,10 @@ func TestRAIDStatusTable(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
 	want := `vol0  raid5  chunk 64KiB  bitmap 64MiB  health degraded  member size 4GiB  uuid 4adae36d-5f13-091d-8333-ca8e70aab351  events 12
-  MEMBER  PATH      STATE       ERROR
+  MEMBER  PATH      STATE                              ERROR
   0       /dev/sdb  in_sync
   1       /dev/sde  rebuilding
-  2       /dev/sdd  in_sync
+  2       /dev/sdd  in_sync (3 read errors corrected)
   -       /dev/sdf  spare
   rebuild of member 1 [=====>              ] 25% 100MiB/s ETA 31s
   at open: not shut down cleanly: 3 dirty regions resynced (12MiB read)
