@@ -71,7 +71,13 @@ func (w tWriter) Write(p []byte) (int, error) {
 // stops it and returns Run's result.
 func startNode(t *testing.T, cfg *config.Config) (*Node, func() error) {
 	t.Helper()
-	n, err := New(cfg, testLogger(t))
+	return startNodeLog(t, cfg, testLogger(t))
+}
+
+// startNodeLog is startNode with the node logging to log.
+func startNodeLog(t *testing.T, cfg *config.Config, log *slog.Logger) (*Node, func() error) {
+	t.Helper()
+	n, err := New(cfg, log)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

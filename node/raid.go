@@ -152,6 +152,17 @@ func (n *Node) openRAID(vc config.Volume) (*raidVolume, error) {
 			return nil, err
 		}
 		n.addConfiguredSpares(vc, rv)
+		members := rv.arr.MemberPaths()
+		for i, p := range rc.Members {
+			if !slices.Contains(members, p) {
+				now := ""
+				if i < len(members) {
+					now = members[i]
+				}
+				log.Warn("raid: a configured member is no longer in the array (replaced, or taken out): update raid_members to what the array holds",
+					"raid_members_index", i, "configured", p, "slot_now", now, "members", strings.Join(members, ","))
+			}
+		}
 		if r := rc.BitmapRegion; r != 0 && r != rv.arr.RegionSize() {
 			log.Warn("raid: raid_bitmap_region applies only when an array is created: this one keeps the region its bitmap records",
 				"raid_bitmap_region", config.FormatSize(r), "array_region", config.FormatSize(rv.arr.RegionSize()))

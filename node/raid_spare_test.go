@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -88,7 +91,11 @@ func TestRAIDHotSpare(t *testing.T) {
 
 	// At the next start the spare is still member 1 and the added spare is
 	// found again (remembered in meta); the failed device is left over.
-	n, _ = startNode(t, cfg)
+	var logged syncBuffer
+	n, _ = startNodeLog(t, cfg, slog.New(slog.NewTextHandler(io.MultiWriter(tWriter{t}, &logged), nil)))
+	if l := logged.String(); !strings.Contains(l, "a configured member is no longer in the array") || !strings.Contains(l, "configured="+cfg.Volumes[0].RAID.Members[1]) {
+		t.Errorf("restart with member 1 replaced by the spare: no warning naming the configured member %s", cfg.Volumes[0].RAID.Members[1])
+	}
 	c2 := api.Dial(cfg.Node.ControlSocket)
 	defer c2.Close()
 	rs = raidStatus(t, c2)
@@ -169,4 +176,22 @@ func TestRAIDRemoveSpare(t *testing.T) {
 	if rs := raidStatus(t, c2); !slices.Equal(rs.Spares, []string{spare}) || rs.Health != "optimal" {
 		t.Fatalf("after restart: %+v; want the configured spare %s only", rs, spare)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the node's concurrent logging.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
