@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -629,6 +630,10 @@ func (a *Array) repair(members []int, data func(i int) []byte, off, logical int6
 	for _, i := range members {
 		m := a.members[i]
 		if !m.inSync() {
+			continue
+		}
+		if m.short.Load() {
+			a.fail(i, "read", off, fmt.Errorf("a read ended before the member's data did (truncated under the array?): %w", io.ErrUnexpectedEOF))
 			continue
 		}
 		if err := m.writeAt(data(i), off, false); err != nil {

@@ -1,7 +1,9 @@
 package raid
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,6 +55,7 @@ type member struct {
 
 	state    atomic.Int32 // MemberState
 	inflight atomic.Int64 // reads in progress, for the mirror pick
+	short    atomic.Bool  // a read ended before the member (noteEOF)
 	// streams are the member offsets just past the last reads of up to
 	// len(streams) sequential streams, for the mirror pick; streamNext
 	// picks the slot a new stream takes.
@@ -125,7 +128,18 @@ func (m *member) readAt(p []byte, off int64) error {
 	m.inflight.Add(1)
 	defer m.inflight.Add(-1)
 	m.noteRead(off, int64(len(p)))
-	return m.device().ReadAt(p, off)
+	return m.noteEOF(m.device().ReadAt(p, off))
+}
+
+// noteEOF records a read that ended before the member did (its file was
+// truncated under the array): repairing it would write the chunk back
+// past the new end and leave holes that read as zeros, so the member must
+// be failed instead (repair).
+func (m *member) noteEOF(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		m.short.Store(true)
+	}
+	return err
 }
 
 // vectorReader is a device that reads into several buffers from
@@ -149,11 +163,11 @@ func (m *member) readvAt(bufs [][]byte, off int64) error {
 	m.noteRead(off, n)
 	dev := m.device()
 	if v, ok := dev.(vectorReader); ok {
-		return v.ReadvAt(bufs, off)
+		return m.noteEOF(v.ReadvAt(bufs, off))
 	}
 	for _, b := range bufs {
 		if err := dev.ReadAt(b, off); err != nil {
-			return err
+			return m.noteEOF(err)
 		}
 		off += int64(len(b))
 	}

@@ -1,11 +1,17 @@
 package raid
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/blockrep/blockrep/block"
+	"github.com/blockrep/blockrep/block/blocktest"
 )
 
 // TestCorrectedReadErrorLimit: a member whose read errors keep being
@@ -69,5 +75,50 @@ func TestCorrectedReadErrorLimit(t *testing.T) {
 	}
 	if n := a.Status().Members[0].CorrectedReadErrors; n != 0 {
 		t.Fatalf("replacement: %d corrected read errors, want 0", n)
+	}
+}
+
+// shrunkDev is a member whose file was truncated at limit under the array:
+// reads past it end early.
+type shrunkDev struct {
+	*blocktest.Mem
+	limit int64
+}
+
+func (s *shrunkDev) ReadAt(p []byte, off int64) error {
+	if off+int64(len(p)) > s.limit {
+		return fmt.Errorf("read at %d: %w", off, io.ErrUnexpectedEOF)
+	}
+	return s.Mem.ReadAt(p, off)
+}
+
+// TestShortMemberFailed: a member whose reads end before its data (a file
+// truncated under the array) is failed, not repaired: writing the chunk
+// back would leave holes before it that read as zeros.
+func TestShortMemberFailed(t *testing.T) {
+	g := Geometry{Level: Level1, Members: 2, ChunkSize: 4096, MemberSize: 64 * 4096}
+	short := &shrunkDev{Mem: blocktest.NewMem(g.MemberSize), limit: g.MemberSize}
+	other := blocktest.NewMem(g.MemberSize)
+	a, err := NewArray(g, []block.Device{short, other}, ArrayOptions{Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	model := fillArrayRandom(t, a, rand.New(rand.NewPCG(5, 6)))
+	short.limit = 8 * 4096
+	got := make([]byte, g.Size())
+	for try := 0; a.Status().Members[0].State == InSync; try++ {
+		if try > 10 {
+			t.Fatalf("member 0 still in sync after %d full reads: %+v", try, a.Status().Members[0])
+		}
+		if err := a.ReadAt(got, 0); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, model) {
+			t.Fatal("read returned other data")
+		}
+	}
+	st := a.Status().Members[0]
+	if st.State != Faulty || !errors.Is(st.Err, io.ErrUnexpectedEOF) || st.CorrectedReadErrors != 0 {
+		t.Fatalf("truncated member: %+v, want faulty with the short read and nothing repaired", st)
 	}
 }

@@ -214,6 +214,7 @@ func (m *member) setDevice(dev block.Device) {
 	m.mu.Lock()
 	m.corrected, m.correctedAt = 0, time.Time{}
 	m.mu.Unlock()
+	m.short.Store(false)
 }
 
 // empty reports whether the slot has no device.
