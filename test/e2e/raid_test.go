@@ -18,8 +18,8 @@ import (
 	"github.com/blockrep/blockrep/internal/nbdclient"
 )
 
-// RAID crash test geometry. The node does not configure the write-intent
-// region size, so it is raid.DefaultRegionSize (64 MiB) rounded down to
+// RAID crash test geometry. The test leaves raid_bitmap_region unset, so
+// the write-intent region is raid.DefaultRegionSize (64 MiB) rounded down to
 // whole stripes (raid.IntentRegionSize): with 3 data members of 64 KiB
 // chunks, a stripe is 192 KiB and a region 341 stripes (65472 KiB). Members
 // of 256 MiB (sparse: they cost nothing) make an array of 3 x 255 MiB (the
