@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // RAIDStatus is the state of a volume stored on a local RAID array
@@ -37,6 +38,15 @@ type RAIDStatus struct {
 	// Scrub is what the last finished scrub found; nil when none finished
 	// since the array was opened.
 	Scrub *RAIDScrubResult `json:"scrub,omitempty"`
+	// LastScrub is when the last scrub (the operator's or periodic) that
+	// did not fail completed, as the node records it across restarts; an
+	// array never scrubbed counts from the node's first start with it.
+	// NextScrub is when the periodic scrub (raid_scrub_interval) is due:
+	// LastScrub plus the interval, nil when the periodic scrub is off; a
+	// time past means it waits for the array to be optimal and idle. Both
+	// RFC 3339.
+	LastScrub *time.Time `json:"last_scrub,omitempty"`
+	NextScrub *time.Time `json:"next_scrub,omitempty"`
 	// Recovery is what opening the array did to make it consistent.
 	Recovery RAIDRecovery `json:"recovery"`
 }

@@ -11,7 +11,9 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 )
 
 // fakeRAIDBackend is fakeBackend with RAIDController.
@@ -195,11 +197,14 @@ func TestRAIDClient(t *testing.T) {
 }
 
 func TestRAIDStatusRoundTrip(t *testing.T) {
+	last := time.Date(2026, 11, 26, 4, 0, 0, 0, time.UTC)
+	next := last.Add(720 * time.Hour)
 	want := Status{Node: "n", Volumes: []VolumeStatus{{Name: "vol0", Clients: []nbd.ClientInfo{}, RAID: &RAIDStatus{
 		Level: "raid5", UUID: "u", Health: "degraded", ChunkSize: 65536, MemberSize: 1 << 20, Events: 7,
-		Members:  []RAIDMember{{Index: 0, Path: "/a", State: "in_sync"}, {Index: 1, State: "faulty", Error: "removed"}},
-		Progress: &RAIDProgress{Op: "rebuild", State: "running", Member: 1, DoneBytes: 10, TotalBytes: 100, BytesPerSecond: 5, ETASeconds: 18},
-		Recovery: RAIDRecovery{Dirty: true, DirtyRegions: 3, Resynced: []int{2}},
+		Members:   []RAIDMember{{Index: 0, Path: "/a", State: "in_sync"}, {Index: 1, State: "faulty", Error: "removed"}},
+		Progress:  &RAIDProgress{Op: "rebuild", State: "running", Member: 1, DoneBytes: 10, TotalBytes: 100, BytesPerSecond: 5, ETASeconds: 18},
+		Recovery:  RAIDRecovery{Dirty: true, DirtyRegions: 3, Resynced: []int{2}},
+		LastScrub: &last, NextScrub: &next,
 	}}}}
 	c := Dial(serve(t, &fakeBackend{st: want}))
 	defer c.Close()
@@ -209,5 +214,26 @@ func TestRAIDStatusRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got.Volumes[0].RAID, want.Volumes[0].RAID) {
 		t.Errorf("got %+v\nwant %+v", got.Volumes[0].RAID, want.Volumes[0].RAID)
+	}
+}
+
+// TestRAIDStatusScrubTimesJSON checks the names and format of the scrub
+// times, and that they are left out when unknown.
+func TestRAIDStatusScrubTimesJSON(t *testing.T) {
+	last := time.Date(2026, 11, 26, 4, 0, 0, 0, time.UTC)
+	next := last.Add(720 * time.Hour)
+	b, err := json.Marshal(RAIDStatus{LastScrub: &last, NextScrub: &next})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := string(b); !strings.Contains(s, `"last_scrub":"2026-11-26T04:00:00Z"`) || !strings.Contains(s, `"next_scrub":"2026-12-26T04:00:00Z"`) {
+		t.Errorf("json %s", s)
+	}
+	b, err = json.Marshal(RAIDStatus{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := string(b); strings.Contains(s, "last_scrub") || strings.Contains(s, "next_scrub") {
+		t.Errorf("json of unknown scrub times %s", s)
 	}
 }

@@ -124,6 +124,11 @@
 //	raid_bitmap_region = "64MiB" # array bytes per write-intent bit, a
 //	                             # multiple of the stripe; set at creation;
 //	                             # default 64MiB
+//	raid_scrub_interval = "720h" # periodic check-only scrub (Debian's monthly
+//	                             # checkarray): one interval after the last
+//	                             # completed scrub, when the array is optimal
+//	                             # and idle; "0" turns it off; 1s to 8760h;
+//	                             # default 720h (30 days)
 //	size = "10GiB"               # with raid_members: the size of each member
 //	                             # file created when missing
 //	                             # (the other volume keys apply as above)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // RAID is the local RAID array a volume is stored on instead of a single
@@ -35,6 +36,11 @@ type RAID struct {
 	// write more often. Used when the array is created: an existing array
 	// keeps the region size its bitmap records.
 	BitmapRegion int64
+	// ScrubInterval is how often the node checks the array (a check-only
+	// scrub, as Debian's mdadm runs checkarray monthly): one interval after
+	// the last scrub completed, when the array is optimal and idle. 0
+	// disables the periodic scrub.
+	ScrubInterval time.Duration
 }
 
 // RAID defaults and limits.
@@ -44,6 +50,12 @@ const (
 	MaxRAIDChunkSize       = 16 * MiB
 	DefaultRAIDCopies      = 2
 	DefaultRAIDRebuildRate = 100 * MiB
+	// DefaultRAIDScrubInterval is 30 days, like Debian's monthly
+	// checkarray; MinRAIDScrubInterval and MaxRAIDScrubInterval bound the
+	// values other than 0 (off).
+	DefaultRAIDScrubInterval = 720 * time.Hour
+	MinRAIDScrubInterval     = time.Second
+	MaxRAIDScrubInterval     = 8760 * time.Hour
 	// maxRAIDMembers is how many members an array superblock records
 	// (raid.MaxSuperblockMembers).
 	maxRAIDMembers = 244
@@ -63,7 +75,7 @@ func (r *RAID) Spec() string {
 }
 
 // raidKeys are the keys decodeRAID reads.
-var raidKeys = []string{"raid_level", "raid_members", "raid_spares", "raid_chunk_size", "raid_copies", "raid_rebuild_rate", "raid_bitmap_region"}
+var raidKeys = []string{"raid_level", "raid_members", "raid_spares", "raid_chunk_size", "raid_copies", "raid_rebuild_rate", "raid_bitmap_region", "raid_scrub_interval"}
 
 // decodeRAID decodes the raid_* keys of a [[volume]] table into v.RAID (nil
 // when none is present) and checks them.
@@ -80,7 +92,7 @@ func decodeRAID(t *table, v *Volume) {
 		}
 		return
 	}
-	r := &RAID{ChunkSize: DefaultRAIDChunkSize, RebuildRate: DefaultRAIDRebuildRate}
+	r := &RAID{ChunkSize: DefaultRAIDChunkSize, RebuildRate: DefaultRAIDRebuildRate, ScrubInterval: DefaultRAIDScrubInterval}
 	var level string
 	var members, spares []string
 	copies := -1
@@ -91,6 +103,11 @@ func decodeRAID(t *table, v *Volume) {
 	t.integer("raid_copies", &copies, 2, 64)
 	t.size("raid_rebuild_rate", &r.RebuildRate)
 	t.size("raid_bitmap_region", &r.BitmapRegion)
+	t.duration("raid_scrub_interval", &r.ScrubInterval, 0, MaxRAIDScrubInterval)
+	if d := r.ScrubInterval; d > 0 && d < MinRAIDScrubInterval {
+		t.p.add(t.key("raid_scrub_interval"), "%s: %s is less than %s: give at least %s, or \"0\" to turn the periodic scrub off",
+			t.key("raid_scrub_interval"), FormatDuration(d), FormatDuration(MinRAIDScrubInterval), FormatDuration(MinRAIDScrubInterval))
+	}
 	v.RAID = r
 
 	_, levelSet := t.m["raid_level"]

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // raidVolume is minimal with the volume's path replaced by extra.
@@ -14,6 +15,7 @@ func raidVolume(extra string) string {
 }
 
 func TestParseRAIDGood(t *testing.T) {
+	month := 720 * time.Hour // the default raid_scrub_interval
 	tests := []struct {
 		name string
 		toml string
@@ -22,35 +24,48 @@ func TestParseRAIDGood(t *testing.T) {
 	}{
 		{"raid5 defaults", raidVolume(`raid_level = "raid5"
 raid_members = ["/dev/sdb", "/dev/sdc", "/dev/sdd"]`),
-			&RAID{Level: "raid5", Members: []string{"/dev/sdb", "/dev/sdc", "/dev/sdd"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB}, 0},
+			&RAID{Level: "raid5", Members: []string{"/dev/sdb", "/dev/sdc", "/dev/sdd"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB, ScrubInterval: month}, 0},
 		{"raid10 with everything", raidVolume(`raid_level = "raid10"
 raid_members = ["/d/a.img", "/d/b.img", "/d/c.img", "/d//e/../f.img", "/d/g.img", "/d/h.img"]
 raid_chunk_size = "1MiB"
 raid_copies = 3
 raid_rebuild_rate = 0
 raid_bitmap_region = "8MiB"
+raid_scrub_interval = "24h"
 size = "1GiB"`),
-			&RAID{Level: "raid10", Members: []string{"/d/a.img", "/d/b.img", "/d/c.img", "/d/f.img", "/d/g.img", "/d/h.img"}, ChunkSize: MiB, Copies: 3, BitmapRegion: 8 * MiB}, GiB},
+			&RAID{Level: "raid10", Members: []string{"/d/a.img", "/d/b.img", "/d/c.img", "/d/f.img", "/d/g.img", "/d/h.img"}, ChunkSize: MiB, Copies: 3, BitmapRegion: 8 * MiB, ScrubInterval: 24 * time.Hour}, GiB},
 		{"raid10 default copies", raidVolume(`raid_level = "raid10"
 raid_members = ["/a", "/b"]
 raid_chunk_size = 4096
 raid_rebuild_rate = "10MiB"`),
-			&RAID{Level: "raid10", Members: []string{"/a", "/b"}, ChunkSize: 4096, Copies: 2, RebuildRate: 10 * MiB}, 0},
+			&RAID{Level: "raid10", Members: []string{"/a", "/b"}, ChunkSize: 4096, Copies: 2, RebuildRate: 10 * MiB, ScrubInterval: month}, 0},
 		{"raid5 with spares", raidVolume(`raid_level = "raid5"
 raid_members = ["/d/a", "/d/b", "/d/c"]
 raid_spares = ["/d/s1", "/d/x/../s2"]`),
-			&RAID{Level: "raid5", Members: []string{"/d/a", "/d/b", "/d/c"}, Spares: []string{"/d/s1", "/d/s2"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB}, 0},
+			&RAID{Level: "raid5", Members: []string{"/d/a", "/d/b", "/d/c"}, Spares: []string{"/d/s1", "/d/s2"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB, ScrubInterval: month}, 0},
 		{"raid1 empty spares", raidVolume(`raid_level = "raid1"
 raid_members = ["/a", "/b"]
 raid_spares = []`),
-			&RAID{Level: "raid1", Members: []string{"/a", "/b"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB}, 0},
+			&RAID{Level: "raid1", Members: []string{"/a", "/b"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB, ScrubInterval: month}, 0},
 		{"raid1", raidVolume(`raid_level = "raid1"
 raid_members = ["/a", "/b"]`),
-			&RAID{Level: "raid1", Members: []string{"/a", "/b"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB}, 0},
+			&RAID{Level: "raid1", Members: []string{"/a", "/b"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB, ScrubInterval: month}, 0},
 		{"raid6", raidVolume(`raid_level = "raid6"
 raid_members = ["/a", "/b", "/c", "/d"]
 raid_chunk_size = "16MiB"`),
-			&RAID{Level: "raid6", Members: []string{"/a", "/b", "/c", "/d"}, ChunkSize: 16 * MiB, RebuildRate: 100 * MiB}, 0},
+			&RAID{Level: "raid6", Members: []string{"/a", "/b", "/c", "/d"}, ChunkSize: 16 * MiB, RebuildRate: 100 * MiB, ScrubInterval: month}, 0},
+		{"periodic scrub off", raidVolume(`raid_level = "raid1"
+raid_members = ["/a", "/b"]
+raid_scrub_interval = "0"`),
+			&RAID{Level: "raid1", Members: []string{"/a", "/b"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB}, 0},
+		{"weekly scrub", raidVolume(`raid_level = "raid1"
+raid_members = ["/a", "/b"]
+raid_scrub_interval = "168h"`),
+			&RAID{Level: "raid1", Members: []string{"/a", "/b"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB, ScrubInterval: 168 * time.Hour}, 0},
+		{"shortest scrub interval", raidVolume(`raid_level = "raid1"
+raid_members = ["/a", "/b"]
+raid_scrub_interval = "1s"`),
+			&RAID{Level: "raid1", Members: []string{"/a", "/b"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB, ScrubInterval: time.Second}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -126,6 +141,18 @@ func TestParseRAIDBad(t *testing.T) {
 		{"spare shared with another volume", raidVolume(`raid_level = "raid1"`+"\n"+`raid_members = ["/a", "/b"]`+"\n"+`raid_spares = ["/s"]`) + "[[volume]]\nname = \"v1\"\npath = \"/s\"\n",
 			`volume.1.path: "/s" is also the path of volume.0 (vol0)`},
 		{"neither path nor raid", raidVolume(""), `volume.0.path is required (the backing file or block device)`},
+		{"negative scrub interval", raidVolume(`raid_level = "raid5"` + "\nraid_scrub_interval = \"-1h\"\n" + three),
+			`volume.0.raid_scrub_interval: "-1h" is out of range: want 0s to 8760h`},
+		{"bad scrub interval", raidVolume(`raid_level = "raid5"` + "\nraid_scrub_interval = \"monthly\"\n" + three),
+			`volume.0.raid_scrub_interval: invalid duration "monthly"`},
+		{"scrub interval without unit", raidVolume(`raid_level = "raid5"` + "\nraid_scrub_interval = 30\n" + three),
+			`volume.0.raid_scrub_interval: integer 30 has no unit`},
+		{"scrub interval too short", raidVolume(`raid_level = "raid5"` + "\nraid_scrub_interval = \"500ms\"\n" + three),
+			`volume.0.raid_scrub_interval: 500ms is less than 1s: give at least 1s, or "0" to turn the periodic scrub off`},
+		{"scrub interval too long", raidVolume(`raid_level = "raid5"` + "\nraid_scrub_interval = \"8761h\"\n" + three),
+			`volume.0.raid_scrub_interval: "8761h" is out of range: want 0s to 8760h`},
+		{"scrub interval alone", raidVolume(`raid_scrub_interval = "24h"`),
+			`volume.0.raid_members is required with raid_scrub_interval`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -161,7 +188,7 @@ func TestExampleRAIDParses(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &RAID{Level: "raid5", Members: []string{"/dev/disk/by-id/ata-A", "/dev/disk/by-id/ata-B", "/dev/disk/by-id/ata-C"},
-		Spares: []string{"/dev/disk/by-id/ata-D"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB, BitmapRegion: 64 * MiB}
+		Spares: []string{"/dev/disk/by-id/ata-D"}, ChunkSize: 64 * KiB, RebuildRate: 100 * MiB, BitmapRegion: 64 * MiB, ScrubInterval: 720 * time.Hour}
 	if v := cfg.Volumes[1]; v.Name != "fast" || !reflect.DeepEqual(v.RAID, want) || v.Size != 10*GiB {
 		t.Errorf("example RAID volume %+v raid %+v", v, v.RAID)
 	}

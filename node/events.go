@@ -167,7 +167,34 @@ func raidFacts(me, volume string, rs *api.RAIDStatus) []events.Fact {
 		if p.Error != "" {
 			detail += ": " + p.Error
 		}
+		// A scrub over has its findings in the detail, for a hook on
+		// raid-op to alert on mismatches: the node shows a scrub as
+		// running until it has stored them (raidVolume.status).
+		if s := rs.Scrub; p.Op == "scrub" && p.State != "running" && s != nil {
+			sep := ": "
+			if p.Error != "" {
+				sep = "; "
+			}
+			detail += sep + scrubFindings(s)
+		}
 	}
 	fs = append(fs, events.Fact{Kind: events.KindRAIDOp, Node: me, Volume: volume, Value: op, Detail: detail})
 	return fs
+}
+
+// scrubFindings renders what a scrub found: "0 mismatches", "2
+// mismatches, 2 repaired", with the read errors and skipped stripes when
+// there were any.
+func scrubFindings(s *api.RAIDScrubResult) string {
+	out := fmt.Sprintf("%d mismatches", s.Mismatches)
+	if s.Repair {
+		out += fmt.Sprintf(", %d repaired", s.Repaired)
+	}
+	if s.ReadErrors > 0 {
+		out += fmt.Sprintf(", %d read errors", s.ReadErrors)
+	}
+	if s.Skipped > 0 {
+		out += fmt.Sprintf(", %d stripes skipped", s.Skipped)
+	}
+	return out
 }

@@ -57,6 +57,23 @@ func TestRAIDFacts(t *testing.T) {
 	scrubCanceled := raid5("optimal", "in_sync", "in_sync", "in_sync")
 	scrubCanceled.Progress = &api.RAIDProgress{Op: "scrub", State: "canceled", Member: -1, DoneBytes: 1 << 20, TotalBytes: 4 << 20, Error: "context canceled"}
 	dead := raid5("failed", "faulty", "faulty", "in_sync")
+	// A finished scrub has its findings in the detail; a running one does
+	// not show the last one's.
+	checked := raid5("optimal", "in_sync", "in_sync", "in_sync")
+	checked.Progress = &api.RAIDProgress{Op: "scrub", State: "done", Member: -1, DoneBytes: 4096, TotalBytes: 4096}
+	checked.Scrub = &api.RAIDScrubResult{Stripes: 1}
+	repaired := raid5("optimal", "in_sync", "in_sync", "in_sync")
+	repaired.Progress = &api.RAIDProgress{Op: "scrub", State: "done", Member: -1, DoneBytes: 4096, TotalBytes: 4096, Repair: true}
+	repaired.Scrub = &api.RAIDScrubResult{Repair: true, Stripes: 1, Mismatches: 2, Repaired: 2, ReadErrors: 1, Skipped: 3}
+	checkStopped := raid5("optimal", "in_sync", "in_sync", "in_sync")
+	checkStopped.Progress = &api.RAIDProgress{Op: "scrub", State: "canceled", Member: -1, DoneBytes: 1 << 20, TotalBytes: 4 << 20, Error: "context canceled"}
+	checkStopped.Scrub = &api.RAIDScrubResult{Stripes: 16, Mismatches: 1, Error: "raid: scrub vol0 stopped at stripe 16: context canceled"}
+	rescrubbing := raid5("optimal", "in_sync", "in_sync", "in_sync")
+	rescrubbing.Progress = &api.RAIDProgress{Op: "scrub", State: "running", Member: -1, DoneBytes: 0, TotalBytes: 4 << 20}
+	rescrubbing.Scrub = &api.RAIDScrubResult{Stripes: 1, Mismatches: 5}
+	rebuiltAfterScrub := raid5("optimal", "in_sync", "in_sync", "in_sync")
+	rebuiltAfterScrub.Progress = &api.RAIDProgress{Op: "rebuild", State: "done", Member: 1, DoneBytes: 4 << 20, TotalBytes: 4 << 20}
+	rebuiltAfterScrub.Scrub = &api.RAIDScrubResult{Stripes: 1, Mismatches: 5}
 
 	tests := []struct {
 		name string
@@ -119,6 +136,41 @@ func TestRAIDFacts(t *testing.T) {
 			"raid-member|member2|in_sync|/dev/sdd",
 			"raid-op||scrub-canceled|check, 1048576 of 4194304 bytes: context canceled",
 		}},
+		{"check done", checked, []string{
+			"raid-health||optimal|raid5, 3 of 3 members in sync",
+			"raid-member|member0|in_sync|/dev/sdb",
+			"raid-member|member1|in_sync|/dev/sdc",
+			"raid-member|member2|in_sync|/dev/sdd",
+			"raid-op||scrub-done|check, 4096 of 4096 bytes: 0 mismatches",
+		}},
+		{"repair done", repaired, []string{
+			"raid-health||optimal|raid5, 3 of 3 members in sync",
+			"raid-member|member0|in_sync|/dev/sdb",
+			"raid-member|member1|in_sync|/dev/sdc",
+			"raid-member|member2|in_sync|/dev/sdd",
+			"raid-op||scrub-done|repair, 4096 of 4096 bytes: 2 mismatches, 2 repaired, 1 read errors, 3 stripes skipped",
+		}},
+		{"check canceled with findings", checkStopped, []string{
+			"raid-health||optimal|raid5, 3 of 3 members in sync",
+			"raid-member|member0|in_sync|/dev/sdb",
+			"raid-member|member1|in_sync|/dev/sdc",
+			"raid-member|member2|in_sync|/dev/sdd",
+			"raid-op||scrub-canceled|check, 1048576 of 4194304 bytes: context canceled; 1 mismatches",
+		}},
+		{"scrub running after another", rescrubbing, []string{
+			"raid-health||optimal|raid5, 3 of 3 members in sync",
+			"raid-member|member0|in_sync|/dev/sdb",
+			"raid-member|member1|in_sync|/dev/sdc",
+			"raid-member|member2|in_sync|/dev/sdd",
+			"raid-op||scrub-running|check, 0 of 4194304 bytes",
+		}},
+		{"rebuild after a scrub", rebuiltAfterScrub, []string{
+			"raid-health||optimal|raid5, 3 of 3 members in sync",
+			"raid-member|member0|in_sync|/dev/sdb",
+			"raid-member|member1|in_sync|/dev/sdc",
+			"raid-member|member2|in_sync|/dev/sdd",
+			"raid-op||rebuild-done|member 1, 4194304 of 4194304 bytes",
+		}},
 		{"array failed", dead, []string{
 			"raid-health||failed|raid5, 1 of 3 members in sync",
 			"raid-member|member0|faulty|/dev/sdb",
@@ -177,6 +229,11 @@ func TestRAIDEventsFromFacts(t *testing.T) {
 	}
 	done := raid5("optimal", "in_sync", "in_sync", "in_sync")
 	done.Progress = &api.RAIDProgress{Op: "rebuild", State: "done", Member: 1, DoneBytes: 4 << 20, TotalBytes: 4 << 20}
+	scrubbing := raid5("optimal", "in_sync", "in_sync", "in_sync")
+	scrubbing.Progress = &api.RAIDProgress{Op: "scrub", State: "running", Member: -1, DoneBytes: 1 << 20, TotalBytes: 4 << 20}
+	scrubbed := raid5("optimal", "in_sync", "in_sync", "in_sync")
+	scrubbed.Progress = &api.RAIDProgress{Op: "scrub", State: "done", Member: -1, DoneBytes: 4 << 20, TotalBytes: 4 << 20}
+	scrubbed.Scrub = &api.RAIDScrubResult{Stripes: 64, Mismatches: 3}
 
 	steps := []struct {
 		rs   *api.RAIDStatus
@@ -200,6 +257,15 @@ func TestRAIDEventsFromFacts(t *testing.T) {
 			`raid-op  rebuild-running->rebuild-done "member 1, 4194304 of 4194304 bytes"`,
 		}},
 		{done, nil},
+		// A check that finds mismatches says so in the event a hook on
+		// raid-op gets.
+		{scrubbing, []string{
+			`raid-op  rebuild-done->scrub-running "check, 1048576 of 4194304 bytes"`,
+		}},
+		{scrubbed, []string{
+			`raid-op  scrub-running->scrub-done "check, 4194304 of 4194304 bytes: 3 mismatches"`,
+		}},
+		{scrubbed, nil},
 	}
 	for i, s := range steps {
 		before := bus.Seq()

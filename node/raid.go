@@ -42,6 +42,18 @@ const raidMembersKey = "raid.members"
 // array of strings.
 const raidSparesKey = "raid.spares"
 
+// raidLastScrubKey is the meta state key of when the array's last scrub
+// completed without error, RFC 3339 text. A new array, or one of a node
+// from before the periodic scrub, has none: the node records its first
+// start instead, so that the first periodic scrub comes one
+// raid_scrub_interval later, never at start-up.
+const raidLastScrubKey = "raid.last_scrub"
+
+// raidScrubRetry is the longest a periodic scrub that is due waits before
+// it is tried again when it could not start (the array not optimal, a
+// rebuild or scrub running); shorter intervals retry every interval.
+const raidScrubRetry = time.Hour
+
 // raidBusyRetry is how often a rebuild waiting for a running rebuild or
 // scrub to end tries again.
 const raidBusyRetry = time.Second
@@ -62,10 +74,22 @@ type raidVolume struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// scrubEvery is raid_scrub_interval: 0 turns the periodic scrub off.
+	scrubEvery time.Duration
+
 	mu        sync.Mutex // the fields below; serializes member changes
 	scrub     *api.RAIDScrubResult
 	scrubbing bool
 	repair    bool // of the running or last scrub
+
+	// lastMu guards lastScrub and lastPending, apart from mu: recording
+	// them in meta (a durable write) holds it.
+	lastMu sync.Mutex
+	// lastScrub is when the last scrub completed without error (or the
+	// first start, for an array never scrubbed); lastPending says it is
+	// not recorded in meta yet.
+	lastScrub   time.Time
+	lastPending bool
 }
 
 // holdsSuperblock reports whether the device at path carries an array
@@ -118,7 +142,7 @@ func (n *Node) openRAID(vc config.Volume) (*raidVolume, error) {
 	}
 	log := n.log.With("volume", vc.Name)
 	ctx := context.Background()
-	rv := &raidVolume{name: vc.Name, rate: rc.RebuildRate, log: log, db: n.meta}
+	rv := &raidVolume{name: vc.Name, rate: rc.RebuildRate, log: log, db: n.meta, scrubEvery: rc.ScrubInterval}
 	// Called by the array after it took a spare in, which may be before
 	// rv.arr is set: it gets the paths rather than reading them.
 	onChange := func(members, spares []string) {
@@ -178,7 +202,98 @@ func (n *Node) openRAID(vc config.Volume) (*raidVolume, error) {
 	if st.Health != raid.HealthOptimal {
 		log.Warn("raid: array is not optimal", "health", st.Health.String(), "assembly", asm.Status.String(), "reasons", asm.Reasons)
 	}
+	rv.loadLastScrub()
+	if rv.scrubEvery > 0 {
+		rv.wg.Add(1)
+		go rv.periodicScrub()
+	}
 	return rv, nil
+}
+
+// loadLastScrub reads when the last scrub completed from meta; with none
+// recorded (a new array or volume, or an upgrade) it takes now, which
+// saveMembers records once the volume is in meta.
+func (rv *raidVolume) loadLastScrub() {
+	var last time.Time
+	err := rv.db.ViewVolume(rv.name, func(tx *meta.VolumeTx) error {
+		if b := tx.Get(raidLastScrubKey); b != nil {
+			return last.UnmarshalText(b)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, meta.ErrNoVolume) {
+		rv.log.Error("raid: reading when the last scrub completed: counting from now", "err", err)
+	}
+	rv.lastMu.Lock()
+	defer rv.lastMu.Unlock()
+	if err != nil || last.IsZero() {
+		rv.lastScrub, rv.lastPending = time.Now().UTC().Round(0), true
+		return
+	}
+	rv.lastScrub = last
+}
+
+// setLastScrub records t as when the last scrub completed.
+func (rv *raidVolume) setLastScrub(t time.Time) {
+	rv.lastMu.Lock()
+	rv.lastScrub, rv.lastPending = t.UTC().Round(0), true
+	rv.lastMu.Unlock()
+	rv.saveLastScrub()
+}
+
+// saveLastScrub records lastScrub in meta unless it is already.
+func (rv *raidVolume) saveLastScrub() {
+	rv.lastMu.Lock()
+	defer rv.lastMu.Unlock()
+	if !rv.lastPending {
+		return
+	}
+	b, _ := rv.lastScrub.MarshalText()
+	err := rv.db.UpdateVolume(rv.name, func(tx *meta.VolumeTx) error { return tx.Put(raidLastScrubKey, b) })
+	if err != nil {
+		rv.log.Error("raid: recording when the last scrub completed", "err", err)
+		return
+	}
+	rv.lastPending = false
+}
+
+// lastScrubTime returns when the last scrub completed.
+func (rv *raidVolume) lastScrubTime() time.Time {
+	rv.lastMu.Lock()
+	defer rv.lastMu.Unlock()
+	return rv.lastScrub
+}
+
+// periodicScrub starts a check-only scrub every scrubEvery, counted from
+// when the last scrub completed, until stop. A scrub that is due waits
+// for the array to be optimal and for no rebuild or scrub to run, trying
+// again every min(scrubEvery, raidScrubRetry); a scrub that stops on an
+// error is tried again likewise, as it leaves lastScrub as it was.
+func (rv *raidVolume) periodicScrub() {
+	defer rv.wg.Done()
+	retry := min(rv.scrubEvery, raidScrubRetry)
+	timer := time.NewTimer(time.Until(rv.lastScrubTime().Add(rv.scrubEvery)))
+	defer timer.Stop()
+	for {
+		select {
+		case <-rv.ctx.Done():
+			return
+		case <-timer.C:
+		}
+		wait := time.Until(rv.lastScrubTime().Add(rv.scrubEvery))
+		if wait <= 0 {
+			wait = retry
+			// Started or not, the next look is a retry away: by then
+			// a scrub started now has usually completed and moved
+			// lastScrub on.
+			if health := rv.arr.Array().Status().Health; health != raid.HealthOptimal {
+				rv.log.Debug("raid: periodic scrub due, waiting for the array to be optimal", "health", health.String(), "retry_in", retry)
+			} else if err := rv.startScrub(false, "raid: periodic scrub started", "interval", config.FormatDuration(rv.scrubEvery)); err != nil {
+				rv.log.Debug("raid: periodic scrub due, not started", "err", err, "retry_in", retry)
+			}
+		}
+		timer.Reset(wait)
+	}
 }
 
 // addConfiguredSpares adds as spares the configured raid_spares the array
@@ -204,9 +319,12 @@ func (n *Node) addConfiguredSpares(vc config.Volume, rv *raidVolume) {
 	}
 }
 
-// saveMembers records the member and spare paths in meta.
+// saveMembers records the member and spare paths in meta, and when the
+// last scrub completed if that is not recorded yet (openRAIDVolume calls
+// it once the volume is in meta: a new array's first start).
 func (rv *raidVolume) saveMembers() {
 	rv.savePaths(rv.arr.MemberPaths(), rv.arr.Spares())
+	rv.saveLastScrub()
 }
 
 func (rv *raidVolume) savePaths(members, spares []string) {
@@ -303,8 +421,24 @@ func (rv *raidVolume) status() *api.RAIDStatus {
 		out.Scrub = &cp
 	}
 	repair := rv.repair
+	// Under mu with scrubbing: the array's progress says a scrub is over
+	// before the scrub's goroutine stores its result. Until it has, the
+	// scrub shows as running, so that a status never has a finished scrub
+	// without its result.
+	p := a.Progress()
+	if rv.scrubbing && p.Op == "scrub" && p.State != raid.OpRunning {
+		p.State, p.Err = raid.OpRunning, nil
+	}
 	rv.mu.Unlock()
-	if p := a.Progress(); p.Op != "" {
+	// After mu: a scrub seen over has moved lastScrub on.
+	if last := rv.lastScrubTime(); !last.IsZero() {
+		out.LastScrub = &last
+		if rv.scrubEvery > 0 {
+			next := last.Add(rv.scrubEvery)
+			out.NextScrub = &next
+		}
+	}
+	if p.Op != "" {
 		ap := &api.RAIDProgress{
 			Op: p.Op, State: string(p.State), Member: p.Member,
 			DoneBytes: p.Done, TotalBytes: p.Total, BytesPerSecond: p.Rate,
@@ -494,6 +628,14 @@ func (n *Node) RAIDScrub(_ context.Context, volume string, repair bool) error {
 	if err != nil {
 		return err
 	}
+	return rv.startScrub(repair, "operator: raid scrub", "repair", repair)
+}
+
+// startScrub starts a scrub in the background, logging msg with args, or
+// refuses when a rebuild or scrub runs or the node is shutting down: the
+// operator's (RAIDScrub) and the periodic one. A scrub that completes
+// without error moves lastScrub on.
+func (rv *raidVolume) startScrub(repair bool, msg string, args ...any) error {
 	rv.mu.Lock()
 	defer rv.mu.Unlock()
 	if p := rv.arr.Array().Progress(); rv.scrubbing || p.State == raid.OpRunning {
@@ -503,7 +645,7 @@ func (n *Node) RAIDScrub(_ context.Context, volume string, repair bool) error {
 		return fmt.Errorf("%w: volume %q: the node is shutting down", api.ErrConflict, rv.name)
 	}
 	rv.scrubbing, rv.repair = true, repair
-	rv.log.Info("operator: raid scrub", "repair", repair)
+	rv.log.Info(msg, args...)
 	rv.wg.Add(1)
 	go func() {
 		defer rv.wg.Done()
@@ -516,6 +658,9 @@ func (n *Node) RAIDScrub(_ context.Context, volume string, repair bool) error {
 		} else {
 			rv.log.Info("raid: scrub done", "stripes", res.Stripes, "skipped", res.Skipped,
 				"mismatches", res.Mismatches, "repaired", res.Repaired, "read_errors", res.ReadErrors)
+			// Before the result is stored: a status showing the scrub
+			// over shows when it completed too.
+			rv.setLastScrub(time.Now())
 		}
 		rv.mu.Lock()
 		rv.scrub, rv.scrubbing = sr, false

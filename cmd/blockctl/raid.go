@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/blockrep/blockrep/api"
 	"github.com/blockrep/blockrep/replica"
@@ -258,7 +259,7 @@ func raidStatus(t target, req raidStatusRequest, stdout io.Writer) error {
 		if i > 0 {
 			fmt.Fprintln(stdout)
 		}
-		if err := writeRAID(stdout, v.Name, v.RAID); err != nil {
+		if err := writeRAID(stdout, v.Name, v.RAID, time.Now()); err != nil {
 			return err
 		}
 	}
@@ -267,8 +268,9 @@ func raidStatus(t target, req raidStatusRequest, stdout io.Writer) error {
 
 // writeRAID renders the array of volume name: a line for the array, a row
 // per member, then lines for the running or last rebuild or scrub, the last
-// scrub's findings and what opening the array did.
-func writeRAID(w io.Writer, name string, rs *api.RAIDStatus) error {
+// scrub's findings, when the last scrub was and the next is due (from now),
+// and what opening the array did.
+func writeRAID(w io.Writer, name string, rs *api.RAIDStatus, now time.Time) error {
 	shape := rs.Level + "  chunk " + humanSize(rs.ChunkSize)
 	if rs.Copies > 0 {
 		shape += fmt.Sprintf("  copies %d", rs.Copies)
@@ -307,6 +309,9 @@ func writeRAID(w io.Writer, name string, rs *api.RAIDStatus) error {
 		}
 		fmt.Fprintf(w, "  %s\n", line)
 	}
+	if line := scrubScheduleLine(rs, now); line != "" {
+		fmt.Fprintf(w, "  %s\n", line)
+	}
 	if line := recoveryLine(rs.Recovery); line != "" {
 		fmt.Fprintf(w, "  at open: %s\n", line)
 	}
@@ -336,6 +341,31 @@ func raidProgressLine(p *api.RAIDProgress) string {
 	line := fmt.Sprintf("%s %s at %s of %s", what, p.State, humanSize(p.DoneBytes), humanSize(p.TotalBytes))
 	if p.Error != "" {
 		line += ": " + p.Error
+	}
+	return line
+}
+
+// scrubScheduleLine says when the last scrub completed and when the
+// periodic one is next due: "scrub: last 2026-11-26 04:00 UTC, next in
+// 29d23h", "..., next overdue by 2h5m (waits for an optimal, idle array)",
+// "..., periodic scrub off"; "" from a daemon that reports neither.
+func scrubScheduleLine(rs *api.RAIDStatus, now time.Time) string {
+	if rs.LastScrub == nil && rs.NextScrub == nil {
+		return ""
+	}
+	line := "scrub: last "
+	if rs.LastScrub != nil {
+		line += rs.LastScrub.UTC().Format("2006-01-02 15:04 UTC")
+	} else {
+		line += "unknown"
+	}
+	switch next := rs.NextScrub; {
+	case next == nil:
+		line += ", periodic scrub off"
+	case next.After(now):
+		line += ", next in " + humanDuration(next.Sub(now))
+	default:
+		line += ", next overdue by " + humanDuration(now.Sub(*next)) + " (waits for an optimal, idle array)"
 	}
 	return line
 }

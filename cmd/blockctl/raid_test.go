@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/blockrep/blockrep/api"
 	"github.com/blockrep/blockrep/nbd"
@@ -54,9 +55,11 @@ func (b *raidBackend) RAIDScrub(ctx context.Context, volume string, repair bool)
 	return b.record("RAIDScrub(%q, %v)", volume, repair)
 }
 
-// raidTestStatus has a degraded RAID5 volume rebuilding member 1, a RAID1
-// volume that was scrubbed, and a file volume.
+// raidTestStatus has a degraded RAID5 volume rebuilding member 1 (of a
+// daemon that reports no scrub times), a RAID1 volume that was scrubbed,
+// with the periodic scrub off, and a file volume.
 func raidTestStatus() api.Status {
+	lastScrub := time.Date(2026, 11, 26, 4, 0, 30, 0, time.UTC)
 	return api.Status{Node: "node1", NodeID: "id", Version: "v", UptimeSeconds: 60, Volumes: []api.VolumeStatus{
 		{Name: "vol0", Size: 8 << 30, TLS: "optional", Path: "raid5:/dev/sdb,/dev/sdc,/dev/sdd", Clients: []nbd.ClientInfo{}, RAID: &api.RAIDStatus{
 			Level: "raid5", UUID: "4adae36d-5f13-091d-8333-ca8e70aab351", Health: "degraded", ChunkSize: 64 << 10, MemberSize: 4 << 30, Events: 12, BitmapRegion: 64 << 20,
@@ -75,9 +78,10 @@ func raidTestStatus() api.Status {
 				{Index: 0, Path: "/a", State: "in_sync"},
 				{Index: 1, State: "faulty", Error: "removed"},
 			},
-			Progress: &api.RAIDProgress{Op: "scrub", State: "done", Member: -1, DoneBytes: 1 << 30, TotalBytes: 1 << 30},
-			Scrub:    &api.RAIDScrubResult{Stripes: 16384, Mismatches: 2},
-			Recovery: api.RAIDRecovery{Created: true},
+			Progress:  &api.RAIDProgress{Op: "scrub", State: "done", Member: -1, DoneBytes: 1 << 30, TotalBytes: 1 << 30},
+			Scrub:     &api.RAIDScrubResult{Stripes: 16384, Mismatches: 2},
+			LastScrub: &lastScrub,
+			Recovery:  api.RAIDRecovery{Created: true},
 		}},
 		{Name: "plain", Size: 1 << 20, TLS: "optional", Path: "/p.img", Clients: []nbd.ClientInfo{}},
 	}}
@@ -105,6 +109,7 @@ mirror  raid1  chunk 64KiB  health degraded  member size 1GiB  uuid u1  events 3
   1       -     faulty   removed
   scrub done: 1GiB
   last scrub (check): 16384 stripes, 2 mismatches, 0 repaired, 0 read errors, 0 skipped
+  scrub: last 2026-11-26 04:00 UTC, periodic scrub off
   at open: created
 `
 	if stdout.String() != want {
@@ -122,6 +127,9 @@ mirror  raid1  chunk 64KiB  health degraded  member size 1GiB  uuid u1  events 3
 	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil || len(got) != 1 || got[0].Volume != "mirror" || got[0].Level != "raid1" || got[0].Scrub.Mismatches != 2 {
 		t.Errorf("json %s: %v", stdout.String(), err)
 	}
+	if !strings.Contains(stdout.String(), `"last_scrub": "2026-11-26T04:00:30Z"`) || strings.Contains(stdout.String(), "next_scrub") {
+		t.Errorf("json %s: want last_scrub in RFC 3339 and no next_scrub (periodic scrub off)", stdout.String())
+	}
 
 	stdout.Reset()
 	if code := run([]string{"-s", sock, "raid", "status", "vol0", "-o", "json"}, &stdout, &stderr, noEnv); code != 0 {
@@ -130,6 +138,9 @@ mirror  raid1  chunk 64KiB  health degraded  member size 1GiB  uuid u1  events 3
 	got = nil
 	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil || len(got) != 1 || !slices.Equal(got[0].Spares, []string{"/dev/sdf"}) {
 		t.Errorf("json %s: %v", stdout.String(), err)
+	}
+	if strings.Contains(stdout.String(), "last_scrub") || strings.Contains(stdout.String(), "next_scrub") {
+		t.Errorf("json %s: scrub times a daemon did not report", stdout.String())
 	}
 
 	// status has a line per RAID volume.
@@ -249,6 +260,37 @@ func TestRAIDProgressLine(t *testing.T) {
 		if got := raidProgressLine(tt.p); got != tt.want {
 			t.Errorf("raidProgressLine(%+v) = %q, want %q", tt.p, got, tt.want)
 		}
+	}
+}
+
+func TestScrubScheduleLine(t *testing.T) {
+	now := time.Date(2026, 11, 26, 4, 10, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { t := now.Add(d); return &t }
+	inBerlin := now.Add(-10 * time.Minute).In(time.FixedZone("CET", 3600))
+	tests := []struct {
+		last, next *time.Time
+		want       string
+	}{
+		{nil, nil, ""},
+		{at(-10 * time.Minute), at(720*time.Hour - 10*time.Minute), "scrub: last 2026-11-26 04:00 UTC, next in 29d23h"},
+		{&inBerlin, nil, "scrub: last 2026-11-26 04:00 UTC, periodic scrub off"},
+		{at(-721 * time.Hour), at(-time.Hour), "scrub: last 2026-10-27 03:10 UTC, next overdue by 1h0m (waits for an optimal, idle array)"},
+		{nil, at(90 * time.Second), "scrub: last unknown, next in 1m30s"},
+	}
+	for _, tt := range tests {
+		if got := scrubScheduleLine(&api.RAIDStatus{LastScrub: tt.last, NextScrub: tt.next}, now); got != tt.want {
+			t.Errorf("scrubScheduleLine(last %v, next %v) = %q, want %q", tt.last, tt.next, got, tt.want)
+		}
+	}
+	// The table of raid status, with a fixed now.
+	rs := raidTestStatus().Volumes[1].RAID
+	rs.NextScrub = at(48*time.Hour + 5*time.Hour)
+	var b bytes.Buffer
+	if err := writeRAID(&b, "mirror", rs, now); err != nil {
+		t.Fatal(err)
+	}
+	if want := "\n  scrub: last 2026-11-26 04:00 UTC, next in 2d5h\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("raid status\n%s\ndoes not contain %q", b.String(), want)
 	}
 }
 
