@@ -436,7 +436,9 @@ type RebuildOptions struct {
 // ctx is done (ctx's error) or when the data cannot be rebuilt (an error
 // wrapping ErrTooManyFailed); it fails the member if a write to it fails.
 // Only one Rebuild or Scrub runs at a time (ErrBusy). Run it in a goroutine
-// for a background rebuild and watch Progress.
+// for a background rebuild and watch Progress. Other Rebuilding members
+// whose checkpoint the rebuild reaches are filled along (rebuildAlong), so
+// that their own Rebuild, run next, has nothing left to read.
 func (a *Array) Rebuild(ctx context.Context, index int, opts RebuildOptions) (err error) {
 	m, err := a.memberArg("rebuild", index)
 	if err != nil {
@@ -537,6 +539,9 @@ func (a *Array) rebuildStripe(m *member, s int64) error {
 		return fmt.Errorf("raid: rebuild %s member %d stopped at %d: the member is %v: %v", a.name, m.index, off, st, m.failErr())
 	}
 	var data []byte
+	// chunksOf returns the reconstructed chunk of stripe s on a member
+	// (RAID 5/6), for rebuildAlong.
+	chunksOf := func(int) []byte { return nil }
 	if a.mirror {
 		bufs, release := getBufs(1, C)
 		defer release()
@@ -597,13 +602,54 @@ func (a *Array) rebuildStripe(m *member, s int64) error {
 		}
 		a.repair(rm, func(i int) []byte { return repairs[i] }, off, logical, lastErr)
 		data = chunks[target]
+		chunksOf = func(member int) []byte {
+			if ci := slices.Index(idx, member); ci >= 0 && slices.Contains(missing, ci) {
+				return chunks[ci]
+			}
+			return nil
+		}
 	}
 	if err := m.writeAt(data, off, false); err != nil {
 		a.fail(m.index, "write (rebuild)", off, err)
 		return fmt.Errorf("raid: rebuild %s member %d: write at %d: %w", a.name, m.index, off, err)
 	}
 	m.rebuilt.Store(off + C)
+	a.rebuildAlong(m, off, data, chunksOf)
 	return nil
+}
+
+// rebuildAlong writes the stripe's chunk (at member offset off) of every
+// other Rebuilding member whose checkpoint is at this stripe too, from
+// what rebuilding m's chunk computed (the same copy for a mirror, the
+// reconstructed stripe for RAID 5/6), and moves its checkpoint past it:
+// members replaced together
+// are rebuilt in one pass over the sources, as md recovers them, instead
+// of one pass each. The other member's own Rebuild then finds little or
+// nothing left, and persists its checkpoint and turns it InSync. A member
+// whose write fails is failed; m's rebuild goes on. Called under the
+// stripe lock.
+func (a *Array) rebuildAlong(m *member, off int64, data []byte, chunkOf func(member int) []byte) {
+	C := a.g.ChunkSize
+	for _, o := range a.members {
+		if o == m || o.State() != Rebuilding || o.rebuilt.Load() != off {
+			continue
+		}
+		var chunk []byte
+		if a.mirror {
+			c := a.g.CopyCount()
+			if o.index-o.index%c != m.index-m.index%c {
+				continue // another copy group: not this chunk
+			}
+			chunk = data
+		} else if chunk = chunkOf(o.index); chunk == nil {
+			continue
+		}
+		if err := o.writeAt(chunk, off, false); err != nil {
+			a.fail(o.index, "write (rebuild)", off, err)
+			continue
+		}
+		o.rebuilt.Store(off + C)
+	}
 }
 
 // ScrubOptions qualify Scrub.
