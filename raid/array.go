@@ -488,19 +488,25 @@ func (a *Array) ReadAt(p []byte, off int64) error {
 		e := Extent{Member: a.pickIn(0, a.g.Members, off), Offset: off, Length: int64(len(p)), Logical: off}
 		return a.readExtent(p, e)
 	}
-	var pick func(copies []int) int
+	extents := a.g.MapRead(off, int64(len(p)), nil)
 	if a.mirror {
+		// The copies of a chunk are the consecutive members of its copy
+		// group, at the same member offset: one copy per group serves the
+		// whole request, chosen with the member offset of the request's
+		// first piece in the group, so that a sequential stream stays on
+		// its copy (pickIn).
 		c := a.g.CopyCount()
 		chosen := make([]int, a.g.Members/c)
-		pick = func(copies []int) int {
-			g := copies[0] / c
-			if chosen[g] == 0 || !a.members[chosen[g]-1].inSync() {
-				chosen[g] = a.pick(copies) + 1
+		for i := range extents {
+			e := &extents[i]
+			g := e.Member / c
+			if chosen[g] == 0 {
+				chosen[g] = a.pickIn(g*c, c, e.Offset) + 1
 			}
-			return chosen[g] - 1
+			e.Member = chosen[g] - 1
 		}
 	}
-	return a.readRuns(p, off, a.g.MapRead(off, int64(len(p)), pick))
+	return a.readRuns(p, off, extents)
 }
 
 // readRuns reads extents (the pieces of a read of p at off) with one

@@ -1,6 +1,7 @@
 package raid
 
 import (
+	"slices"
 	"sync"
 	"testing"
 
@@ -138,6 +139,49 @@ func TestMirrorPickMoreStreamsThanCopies(t *testing.T) {
 		}
 		if len(on) != 1 {
 			t.Errorf("stream %d: reads after its first by member %v, want one member", s, on)
+		}
+	}
+}
+
+// TestRAID10StreamStaysOnCopies: a sequential reader of RAID 10 stays on
+// one copy of each copy group, as on RAID 1, request after request, while
+// unrelated reads in between move the round-robin.
+func TestRAID10StreamStaysOnCopies(t *testing.T) {
+	g := Geometry{Level: Level10, Members: 4, Copies: 2, ChunkSize: 64 << 10, MemberSize: 8 << 20}
+	logs := make([]*offsetLog, g.Members)
+	devs := make([]block.Device, g.Members)
+	for i := range logs {
+		logs[i] = &offsetLog{Mem: blocktest.NewMem(g.MemberSize)}
+		devs[i] = logs[i]
+	}
+	a, err := NewArray(g, devs, ArrayOptions{Logger: quietLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const streamEnd = 2 << 20 // member offsets below: the stream's
+	buf := make([]byte, g.StripeSize())
+	other := make([]byte, g.ChunkSize)
+	for i := range int64(16) {
+		if err := a.ReadAt(buf, (1+i)*g.StripeSize()); err != nil {
+			t.Fatal(err)
+		}
+		for j := range i % 3 {
+			if err := a.ReadAt(other, 3*streamEnd+(i*3+j)*g.ChunkSize); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for group := range 2 {
+		var on []int
+		for m := 2 * group; m < 2*group+2; m++ {
+			for _, off := range logs[m].reads {
+				if off < streamEnd && off > g.ChunkSize {
+					on = append(on, m)
+				}
+			}
+		}
+		if !slices.Equal(on, slices.Repeat(on[:1], len(on))) || len(on) != 15 {
+			t.Errorf("copy group %d: the stream's reads after its first went to members %v, want 15 on one", group, on)
 		}
 	}
 }
