@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/blockrep/blockrep/api"
+	"github.com/blockrep/blockrep/internal/syncbuf"
 )
 
 // scrubConfigTOML is the volume keys of raidConfig with
@@ -33,7 +34,7 @@ func checkNext(t *testing.T, rs *api.RAIDStatus, interval time.Duration) {
 func TestRAIDPeriodicScrub(t *testing.T) {
 	dir := t.TempDir()
 	cfg := raidConfigWith(t, dir, scrubConfigTOML("1s"))
-	var logged syncBuffer
+	var logged syncbuf.Buffer
 	before := time.Now()
 	_, stop := startNodeLog(t, cfg, slog.New(slog.NewTextHandler(io.MultiWriter(tWriter{t}, &logged), nil)))
 	c := api.Dial(cfg.Node.ControlSocket)

@@ -10,12 +10,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/blockrep/blockrep/api"
 	"github.com/blockrep/blockrep/config"
+	"github.com/blockrep/blockrep/internal/syncbuf"
 )
 
 // raidSpareConfig is raidConfig with one hot spare, s0.img, created at
@@ -91,7 +91,7 @@ func TestRAIDHotSpare(t *testing.T) {
 
 	// At the next start the spare is still member 1 and the added spare is
 	// found again (remembered in meta); the failed device is left over.
-	var logged syncBuffer
+	var logged syncbuf.Buffer
 	n, _ = startNodeLog(t, cfg, slog.New(slog.NewTextHandler(io.MultiWriter(tWriter{t}, &logged), nil)))
 	if l := logged.String(); !strings.Contains(l, "a configured member is no longer in the array") || !strings.Contains(l, "configured="+cfg.Volumes[0].RAID.Members[1]) {
 		t.Errorf("restart with member 1 replaced by the spare: no warning naming the configured member %s", cfg.Volumes[0].RAID.Members[1])
@@ -176,22 +176,4 @@ func TestRAIDRemoveSpare(t *testing.T) {
 	if rs := raidStatus(t, c2); !slices.Equal(rs.Spares, []string{spare}) || rs.Health != "optimal" {
 		t.Fatalf("after restart: %+v; want the configured spare %s only", rs, spare)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the node's concurrent logging.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -103,11 +103,9 @@ func (o *offsetLog) ReadAt(p []byte, off int64) error {
 	return o.Mem.ReadAt(p, off)
 }
 
-// TestMirrorPickMoreStreamsThanCopies interleaves four sequential streams
-// on three copies: after its first read each stream stays on one copy,
-// which a single remembered stream per copy (md's) does not achieve.
-func TestMirrorPickMoreStreamsThanCopies(t *testing.T) {
-	g := Geometry{Level: Level1, Members: 3, ChunkSize: 64 << 10, MemberSize: 8 << 20}
+// newLoggedArray is an array of g over members that record their reads.
+func newLoggedArray(t *testing.T, g Geometry) (*Array, []*offsetLog) {
+	t.Helper()
 	logs := make([]*offsetLog, g.Members)
 	devs := make([]block.Device, g.Members)
 	for i := range logs {
@@ -118,6 +116,15 @@ func TestMirrorPickMoreStreamsThanCopies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return a, logs
+}
+
+// TestMirrorPickMoreStreamsThanCopies interleaves four sequential streams
+// on three copies: after its first read each stream stays on one copy,
+// which a single remembered stream per copy (md's) does not achieve.
+func TestMirrorPickMoreStreamsThanCopies(t *testing.T) {
+	g := Geometry{Level: Level1, Members: 3, ChunkSize: 64 << 10, MemberSize: 8 << 20}
+	a, logs := newLoggedArray(t, g)
 	const streams, reads, bs = 4, 16, 64 << 10
 	base := func(s int) int64 { return int64(s)*2<<20 + bs }
 	buf := make([]byte, bs)
@@ -148,16 +155,7 @@ func TestMirrorPickMoreStreamsThanCopies(t *testing.T) {
 // unrelated reads in between move the round-robin.
 func TestRAID10StreamStaysOnCopies(t *testing.T) {
 	g := Geometry{Level: Level10, Members: 4, Copies: 2, ChunkSize: 64 << 10, MemberSize: 8 << 20}
-	logs := make([]*offsetLog, g.Members)
-	devs := make([]block.Device, g.Members)
-	for i := range logs {
-		logs[i] = &offsetLog{Mem: blocktest.NewMem(g.MemberSize)}
-		devs[i] = logs[i]
-	}
-	a, err := NewArray(g, devs, ArrayOptions{Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, logs := newLoggedArray(t, g)
 	const streamEnd = 2 << 20 // member offsets below: the stream's
 	buf := make([]byte, g.StripeSize())
 	other := make([]byte, g.ChunkSize)

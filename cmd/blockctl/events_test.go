@@ -7,13 +7,13 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/blockrep/blockrep/api"
 	"github.com/blockrep/blockrep/events"
+	"github.com/blockrep/blockrep/internal/syncbuf"
 )
 
 // eventBackend is a fakeBackend with an event stream.
@@ -28,24 +28,8 @@ func (b *eventBackend) CurrentEvents() []events.Event { return b.current }
 
 var _ api.EventSource = (*eventBackend)(nil)
 
-// syncBuffer is a bytes.Buffer that one goroutine writes while another
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the output of a blockctl that runs in the background.
+type syncBuffer struct{ syncbuf.Buffer }
 
 // lines returns the complete lines written so far.
 func (s *syncBuffer) lines() []string {

@@ -1,7 +1,6 @@
 package authnet
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -9,11 +8,11 @@ import (
 	"net"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/blockrep/blockrep/internal/syncbuf"
 	"github.com/blockrep/blockrep/replica/wire"
 )
 
@@ -574,26 +573,8 @@ func TestDialRespectsContext(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent log writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestHandshakeFailureLogRateLimited(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	cfg := testConfig(t, "n1")
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := startMux(t, cfg, []Service{ServiceRaft}, nil)
