@@ -89,17 +89,28 @@ func (c *Client) SetRole(ctx context.Context, volume string, role string, force 
 	return c.command(ctx, volume, "role", RoleRequest{Role: role, Force: force})
 }
 
-// command posts req to /v1/volumes/{volume}/verb; volume "" is OnlyVolume.
+// command posts req to /v1/volumes/{volume}/verb, which answers {}.
 func (c *Client) command(ctx context.Context, volume, verb string, req any) error {
+	return c.call(ctx, volume, verb, req, &struct{}{})
+}
+
+// call posts req to /v1/volumes/{volume}/verb and decodes the answer into
+// reply; volume "" is OnlyVolume.
+func (c *Client) call(ctx context.Context, volume, verb string, req, reply any) error {
 	if volume == "" {
 		volume = OnlyVolume
 	}
+	return c.post(ctx, "/v1/volumes/"+url.PathEscape(volume)+"/"+verb, req, reply)
+}
+
+// post performs POST path with req as the JSON body and decodes the JSON
+// response into reply.
+func (c *Client) post(ctx context.Context, path string, req, reply any) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return err
 	}
-	var reply struct{}
-	return c.do(ctx, http.MethodPost, "/v1/volumes/"+url.PathEscape(volume)+"/"+verb, body, &reply)
+	return c.do(ctx, http.MethodPost, path, body, reply)
 }
 
 // get performs GET path and decodes the JSON response into v.

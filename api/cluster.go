@@ -2,10 +2,8 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 )
@@ -117,14 +115,14 @@ func DialWith(name string, dial DialFunc) *Client {
 // Promote asks for node to become primary of volume ("" for the only one).
 func (c *Client) Promote(ctx context.Context, volume, node string, force bool, reason string) (string, error) {
 	var reply NoteReply
-	err := c.post(ctx, "/v1/volumes/"+url.PathEscape(volumeSegment(volume))+"/promote", PromoteRequest{Node: node, Force: force, Reason: reason}, &reply)
+	err := c.call(ctx, volume, "promote", PromoteRequest{Node: node, Force: force, Reason: reason}, &reply)
 	return reply.Note, err
 }
 
 // Demote asks for volume's primary role to move to another node.
 func (c *Client) Demote(ctx context.Context, volume string) (string, error) {
 	var reply NoteReply
-	err := c.post(ctx, "/v1/volumes/"+url.PathEscape(volumeSegment(volume))+"/demote", DemoteRequest{}, &reply)
+	err := c.call(ctx, volume, "demote", DemoteRequest{}, &reply)
 	return reply.Note, err
 }
 
@@ -136,19 +134,4 @@ func (c *Client) AddMember(ctx context.Context, name, address string) error {
 // RemoveMember removes a node from the cluster.
 func (c *Client) RemoveMember(ctx context.Context, name string, force bool, reason string) error {
 	return c.post(ctx, "/v1/cluster/remove", MemberRequest{Name: name, Force: force, Reason: reason}, &struct{}{})
-}
-
-func (c *Client) post(ctx context.Context, path string, req, reply any) error {
-	body, err := json.Marshal(req)
-	if err != nil {
-		return err
-	}
-	return c.do(ctx, http.MethodPost, path, body, reply)
-}
-
-func volumeSegment(volume string) string {
-	if volume == "" {
-		return OnlyVolume
-	}
-	return volume
 }

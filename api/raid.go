@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 )
@@ -275,19 +274,14 @@ func raidRoutes(mux *http.ServeMux, b Backend) {
 
 var _ RAIDController = (*Client)(nil)
 
-// raidPath is the route of a raid verb on volume ("" for the only one).
-func raidPath(volume, verb string) string {
-	return "/v1/volumes/" + url.PathEscape(volumeSegment(volume)) + "/raid/" + verb
-}
-
 // RAIDFail asks the daemon to fail a member of volume's array.
 func (c *Client) RAIDFail(ctx context.Context, volume string, member int) error {
-	return c.post(ctx, raidPath(volume, "fail"), RAIDMemberRequest{Member: &member}, &struct{}{})
+	return c.command(ctx, volume, "raid/fail", RAIDMemberRequest{Member: &member})
 }
 
 // RAIDRemove asks the daemon to remove a faulty member of volume's array.
 func (c *Client) RAIDRemove(ctx context.Context, volume string, member int) error {
-	return c.post(ctx, raidPath(volume, "remove"), RAIDMemberRequest{Member: &member}, &struct{}{})
+	return c.command(ctx, volume, "raid/remove", RAIDMemberRequest{Member: &member})
 }
 
 // RAIDRemoveSpare asks the daemon to remove the hot spare at path from
@@ -295,7 +289,7 @@ func (c *Client) RAIDRemove(ctx context.Context, volume string, member int) erro
 // raid_spares (and comes back at the daemon's next start).
 func (c *Client) RAIDRemoveSpare(ctx context.Context, volume, path string) (bool, error) {
 	var reply RAIDRemoveSpareReply
-	err := c.post(ctx, raidPath(volume, "remove-spare"), RAIDPathRequest{Path: path}, &reply)
+	err := c.call(ctx, volume, "raid/remove-spare", RAIDPathRequest{Path: path}, &reply)
 	return reply.Configured, err
 }
 
@@ -303,17 +297,17 @@ func (c *Client) RAIDRemoveSpare(ctx context.Context, volume, path string) (bool
 // returns the slot the device went into, -1 when it became a hot spare.
 func (c *Client) RAIDAdd(ctx context.Context, volume, path string) (int, error) {
 	var reply RAIDMemberReply
-	err := c.post(ctx, raidPath(volume, "add"), RAIDPathRequest{Path: path}, &reply)
+	err := c.call(ctx, volume, "raid/add", RAIDPathRequest{Path: path}, &reply)
 	return reply.Member, err
 }
 
 // RAIDReplace asks the daemon to put the device at path in slot member of
 // volume's array.
 func (c *Client) RAIDReplace(ctx context.Context, volume string, member int, path string) error {
-	return c.post(ctx, raidPath(volume, "replace"), RAIDReplaceRequest{Member: &member, Path: path}, &struct{}{})
+	return c.command(ctx, volume, "raid/replace", RAIDReplaceRequest{Member: &member, Path: path})
 }
 
 // RAIDScrub asks the daemon to scrub volume's array.
 func (c *Client) RAIDScrub(ctx context.Context, volume string, repair bool) error {
-	return c.post(ctx, raidPath(volume, "scrub"), RAIDScrubRequest{Repair: repair}, &struct{}{})
+	return c.command(ctx, volume, "raid/scrub", RAIDScrubRequest{Repair: repair})
 }

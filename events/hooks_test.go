@@ -116,9 +116,9 @@ func TestHooksRunForMatchingEventsInOrder(t *testing.T) {
 		"A split-brain vol1  detected",
 		"B split-brain vol1  detected",
 	}
-	got := waitLines(t, out, len(want))
+	waitLines(t, out, len(want))
 	time.Sleep(100 * time.Millisecond) // room for a wrong extra line
-	got = waitLines(t, out, len(want))
+	got := waitLines(t, out, len(want))
 	if !slices.Equal(got, want) {
 		t.Errorf("hook runs:\n got %q\nwant %q", got, want)
 	}

@@ -202,3 +202,16 @@ func TestNotClustered(t *testing.T) {
 		t.Fatal("status has a cluster section without [cluster]")
 	}
 }
+
+// TestClusterSecretErrorNamesKey: an unreadable cluster secret is reported
+// under cluster.secret_file, not replication.secret_file (both share the
+// reading code).
+func TestClusterSecretErrorNamesKey(t *testing.T) {
+	dir := t.TempDir()
+	cfg := trioConfigs(t, dir)["w"]
+	cfg.Cluster.SecretFile = filepath.Join(dir, "missing")
+	_, err := New(cfg, testLogger(t))
+	if err == nil || !strings.HasPrefix(err.Error(), "cluster.secret_file: ") {
+		t.Fatalf("New with a missing cluster secret: %v, want an error naming cluster.secret_file", err)
+	}
+}

@@ -143,12 +143,12 @@ func New(cfg *config.Config, logger *slog.Logger) (n *Node, err error) {
 
 	var secret, clusterSecret []byte
 	if cfg.Replicated() {
-		if secret, err = readSecret(cfg.Replication.SecretFile, logger); err != nil {
+		if secret, err = readSecret("replication.secret_file", cfg.Replication.SecretFile, logger); err != nil {
 			return n, err
 		}
 	}
 	if cfg.Clustered() {
-		if clusterSecret, err = readSecret(cfg.Cluster.SecretFile, logger); err != nil {
+		if clusterSecret, err = readSecret("cluster.secret_file", cfg.Cluster.SecretFile, logger); err != nil {
 			return n, err
 		}
 		n.membership = &membership{authority: &memberAuthority{}}

@@ -14,23 +14,25 @@ import (
 	"github.com/blockrep/blockrep/replica/wire"
 )
 
-// readSecret reads the cluster's shared secret. Trailing whitespace (the
-// newline an editor adds) is not part of it.
-func readSecret(path string, logger *slog.Logger) ([]byte, error) {
+// readSecret reads the shared secret at path, which the configuration key
+// key names (replication.secret_file, cluster.secret_file) in the errors
+// and the warning. Trailing whitespace (the newline an editor adds) is not
+// part of it.
+func readSecret(key, path string, logger *slog.Logger) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("replication.secret_file: %w", err)
+		return nil, fmt.Errorf("%s: %w", key, err)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
-		logger.Warn("replication.secret_file is readable by other users: chmod 600 it", "path", path, "mode", fi.Mode().Perm().String())
+		logger.Warn(key+" is readable by other users: chmod 600 it", "path", path, "mode", fi.Mode().Perm().String())
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("replication.secret_file: %w", err)
+		return nil, fmt.Errorf("%s: %w", key, err)
 	}
 	secret := []byte(strings.TrimRight(string(b), " \t\r\n"))
 	if len(secret) < wire.MinSecretLen {
-		return nil, fmt.Errorf("replication.secret_file %s holds %d bytes, fewer than the %d a secret needs (e.g. head -c 32 /dev/urandom | base64 > %s)", path, len(secret), wire.MinSecretLen, path)
+		return nil, fmt.Errorf("%s %s holds %d bytes, fewer than the %d a secret needs (e.g. head -c 32 /dev/urandom | base64 > %s)", key, path, len(secret), wire.MinSecretLen, path)
 	}
 	return secret, nil
 }

@@ -26,17 +26,17 @@ func TestReadSecret(t *testing.T) {
 		return p
 	}
 	log := slog.New(slog.DiscardHandler)
-	got, err := readSecret(write("ok", "0123456789abcdefXYZ\n"), log)
+	got, err := readSecret("replication.secret_file", write("ok", "0123456789abcdefXYZ\n"), log)
 	if err != nil || string(got) != "0123456789abcdefXYZ" {
 		t.Fatalf("secret %q, %v; want it without the trailing newline", got, err)
 	}
 	// 15 bytes once the newline is gone: too short, and the error says
 	// which file and how to make a good one.
 	short := write("short", "0123456789abcde\n")
-	if _, err := readSecret(short, log); err == nil || !strings.Contains(err.Error(), short) || !strings.Contains(err.Error(), "15 bytes") {
+	if _, err := readSecret("replication.secret_file", short, log); err == nil || !strings.Contains(err.Error(), short) || !strings.Contains(err.Error(), "15 bytes") {
 		t.Fatalf("short secret: %v", err)
 	}
-	if _, err := readSecret(filepath.Join(dir, "missing"), log); err == nil || !strings.Contains(err.Error(), "replication.secret_file") {
+	if _, err := readSecret("cluster.secret_file", filepath.Join(dir, "missing"), log); err == nil || !strings.HasPrefix(err.Error(), "cluster.secret_file: ") {
 		t.Fatalf("missing secret file: %v", err)
 	}
 }

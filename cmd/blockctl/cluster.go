@@ -146,19 +146,16 @@ func parseCluster(args []string) (clusterRequest, error) {
 
 // clusterCommand sends req to the daemon and prints its note.
 func clusterCommand(t target, req clusterRequest, stdout io.Writer) error {
-	c, err := t.client()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), req.timeout)
-	defer cancel()
-	note, err := req.do(ctx, c)
-	if err != nil {
-		if req.slow && errors.Is(ctx.Err(), context.DeadlineExceeded) &&
+	var note string
+	err := withClient(t, req.timeout, func(ctx context.Context, c *api.Client) (err error) {
+		note, err = req.do(ctx, c)
+		if err != nil && req.slow && errors.Is(ctx.Err(), context.DeadlineExceeded) &&
 			!errors.As(err, new(*api.ConnError)) && !errors.As(err, new(*dialError)) {
 			return fmt.Errorf("%s: no answer within %s (--timeout): the switchover may be unfinished; see blockctl status", req.what, req.timeout)
 		}
+		return err
+	})
+	if err != nil {
 		return err
 	}
 	if req.warning != "" {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -54,7 +53,6 @@ func (b *clusterBackend) RemoveMember(ctx context.Context, name string, force bo
 }
 
 func TestClusterCommands(t *testing.T) {
-	noEnv := func(string) string { return "" }
 	const forceWarning = "warning: node2 was promoted by force: writes only the other replicas held may be lost\n"
 	tests := []struct {
 		name      string
@@ -130,30 +128,7 @@ func TestClusterCommands(t *testing.T) {
 			if tt.noCluster {
 				b = fb
 			}
-			args := append([]string{"-s", serve(t, b)}, tt.args...)
-			var stdout, stderr bytes.Buffer
-			code := run(args, &stdout, &stderr, noEnv)
-			if code != tt.wantCode {
-				t.Errorf("exit %d, want %d; stderr %s", code, tt.wantCode, stderr.String())
-			}
-			if stdout.String() != tt.wantOut {
-				t.Errorf("stdout %q, want %q", stdout.String(), tt.wantOut)
-			}
-			if !strings.Contains(stderr.String(), tt.wantErr) {
-				t.Errorf("stderr %q does not contain %q", stderr.String(), tt.wantErr)
-			}
-			if got := strings.Contains(stderr.String(), "usage: blockctl"); got != tt.wantUsage {
-				t.Errorf("usage shown: %v, want %v", got, tt.wantUsage)
-			}
-			var want []string
-			if tt.wantCall != "" {
-				want = []string{tt.wantCall}
-			}
-			fb.mu.Lock()
-			defer fb.mu.Unlock()
-			if !slices.Equal(fb.calls, want) {
-				t.Errorf("calls %q, want %q", fb.calls, want)
-			}
+			checkRun(t, b, fb, tt.args, tt.wantCode, tt.wantOut, tt.wantErr, tt.wantUsage, tt.wantCall)
 		})
 	}
 }
@@ -186,7 +161,7 @@ func TestSwitchoverTimeout(t *testing.T) {
 	} {
 		var stdout, stderr bytes.Buffer
 		start := time.Now()
-		code := run(append([]string{"-s", sock}, strings.Fields(tt.args)...), &stdout, &stderr, func(string) string { return "" })
+		code := run(append([]string{"-s", sock}, strings.Fields(tt.args)...), &stdout, &stderr, noEnv)
 		if code != 1 || stderr.String() != tt.want || stdout.Len() != 0 {
 			t.Errorf("%s: exit %d, stdout %q, stderr %q; want 1 and %q", tt.args, code, stdout.String(), stderr.String(), tt.want)
 		}
@@ -199,7 +174,7 @@ func TestSwitchoverTimeout(t *testing.T) {
 // TestUsageCluster: the usage documents the cluster commands and --node.
 func TestUsageCluster(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	if code := run([]string{"help"}, &stdout, &stderr, func(string) string { return "" }); code != 0 {
+	if code := run([]string{"help"}, &stdout, &stderr, noEnv); code != 0 {
 		t.Fatalf("help: exit %d", code)
 	}
 	for _, s := range []string{

@@ -66,7 +66,7 @@ func runEvents(t *testing.T, sock string, args ...string) (*syncBuffer, func(sig
 	var stderr bytes.Buffer
 	code := make(chan int, 1)
 	go func() {
-		code <- run(append([]string{"-s", sock, "events"}, args...), stdout, &stderr, func(string) string { return "" })
+		code <- run(append([]string{"-s", sock, "events"}, args...), stdout, &stderr, noEnv)
 	}()
 	return stdout, func(sig syscall.Signal) (int, string) {
 		t.Helper()
@@ -151,7 +151,6 @@ func TestEventsJSONLiveOnly(t *testing.T) {
 }
 
 func TestEventsErrors(t *testing.T) {
-	noEnv := func(string) string { return "" }
 	plain := serve(t, &fakeBackend{})
 	missing := filepath.Join(t.TempDir(), "none.sock")
 	for _, tt := range []struct {

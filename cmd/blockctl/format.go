@@ -102,11 +102,7 @@ func writeReplication(w io.Writer, name string, rs *replica.Status, now time.Tim
 		return err
 	}
 
-	// Rows without a resync end in an empty cell that tabwriter pads: render
-	// into a buffer and trim the padding off.
-	var buf bytes.Buffer
-	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  PEER\tCONNECTION\tROLE\tDISK\tREPL\tOUT-OF-SYNC\tRESYNC")
+	rows := [][]string{{"PEER", "CONNECTION", "ROLE", "DISK", "REPL", "OUT-OF-SYNC", "RESYNC"}}
 	for _, p := range rs.Peers {
 		resync := ""
 		switch r := p.Resync; {
@@ -116,14 +112,10 @@ func writeReplication(w io.Writer, name string, rs *replica.Status, now time.Tim
 		case r.Error == "":
 			resync = fmt.Sprintf("%s done %s: %s in %s", r.Kind, clock(r.Finished, now), humanSize(r.DoneBytes), humanDuration(r.Finished.Sub(r.Started)))
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Connection, p.Role, p.Disk,
-			yesNo(p.Replicating), humanSize(p.OutOfSyncBytes), resync)
+		rows = append(rows, []string{p.Name, string(p.Connection), p.Role, p.Disk, yesNo(p.Replicating), humanSize(p.OutOfSyncBytes), resync})
 	}
-	if err := tw.Flush(); err != nil {
+	if err := writeRows(w, rows); err != nil {
 		return err
-	}
-	for line := range strings.Lines(buf.String()) {
-		fmt.Fprintln(w, strings.TrimRight(line, " \n"))
 	}
 
 	for _, p := range rs.Peers {
@@ -220,7 +212,7 @@ func writeCluster(w io.Writer, cs *cluster.MemberStatus, now time.Time) error {
 }
 
 // writeRows writes rows as an indented table, without the padding
-// tabwriter leaves after the last cell.
+// tabwriter leaves after an empty last cell.
 func writeRows(w io.Writer, rows [][]string) error {
 	var buf bytes.Buffer
 	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)

@@ -131,7 +131,7 @@ no clients connected
 	// The json output stays the raw status, cluster included.
 	sock := serve(t, &fakeBackend{st: st})
 	var stdout, stderr bytes.Buffer
-	if code := run([]string{"-s", sock, "status", "-o", "json"}, &stdout, &stderr, func(string) string { return "" }); code != 0 {
+	if code := run([]string{"-s", sock, "status", "-o", "json"}, &stdout, &stderr, noEnv); code != 0 {
 		t.Fatalf("json status: exit %d: %s", code, stderr.String())
 	}
 	var got api.Status
@@ -141,7 +141,7 @@ no clients connected
 	}
 	// And the table output shows the cluster.
 	stdout.Reset()
-	if code := run([]string{"-s", sock, "status"}, &stdout, &stderr, func(string) string { return "" }); code != 0 ||
+	if code := run([]string{"-s", sock, "status"}, &stdout, &stderr, noEnv); code != 0 ||
 		!strings.Contains(stdout.String(), "\ncluster  node node2  kind data  raft Follower  leader node1  term 8\n") {
 		t.Errorf("table status: exit %d, stdout %s", code, stdout.String())
 	}

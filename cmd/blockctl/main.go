@@ -256,20 +256,11 @@ func dispatch(args []string, stdout io.Writer, getenv func(string) string) error
 	cmd, cmdArgs := fs.Arg(0), fs.Args()[1:]
 	switch cmd {
 	case "status":
-		cfs := flag.NewFlagSet("status", flag.ContinueOnError)
-		cfs.SetOutput(io.Discard)
-		output := cfs.String("o", "table", "output format")
-		pos, err := parseInterspersed(cfs, cmdArgs)
+		_, output, err := parseStatus(cmd, cmdArgs, 0)
 		if err != nil {
-			return usageErr(cmd, err)
+			return err
 		}
-		if len(pos) > 0 {
-			return usagef("status: unexpected argument %q", pos[0])
-		}
-		if *output != "table" && *output != "json" {
-			return usagef("status: output format %q is not table or json", *output)
-		}
-		return status(t, *output, stdout)
+		return status(t, output, stdout)
 	case "connect", "disconnect", "resync", "verify", "invalidate", "primary", "secondary":
 		req, err := parseControl(cmd, cmdArgs)
 		if err != nil {
@@ -439,18 +430,24 @@ func peerName(p string) string {
 
 // control sends req to the daemon and says what was asked.
 func control(t target, req controlRequest, stdout io.Writer) error {
+	if err := withClient(t, requestTimeout, req.do); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(stdout, "%s: requested\n", req.what)
+	return err
+}
+
+// withClient runs f with a client for t's daemon and a context bounded by
+// timeout.
+func withClient(t target, timeout time.Duration, f func(ctx context.Context, c *api.Client) error) error {
 	c, err := t.client()
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := req.do(ctx, c); err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(stdout, "%s: requested\n", req.what)
-	return err
+	return f(ctx, c)
 }
 
 // socketPath chooses the control socket: -s, else -c's control_socket, else
@@ -480,25 +477,50 @@ func socketPath(sockFlag, confFlag string, getenv func(string) string) (string, 
 	return DefaultSocket, nil
 }
 
-func status(t target, output string, stdout io.Writer) error {
-	c, err := t.client()
+// parseStatus parses the arguments of status (maxArgs 0) and raid status
+// (maxArgs 1, the VOLUME): the positional arguments and -o table|json.
+func parseStatus(cmd string, args []string, maxArgs int) (pos []string, output string, err error) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // run prints the usage
+	fs.StringVar(&output, "o", "table", "output format")
+	if pos, err = parseInterspersed(fs, args); err != nil {
+		return nil, "", usageErr(cmd, err)
+	}
+	if len(pos) > maxArgs {
+		return nil, "", usagef("%s: unexpected argument %q", cmd, pos[maxArgs])
+	}
+	if output != "table" && output != "json" {
+		return nil, "", usagef("%s: output format %q is not table or json", cmd, output)
+	}
+	return pos, output, nil
+}
+
+// fetchStatus asks t's daemon for its status.
+func fetchStatus(t target) (st api.Status, err error) {
+	err = withClient(t, requestTimeout, func(ctx context.Context, c *api.Client) error {
+		st, err = c.Status(ctx)
+		return err
+	})
+	return st, err
+}
+
+// writeJSON writes v as indented JSON and a newline.
+func writeJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-	defer cancel()
-	st, err := c.Status(ctx)
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+func status(t target, output string, stdout io.Writer) error {
+	st, err := fetchStatus(t)
 	if err != nil {
 		return err
 	}
 	if output == "json" {
-		b, err := json.MarshalIndent(st, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = stdout.Write(append(b, '\n'))
-		return err
+		return writeJSON(stdout, st)
 	}
 	return writeTable(stdout, st, time.Now())
 }

@@ -133,7 +133,6 @@ func TestRun(t *testing.T) {
 		Volumes: []api.VolumeStatus{{Name: "vol0", Size: 1 << 30, TLS: "optional", Path: "/v.img"}}}
 	sock := serve(t, &fakeBackend{st: st})
 	missing := filepath.Join(t.TempDir(), "none.sock")
-	noEnv := func(string) string { return "" }
 
 	tests := []struct {
 		name       string
@@ -191,7 +190,6 @@ func TestRun(t *testing.T) {
 }
 
 func TestControl(t *testing.T) {
-	noEnv := func(string) string { return "" }
 	conflict := fmt.Errorf("peer node2 is primary: %w", api.ErrConflict)
 	tests := []struct {
 		name      string
@@ -259,31 +257,42 @@ func TestControl(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := &fakeBackend{cmdErr: tt.cmdErr}
-			args := append([]string{"-s", serve(t, b)}, tt.args...)
-			var stdout, stderr bytes.Buffer
-			code := run(args, &stdout, &stderr, noEnv)
-			if code != tt.wantCode {
-				t.Errorf("exit %d, want %d; stderr %s", code, tt.wantCode, stderr.String())
-			}
-			if stdout.String() != tt.wantOut {
-				t.Errorf("stdout %q, want %q", stdout.String(), tt.wantOut)
-			}
-			if !strings.Contains(stderr.String(), tt.wantErr) {
-				t.Errorf("stderr %q does not contain %q", stderr.String(), tt.wantErr)
-			}
-			if got := strings.Contains(stderr.String(), "usage: blockctl"); got != tt.wantUsage {
-				t.Errorf("usage shown: %v, want %v", got, tt.wantUsage)
-			}
-			var want []string
-			if tt.wantCall != "" {
-				want = []string{tt.wantCall}
-			}
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			if !slices.Equal(b.calls, want) {
-				t.Errorf("calls %q, want %q", b.calls, want)
-			}
+			checkRun(t, b, b, tt.args, tt.wantCode, tt.wantOut, tt.wantErr, tt.wantUsage, tt.wantCall)
 		})
+	}
+}
+
+// noEnv is an environment with nothing set.
+func noEnv(string) string { return "" }
+
+// checkRun runs blockctl with args against b, served on a fresh socket,
+// and checks the exit code, stdout, that stderr holds wantErr, whether it
+// shows the usage, and the command fb (b or the fake under it) got; ""
+// for none.
+func checkRun(t *testing.T, b api.Backend, fb *fakeBackend, args []string, wantCode int, wantOut, wantErr string, wantUsage bool, wantCall string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(append([]string{"-s", serve(t, b)}, args...), &stdout, &stderr, noEnv)
+	if code != wantCode {
+		t.Errorf("exit %d, want %d; stderr %s", code, wantCode, stderr.String())
+	}
+	if stdout.String() != wantOut {
+		t.Errorf("stdout %q, want %q", stdout.String(), wantOut)
+	}
+	if !strings.Contains(stderr.String(), wantErr) {
+		t.Errorf("stderr %q does not contain %q", stderr.String(), wantErr)
+	}
+	if got := strings.Contains(stderr.String(), "usage: blockctl"); got != wantUsage {
+		t.Errorf("usage shown: %v, want %v", got, wantUsage)
+	}
+	var want []string
+	if wantCall != "" {
+		want = []string{wantCall}
+	}
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	if !slices.Equal(fb.calls, want) {
+		t.Errorf("calls %q, want %q", fb.calls, want)
 	}
 }
 

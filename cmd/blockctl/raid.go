@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -13,12 +12,6 @@ import (
 	"github.com/blockrep/blockrep/api"
 	"github.com/blockrep/blockrep/replica"
 )
-
-// raidStatusRequest is a parsed `raid status [VOLUME] [-o table|json]`.
-type raidStatusRequest struct {
-	volume string // "" for every RAID volume
-	output string
-}
 
 // raidVolumeJSON is one element of `raid status -o json`: the volume's name
 // and its api.RAIDStatus fields.
@@ -34,24 +27,17 @@ func raidCommand(t target, args []string, stdout io.Writer) error {
 	}
 	sub, args := args[0], args[1:]
 	if sub == "status" {
-		req, err := parseRAIDStatus(args)
+		pos, output, err := parseStatus("raid status", args, 1)
 		if err != nil {
 			return err
 		}
-		return raidStatus(t, req, stdout)
+		return raidStatus(t, append(pos, "")[0], output, stdout)
 	}
 	req, out, err := parseRAID(sub, args)
 	if err != nil {
 		return err
 	}
-	c, err := t.client()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-	defer cancel()
-	if err := req.do(ctx, c); err != nil {
+	if err := withClient(t, requestTimeout, req.do); err != nil {
 		return err
 	}
 	if out.line != "" {
@@ -70,23 +56,6 @@ type raidOutcome struct {
 	// line, when set, is printed instead, for a change that is done once
 	// the daemon answers.
 	line string
-}
-
-func parseRAIDStatus(args []string) (raidStatusRequest, error) {
-	fs := flag.NewFlagSet("raid status", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	output := fs.String("o", "table", "output format")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return raidStatusRequest{}, usageErr("raid status", err)
-	}
-	if len(pos) > 1 {
-		return raidStatusRequest{}, usagef("raid status: unexpected argument %q", pos[1])
-	}
-	if *output != "table" && *output != "json" {
-		return raidStatusRequest{}, usagef("raid status: output format %q is not table or json", *output)
-	}
-	return raidStatusRequest{volume: append(pos, "")[0], output: *output}, nil
 }
 
 // parseMember parses a MEMBER argument.
@@ -109,10 +78,8 @@ func parseRAID(sub string, args []string) (req controlRequest, out *raidOutcome,
 // isSparePath tells the PATH of a hot spare from a MEMBER index in the
 // argument of raid remove: an absolute path never parses as an integer.
 func isSparePath(s string) bool {
-	if _, err := strconv.Atoi(s); err != nil && strings.HasPrefix(s, "/") {
-		return true
-	}
-	return false
+	_, err := strconv.Atoi(s)
+	return err != nil && strings.HasPrefix(s, "/")
 }
 
 func parseRAIDRequest(sub string, args []string, out *raidOutcome) (controlRequest, error) {
@@ -206,32 +173,26 @@ func parseRAIDRequest(sub string, args []string, out *raidOutcome) (controlReque
 	}}, nil
 }
 
-// raidStatus prints the RAID state of req.volume, or of every RAID volume.
-func raidStatus(t target, req raidStatusRequest, stdout io.Writer) error {
-	c, err := t.client()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-	defer cancel()
-	st, err := c.Status(ctx)
+// raidStatus prints the RAID state of volume, or of every RAID volume when
+// volume is "", as output "table" or "json".
+func raidStatus(t target, volume, output string, stdout io.Writer) error {
+	st, err := fetchStatus(t)
 	if err != nil {
 		return err
 	}
 	var vols []api.VolumeStatus
 	switch {
-	case req.volume != "":
+	case volume != "":
 		for _, v := range st.Volumes {
-			if v.Name == req.volume {
+			if v.Name == volume {
 				vols = append(vols, v)
 			}
 		}
 		if len(vols) == 0 {
-			return fmt.Errorf("no volume %q on node %s", req.volume, st.Node)
+			return fmt.Errorf("no volume %q on node %s", volume, st.Node)
 		}
 		if vols[0].RAID == nil {
-			return fmt.Errorf("volume %q is not on a RAID array", req.volume)
+			return fmt.Errorf("volume %q is not on a RAID array", volume)
 		}
 	default:
 		for _, v := range st.Volumes {
@@ -243,17 +204,12 @@ func raidStatus(t target, req raidStatusRequest, stdout io.Writer) error {
 			return fmt.Errorf("node %s has no RAID volume", st.Node)
 		}
 	}
-	if req.output == "json" {
+	if output == "json" {
 		out := make([]raidVolumeJSON, len(vols))
 		for i, v := range vols {
 			out[i] = raidVolumeJSON{Volume: v.Name, RAIDStatus: v.RAID}
 		}
-		b, err := json.MarshalIndent(out, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = stdout.Write(append(b, '\n'))
-		return err
+		return writeJSON(stdout, out)
 	}
 	for i, v := range vols {
 		if i > 0 {

@@ -89,7 +89,6 @@ func raidTestStatus() api.Status {
 
 func TestRAIDStatusTable(t *testing.T) {
 	sock := serve(t, &raidBackend{&fakeBackend{st: raidTestStatus()}})
-	noEnv := func(string) string { return "" }
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"-s", sock, "raid", "status"}, &stdout, &stderr, noEnv); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
@@ -162,7 +161,6 @@ mirror  raid1  chunk 64KiB  health degraded  member size 1GiB  uuid u1  events 3
 }
 
 func TestRAIDCommands(t *testing.T) {
-	noEnv := func(string) string { return "" }
 	tests := []struct {
 		name      string
 		args      []string
@@ -218,27 +216,7 @@ func TestRAIDCommands(t *testing.T) {
 			if tt.noRAID {
 				b = fb
 			}
-			sock := serve(t, b)
-			var stdout, stderr bytes.Buffer
-			code := run(append([]string{"-s", sock}, tt.args...), &stdout, &stderr, noEnv)
-			if code != tt.wantCode {
-				t.Errorf("exit %d, want %d; stderr %s", code, tt.wantCode, stderr.String())
-			}
-			if stdout.String() != tt.wantOut {
-				t.Errorf("stdout %q, want %q", stdout.String(), tt.wantOut)
-			}
-			if !strings.Contains(stderr.String(), tt.wantErr) {
-				t.Errorf("stderr %q does not contain %q", stderr.String(), tt.wantErr)
-			}
-			if got := strings.Contains(stderr.String(), "usage: blockctl"); got != tt.wantUsage {
-				t.Errorf("usage shown: %v, want %v", got, tt.wantUsage)
-			}
-			fb.mu.Lock()
-			calls := slices.Clone(fb.calls)
-			fb.mu.Unlock()
-			if tt.wantCall == "" && len(calls) != 0 || tt.wantCall != "" && (len(calls) != 1 || calls[0] != tt.wantCall) {
-				t.Errorf("calls %q, want %q", calls, tt.wantCall)
-			}
+			checkRun(t, b, fb, tt.args, tt.wantCode, tt.wantOut, tt.wantErr, tt.wantUsage, tt.wantCall)
 		})
 	}
 }

@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"math/rand/v2"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -76,6 +77,20 @@ type stampWriter struct {
 // startStampWriter starts workers writing until their connection fails
 // or stop is closed; with fua every write is sent with FUA (acknowledged
 // means durable on the primary and on every replica listed UpToDate).
+// touched returns the extents (of extent bytes) of the offsets that were
+// acknowledged or in flight: those a returning primary's activity log
+// covers. Read it once the writers stopped.
+func (w *stampWriter) touched(extent int64) map[int64]bool {
+	t := map[int64]bool{}
+	for o := range w.acked {
+		t[o/extent] = true
+	}
+	for o := range w.inflight {
+		t[o/extent] = true
+	}
+	return t
+}
+
 func startStampWriter(c *nbdclient.Client, offsets []int64, workers int, fua bool, stop <-chan struct{}) *stampWriter {
 	w := &stampWriter{offsets: offsets, acked: map[int64]uint64{}, inflight: map[int64]uint64{}}
 	for k := 0; k < workers; k++ {
@@ -177,15 +192,7 @@ func TestReplicationPrimaryKill9(t *testing.T) {
 	if len(w.inflight) == 0 {
 		t.Logf("no write was in flight at the kill (the check below is weaker)")
 	}
-	touched := map[int64]bool{}
-	for _, o := range offsets {
-		if _, ok := w.acked[o]; ok {
-			touched[o/extent] = true
-		}
-		if _, ok := w.inflight[o]; ok {
-			touched[o/extent] = true
-		}
-	}
+	touched := w.touched(extent)
 
 	// Fail over: node2 becomes primary.
 	waitPeer(t, n2, "node1", "link to the killed primary down", func(p *peerStatusJSON) bool { return p.Connection != "Connected" })
@@ -194,36 +201,7 @@ func TestReplicationPrimaryKill9(t *testing.T) {
 	t.Logf("node2 promoted: epoch %d, disk %s", r.Epoch, r.Disk)
 
 	// Every acknowledged write is there (or the write in flight after it).
-	c2 := dialNBD(t, n2)
-	buf := make([]byte, stampSize)
-	var lost, bad, newer int
-	for _, off := range offsets {
-		if err := c2.ReadAt(buf, off); err != nil {
-			t.Fatalf("reading offset %d from the new primary: %v", off, err)
-		}
-		got, err := readStamp(buf, off)
-		acked, wasAcked := w.acked[off]
-		inflight, wasInflight := w.inflight[off]
-		switch {
-		case err != nil:
-			bad++
-			if bad <= 5 {
-				t.Errorf("offset %d on the new primary: %v", off, err)
-			}
-		case wasInflight && got == inflight:
-			newer++
-		case wasAcked && got == acked:
-		case !wasAcked && got == 0:
-		default:
-			lost++
-			if lost <= 5 {
-				t.Errorf("offset %d on the new primary holds write %d; acknowledged: %d (%v), in flight: %d (%v)", off, got, acked, wasAcked, inflight, wasInflight)
-			}
-		}
-	}
-	if lost+bad > 0 {
-		t.Errorf("%d offsets lost an acknowledged write, %d hold a bad block (of %d)", lost, bad, len(offsets))
-	}
+	newer := checkStamps(t, dialNBD(t, n2), w, "the new primary")
 	t.Logf("new primary: every acknowledged write present; %d offsets hold the write that was in flight", newer)
 
 	// The new primary writes a little more, away from the writer's extents.
@@ -243,11 +221,7 @@ func TestReplicationPrimaryKill9(t *testing.T) {
 	})
 	_, down1 := px.Counts()
 	received := down1 - down0
-	exts := make([]int64, 0, len(touched))
-	for e := range touched {
-		exts = append(exts, e)
-	}
-	sort.Slice(exts, func(i, j int) bool { return exts[i] < exts[j] })
+	exts := slices.Sorted(maps.Keys(touched))
 	bound := (int64(len(touched))*extent + newBytes) * 105 / 100
 	t.Logf("old primary's resync: %d bytes on the wire from node2 to node1; bound (%d extents %v x 4 MiB + %d new bytes) x 1.05 = %d; volume %d; decision %q",
 		received, len(touched), exts, newBytes, bound, size, r1.peer("node2").Decision)

@@ -5,10 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -108,14 +109,7 @@ func TestHAKillPrimary(t *testing.T) {
 	stopWriter()
 	client.Close()
 	t.Logf("writers: %d FUA writes acknowledged, %d in flight at the kill, %d offsets acknowledged", w.acks.Load(), len(w.inflight), len(w.acked))
-	touched := map[int64]bool{}
-	for _, o := range offsets {
-		_, a := w.acked[o]
-		_, f := w.inflight[o]
-		if a || f {
-			touched[o/extent] = true
-		}
-	}
+	touched := w.touched(extent)
 
 	// node2 becomes primary by itself.
 	s := waitHA(t, n2, "node2 promoted by the cluster", func(s *haStatusJSON) bool {
@@ -149,11 +143,7 @@ func TestHAKillPrimary(t *testing.T) {
 	_, down1 := c.Repl.Counts()
 	s1 := waitHA(t, n1, "status", func(*haStatusJSON) bool { return true })
 	received := down1 - down0
-	var exts []int64
-	for e := range touched {
-		exts = append(exts, e)
-	}
-	sort.Slice(exts, func(i, j int) bool { return exts[i] < exts[j] })
+	exts := slices.Sorted(maps.Keys(touched))
 	bound := (int64(len(touched))*extent + newBytes) * 105 / 100
 	t.Logf("node1's resync: %d bytes on the wire from node2 to node1; bound (%d extents %v x 4 MiB + %d new bytes) x 1.05 = %d; volume %d; decision %q",
 		received, len(touched), exts, newBytes, bound, size, s1.repl().peer("node2").Decision)
