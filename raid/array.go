@@ -488,7 +488,10 @@ func (a *Array) ReadAt(p []byte, off int64) error {
 		e := Extent{Member: a.pickIn(0, a.g.Members, off), Offset: off, Length: int64(len(p)), Logical: off}
 		return a.readExtent(p, e)
 	}
-	extents := a.g.MapRead(off, int64(len(p)), nil)
+	sc := readScratches.Get().(*readScratch)
+	defer sc.put()
+	sc.extents = a.g.appendRead(sc.extents[:0], off, int64(len(p)), nil)
+	extents := sc.extents
 	if a.mirror {
 		// The copies of a chunk are the consecutive members of its copy
 		// group, at the same member offset: one copy per group serves the
@@ -496,7 +499,8 @@ func (a *Array) ReadAt(p []byte, off int64) error {
 		// first piece in the group, so that a sequential stream stays on
 		// its copy (pickIn).
 		c := a.g.CopyCount()
-		chosen := make([]int, a.g.Members/c)
+		chosen := resize(sc.chosen, a.g.Members/c)
+		sc.chosen = chosen
 		for i := range extents {
 			e := &extents[i]
 			g := e.Member / c
@@ -506,7 +510,25 @@ func (a *Array) ReadAt(p []byte, off int64) error {
 			e.Member = chosen[g] - 1
 		}
 	}
-	return a.readRuns(p, off, extents)
+	return a.readRuns(p, off, extents, sc)
+}
+
+// readScratch holds the working slices of one ReadAt of RAID 10, 5 or 6,
+// pooled so that a read does not allocate them.
+type readScratch struct {
+	extents []Extent
+	chosen  []int // ReadAt's copy of each RAID 10 copy group, plus one
+	order   []int // readRuns
+	bufs    [][]byte
+}
+
+var readScratches = sync.Pool{New: func() any { return new(readScratch) }}
+
+// put returns the scratch to its pool, dropping its references to the
+// caller's buffer.
+func (s *readScratch) put() {
+	clear(s.bufs[:cap(s.bufs)])
+	readScratches.Put(s)
 }
 
 // readRuns reads extents (the pieces of a read of p at off) with one
@@ -514,12 +536,13 @@ func (a *Array) ReadAt(p []byte, off int64) error {
 // same member. A run that fails, or a piece whose member is not in sync, is
 // read piece by piece by readExtent, which serves it from redundancy and
 // repairs what failed.
-func (a *Array) readRuns(p []byte, off int64, extents []Extent) error {
+func (a *Array) readRuns(p []byte, off int64, extents []Extent, sc *readScratch) error {
 	dst := func(e Extent) []byte { return p[e.Logical-off : e.Logical-off+e.Length] }
 	if len(extents) == 1 {
 		return a.readExtent(dst(extents[0]), extents[0])
 	}
-	order := make([]int, len(extents))
+	order := resize(sc.order, len(extents))
+	sc.order = order
 	for i := range order {
 		order[i] = i
 	}
@@ -529,7 +552,6 @@ func (a *Array) readRuns(p []byte, off int64, extents []Extent) error {
 		}
 		return cmp.Compare(extents[i].Offset, extents[j].Offset)
 	})
-	bufs := make([][]byte, 0, len(extents))
 	for start := 0; start < len(order); {
 		e0 := extents[order[start]]
 		end, next := start+1, e0.Offset+e0.Length
@@ -541,10 +563,11 @@ func (a *Array) readRuns(p []byte, off int64, extents []Extent) error {
 		start = end
 		m := a.members[e0.Member]
 		if m.inSync() {
-			bufs = bufs[:0]
+			bufs := sc.bufs[:0]
 			for _, i := range run {
 				bufs = append(bufs, dst(extents[i]))
 			}
+			sc.bufs = bufs
 			if err := m.readvAt(bufs, e0.Offset); err == nil {
 				continue
 			}
@@ -562,96 +585,142 @@ func (a *Array) readRuns(p []byte, off int64, extents []Extent) error {
 // member fails the read or is not in sync. An extent of a mirror may span
 // several chunks (ReadAt); on failure it is handled chunk by chunk.
 func (a *Array) readExtent(dst []byte, e Extent) error {
-	m := a.members[e.Member]
-	bad := -1
-	var badErr error
-	if m.inSync() {
+	C := a.g.ChunkSize
+	if !a.mirror || e.Offset/C == (e.Offset+e.Length-1)/C {
+		return a.readChunk(dst, e)
+	}
+	if m := a.members[e.Member]; m.inSync() && m.readAt(dst, e.Offset) == nil {
+		return nil
+	}
+	for done := int64(0); done < e.Length; {
+		n := min(e.Length-done, C-(e.Offset+done)%C)
+		ce := Extent{Member: e.Member, Offset: e.Offset + done, Length: n, Logical: e.Logical + done}
+		if err := a.readChunk(dst[done:done+n], ce); err != nil {
+			return err
+		}
+		done += n
+	}
+	return nil
+}
+
+// readChunk reads extent e, within one chunk, into dst from its member, or
+// else from redundancy.
+func (a *Array) readChunk(dst []byte, e Extent) error {
+	bad, badErr := -1, error(nil)
+	if m := a.members[e.Member]; m.inSync() {
 		err := m.readAt(dst, e.Offset)
 		if err == nil {
 			return nil
 		}
 		bad, badErr = e.Member, err
 	}
-	if !a.mirror {
-		return a.parityRecover(dst, e, bad, badErr)
-	}
-	C := a.g.ChunkSize
-	if e.Offset/C == (e.Offset+e.Length-1)/C {
+	if a.mirror {
 		return a.mirrorRecover(dst, e, bad, badErr)
 	}
-	for done := int64(0); done < e.Length; {
-		n := min(e.Length-done, C-(e.Offset+done)%C)
-		ce := Extent{Member: e.Member, Offset: e.Offset + done, Length: n, Logical: e.Logical + done}
-		cd := dst[done : done+n]
-		done += n
-		bad, badErr := -1, error(nil)
-		if m.inSync() {
-			err := m.readAt(cd, ce.Offset)
-			if err == nil {
-				continue
-			}
-			bad, badErr = ce.Member, err
-		}
-		if err := a.mirrorRecover(cd, ce, bad, badErr); err != nil {
-			return err
-		}
-	}
-	return nil
+	return a.parityRecover(dst, e, bad, badErr)
 }
 
 // mirrorRecover reads extent e from another copy after member bad (-1 for
 // none) failed to read it or was faulty, and writes the data back to every
 // copy that failed the read.
 func (a *Array) mirrorRecover(dst []byte, e Extent, bad int, badErr error) error {
-	s := e.Offset / a.g.ChunkSize
-	mu := a.lock(s)
+	mu := a.lock(e.Offset / a.g.ChunkSize)
 	mu.Lock()
 	defer mu.Unlock()
-	c := a.g.CopyCount()
-	first := e.Member - e.Member%c
 	var errored []int
-	lastErr := badErr
 	if bad >= 0 {
 		errored = append(errored, bad)
 	}
+	src, errored, lastErr := a.readCopy(dst, e.Member, e.Offset, bad, errored)
+	lastErr = cmp.Or(lastErr, badErr)
+	if src < 0 {
+		return a.tooMany("read", e.Logical, e.Length, lastErr)
+	}
+	a.repair(errored, dst, e.Offset, e.Logical, lastErr)
+	return nil
+}
+
+// readCopy reads dst at member offset off from the first in-sync copy that
+// reads in the copy group of member, skipping member skip (-1: none). It
+// returns the copy read (-1: none), errored with the copies whose read
+// failed appended, and the last read error. Under the stripe lock.
+func (a *Array) readCopy(dst []byte, member int, off int64, skip int, errored []int) (src int, _ []int, lastErr error) {
+	c := a.g.CopyCount()
+	first := member - member%c
 	for i := first; i < first+c; i++ {
 		m := a.members[i]
-		if i == bad || !m.inSync() {
+		if i == skip || !m.inSync() {
 			continue
 		}
-		if err := m.readAt(dst, e.Offset); err != nil {
-			errored = append(errored, i)
-			lastErr = err
+		if err := m.readAt(dst, off); err != nil {
+			errored, lastErr = append(errored, i), err
 			continue
 		}
-		a.repair(errored, func(int) []byte { return dst }, e.Offset, e.Logical, lastErr)
-		return nil
+		return i, errored, lastErr
 	}
-	return a.tooMany("read", e.Logical, e.Length, lastErr)
+	return -1, errored, lastErr
+}
+
+// readStripe reads the chunks of a RAID 5/6 stripe, on members idx (data
+// chunks then parity, fillStripeMembers) at member offset off, into bufs:
+// every in-sync chunk but chunk target (-1: none), until need have been
+// read. It returns the chunks not read (missing, for Parity.Reconstruct),
+// those of them whose read failed (errored, to repair) and the last read
+// error; len(idx)-len(missing) chunks were read. Under the stripe lock.
+func (a *Array) readStripe(idx []int, bufs [][]byte, off int64, target, need int) (missing, errored []int, lastErr error) {
+	have := 0
+	for ci, mi := range idx {
+		m := a.members[mi]
+		if ci == target || have == need || !m.inSync() {
+			missing = append(missing, ci)
+			continue
+		}
+		if err := m.readAt(bufs[ci], off); err != nil {
+			missing, errored, lastErr = append(missing, ci), append(errored, ci), err
+			continue
+		}
+		have++
+	}
+	return missing, errored, lastErr
 }
 
 // repair writes the good data back to the members that failed a read; a
 // member whose write fails is failed.
-func (a *Array) repair(members []int, data func(i int) []byte, off, logical int64, readErr error) {
+func (a *Array) repair(members []int, data []byte, off, logical int64, readErr error) {
 	for _, i := range members {
-		m := a.members[i]
-		if !m.inSync() {
-			continue
-		}
-		if m.short.Load() {
-			a.fail(i, "read", off, fmt.Errorf("a read ended before the member's data did (truncated under the array?): %w", io.ErrUnexpectedEOF))
-			continue
-		}
-		if err := m.writeAt(data(i), off, false); err != nil {
-			a.fail(i, "write (read-error repair)", off, err)
-			continue
-		}
-		n := m.correctReadError(a.now())
-		a.log.Warn("raid: repaired read error from redundancy", "array", a.name, "member", i,
-			"offset", off, "length", len(data(i)), "logical", logical, "read_err", readErr, "corrected_read_errors", n)
-		if a.maxCorrected >= 0 && n > a.maxCorrected {
-			a.fail(i, "read (read-error repair)", off, fmt.Errorf("%d read errors corrected within the last hours, more than %d: the device is failing (last: %w)", n, a.maxCorrected, readErr))
-		}
+		a.repairMember(i, data, off, logical, readErr)
+	}
+}
+
+// repairChunks is repair for the chunks errored (indexes into idx and
+// chunks) of a RAID 5/6 stripe, rebuilt in chunks.
+func (a *Array) repairChunks(idx []int, chunks [][]byte, errored []int, off, logical int64, readErr error) {
+	for _, ci := range errored {
+		a.repairMember(idx[ci], chunks[ci], off, logical, readErr)
+	}
+}
+
+// repairMember writes data back to member i after it failed a read at
+// member offset off, failing it if the write fails or it has had too many
+// read errors repaired.
+func (a *Array) repairMember(i int, data []byte, off, logical int64, readErr error) {
+	m := a.members[i]
+	if !m.inSync() {
+		return
+	}
+	if m.short.Load() {
+		a.fail(i, "read", off, fmt.Errorf("a read ended before the member's data did (truncated under the array?): %w", io.ErrUnexpectedEOF))
+		return
+	}
+	if err := m.writeAt(data, off, false); err != nil {
+		a.fail(i, "write (read-error repair)", off, err)
+		return
+	}
+	n := m.correctReadError(a.now())
+	a.log.Warn("raid: repaired read error from redundancy", "array", a.name, "member", i,
+		"offset", off, "length", len(data), "logical", logical, "read_err", readErr, "corrected_read_errors", n)
+	if a.maxCorrected >= 0 && n > a.maxCorrected {
+		a.fail(i, "read (read-error repair)", off, fmt.Errorf("%d read errors corrected within the last hours, more than %d: the device is failing (last: %w)", n, a.maxCorrected, readErr))
 	}
 }
 
@@ -659,8 +728,7 @@ func (a *Array) repair(members []int, data func(i int) []byte, off, logical int6
 // stripe after member bad (-1 for none) failed to read it or was faulty, and
 // writes the rebuilt chunks back to every member that failed a read.
 func (a *Array) parityRecover(dst []byte, e Extent, bad int, badErr error) error {
-	C := a.g.ChunkSize
-	s := e.Offset / C
+	s := e.Offset / a.g.ChunkSize
 	off := e.Offset // member offset of the range, the same in every chunk
 	mu := a.lock(s)
 	mu.Lock()
@@ -668,35 +736,18 @@ func (a *Array) parityRecover(dst []byte, e Extent, bad int, badErr error) error
 	idx := a.stripeMembers(s)
 	bufs, release := getBufs(len(idx), e.Length)
 	defer release()
-	var missing, errored []int
-	lastErr := badErr
-	target, have, repairParity := -1, 0, false
-	for ci, mi := range idx {
-		m := a.members[mi]
-		if mi == e.Member {
-			target = ci
-			missing = append(missing, ci)
-			if mi == bad {
-				errored = append(errored, ci)
-			}
-			continue
-		}
-		if have == a.k || !m.inSync() {
-			missing = append(missing, ci)
-			continue
-		}
-		if err := m.readAt(bufs[ci], off); err != nil {
-			missing = append(missing, ci)
-			errored = append(errored, ci)
-			lastErr = err
-			repairParity = repairParity || ci >= a.k
-			continue
-		}
-		have++
+	target := slices.Index(idx, e.Member)
+	missing, errored, lastErr := a.readStripe(idx, bufs, off, target, a.k)
+	if len(idx)-len(missing) < a.k {
+		return a.tooMany("read", e.Logical, e.Length, cmp.Or(lastErr, badErr))
 	}
-	if have < a.k {
-		return a.tooMany("read", e.Logical, e.Length, lastErr)
+	// errored is in chunk order: its last is a parity chunk if any is.
+	repairParity := len(errored) > 0 && errored[len(errored)-1] >= a.k
+	if bad >= 0 {
+		errored = append(errored, target)
+		slices.Sort(errored)
 	}
+	lastErr = cmp.Or(lastErr, badErr)
 	chunks := slices.Clone(bufs)
 	var err error
 	if repairParity {
@@ -708,13 +759,7 @@ func (a *Array) parityRecover(dst []byte, e Extent, bad int, badErr error) error
 		return fmt.Errorf("raid: read %s at %d: %w", a.name, e.Logical, err)
 	}
 	copy(dst, chunks[target])
-	repairs := make([]int, 0, len(errored))
-	data := make(map[int][]byte, len(errored))
-	for _, ci := range errored {
-		repairs = append(repairs, idx[ci])
-		data[idx[ci]] = chunks[ci]
-	}
-	a.repair(repairs, func(i int) []byte { return data[i] }, off, e.Logical, lastErr)
+	a.repairChunks(idx, chunks, errored, off, e.Logical, lastErr)
 	return nil
 }
 

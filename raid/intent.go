@@ -756,24 +756,14 @@ func (a *Array) resyncStripe(s int64) (int64, error) {
 		buf, release := getBufs(1, C)
 		defer release()
 		c := a.g.CopyCount()
-		for j := range a.g.DataMembers() {
-			copies := a.g.appendCopies(make([]int, 0, c), s, j)
-			src := -1
-			for _, i := range copies {
-				if !a.members[i].inSync() {
-					continue
-				}
-				if err := a.members[i].readAt(buf[0], off); err != nil {
-					continue // repaired by the copy below
-				}
-				read += C
-				src = i
-				break
-			}
+		for first := 0; first < a.g.Members; first += c {
+			// a copy that fails the read is repaired by the copy below
+			src, _, _ := a.readCopy(buf[0], first, off, -1, nil)
 			if src < 0 {
 				continue // nothing readable: left for a later resync
 			}
-			for _, i := range copies {
+			read += C
+			for i := first; i < first+c; i++ {
 				if i != src {
 					a.memberWrite(i, buf[0], off, false)
 				}
@@ -927,47 +917,20 @@ func (a *Array) resyncChunk(s int64, i int, locked bool) error {
 		defer mu.Unlock()
 	}
 	if a.mirror {
-		c := a.g.CopyCount()
-		first := i - i%c
 		buf, release := getBufs(1, C)
 		defer release()
-		var lastErr error
-		for j := first; j < first+c; j++ {
-			if j == i || !a.members[j].inSync() {
-				continue
-			}
-			if err := a.members[j].readAt(buf[0], off); err != nil {
-				lastErr = err
-				continue
-			}
-			return a.resyncWrite(i, buf[0], off)
+		src, _, lastErr := a.readCopy(buf[0], i, off, i, nil)
+		if src < 0 {
+			return a.tooMany("resync", a.g.Stripe(s).Logical, a.g.StripeSize(), lastErr)
 		}
-		return a.tooMany("resync", a.g.Stripe(s).Logical, a.g.StripeSize(), lastErr)
+		return a.resyncWrite(i, buf[0], off)
 	}
 	idx := a.stripeMembers(s)
 	bufs, release := getBufs(len(idx), C)
 	defer release()
-	var missing []int
-	have, target := 0, -1
-	var lastErr error
-	for ci, mi := range idx {
-		if mi == i {
-			target = ci
-			missing = append(missing, ci)
-			continue
-		}
-		if have == a.k || !a.members[mi].inSync() {
-			missing = append(missing, ci)
-			continue
-		}
-		if err := a.members[mi].readAt(bufs[ci], off); err != nil {
-			missing = append(missing, ci)
-			lastErr = err
-			continue
-		}
-		have++
-	}
-	if have < a.k {
+	target := slices.Index(idx, i)
+	missing, _, lastErr := a.readStripe(idx, bufs, off, target, a.k)
+	if len(idx)-len(missing) < a.k {
 		return a.tooMany("resync", a.g.Stripe(s).Logical, a.g.StripeSize(), lastErr)
 	}
 	chunks := slices.Clone(bufs)

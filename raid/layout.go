@@ -377,8 +377,12 @@ func (g Geometry) MapRead(off, n int64, pick func(copies []int) int) []Extent {
 	if n == 0 {
 		return nil
 	}
+	return g.appendRead(make([]Extent, 0, (n+off%g.ChunkSize+g.ChunkSize-1)/g.ChunkSize), off, n, pick)
+}
+
+// appendRead is MapRead appending to out, for a caller that reuses it.
+func (g Geometry) appendRead(out []Extent, off, n int64, pick func(copies []int) int) []Extent {
 	mirror := g.Level == Level1 || g.Level == Level10
-	out := make([]Extent, 0, (n+off%g.ChunkSize+g.ChunkSize-1)/g.ChunkSize)
 	var buf []int
 	for n > 0 {
 		p := g.nextPiece(off, n)

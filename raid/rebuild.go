@@ -545,62 +545,26 @@ func (a *Array) rebuildStripe(m *member, s int64) error {
 	if a.mirror {
 		bufs, release := getBufs(1, C)
 		defer release()
-		c := a.g.CopyCount()
-		first := m.index - m.index%c
-		var errored []int
-		var lastErr error
-		got := false
-		for i := first; i < first+c && !got; i++ {
-			if i == m.index || !a.members[i].inSync() {
-				continue
-			}
-			if err := a.members[i].readAt(bufs[0], off); err != nil {
-				errored, lastErr = append(errored, i), err
-				continue
-			}
-			got = true
-		}
-		if !got {
+		src, errored, lastErr := a.readCopy(bufs[0], m.index, off, m.index, nil)
+		if src < 0 {
 			return a.tooMany("rebuild", logical, a.g.StripeSize(), lastErr)
 		}
-		a.repair(errored, func(int) []byte { return bufs[0] }, off, logical, lastErr)
+		a.repair(errored, bufs[0], off, logical, lastErr)
 		data = bufs[0]
 	} else {
 		idx := a.stripeMembers(s)
 		bufs, release := getBufs(len(idx), C)
 		defer release()
-		var missing, errored []int
-		var lastErr error
-		target, have := -1, 0
-		for ci, mi := range idx {
-			src := a.members[mi]
-			if mi == m.index {
-				target = ci
-			}
-			if mi == m.index || have == a.k || !src.inSync() {
-				missing = append(missing, ci)
-				continue
-			}
-			if err := src.readAt(bufs[ci], off); err != nil {
-				missing, errored, lastErr = append(missing, ci), append(errored, ci), err
-				continue
-			}
-			have++
-		}
-		if have < a.k {
+		target := slices.Index(idx, m.index)
+		missing, errored, lastErr := a.readStripe(idx, bufs, off, target, a.k)
+		if len(idx)-len(missing) < a.k {
 			return a.tooMany("rebuild", logical, a.g.StripeSize(), lastErr)
 		}
 		chunks := slices.Clone(bufs)
 		if err := a.par.Reconstruct(chunks, missing); err != nil {
 			return fmt.Errorf("raid: rebuild %s member %d at %d: %w", a.name, m.index, off, err)
 		}
-		repairs := make(map[int][]byte, len(errored))
-		var rm []int
-		for _, ci := range errored {
-			repairs[idx[ci]] = chunks[ci]
-			rm = append(rm, idx[ci])
-		}
-		a.repair(rm, func(i int) []byte { return repairs[i] }, off, logical, lastErr)
+		a.repairChunks(idx, chunks, errored, off, logical, lastErr)
 		data = chunks[target]
 		chunksOf = func(member int) []byte {
 			if ci := slices.Index(idx, member); ci >= 0 && slices.Contains(missing, ci) {
@@ -806,7 +770,7 @@ func (a *Array) scrubMirror(s int64, repair bool, res *ScrubResult) ([]int, erro
 			}
 			continue // no in-sync copy: the array has failed; nothing to check
 		}
-		a.repair(errored, func(int) []byte { return good }, off, logical, lastErr)
+		a.repair(errored, good, off, logical, lastErr)
 		if repair {
 			for _, i := range diff {
 				if err := a.members[i].writeAt(good, off, false); err != nil {
@@ -843,52 +807,41 @@ func (a *Array) scrubParity(s int64, repair bool, res *ScrubResult) (bad []int, 
 	mu.Lock()
 	defer mu.Unlock()
 	idx := a.stripeMembers(s)
-	var absent []int // chunks on members not in sync
-	for ci, mi := range idx {
+	absent := 0 // chunks on members not in sync
+	for _, mi := range idx {
 		if !a.members[mi].inSync() {
-			absent = append(absent, ci)
+			absent++
 		}
 	}
-	if len(absent) >= a.m {
+	if absent >= a.m {
 		res.Skipped++ // nothing left to check with
 		return nil, false, nil
 	}
 	bufs, release := getBufs(len(idx), C)
 	defer release()
-	var missing []int
-	var lastErr error
-	for ci, mi := range idx {
-		if slices.Contains(absent, ci) {
-			continue
-		}
-		if err := a.members[mi].readAt(bufs[ci], off); err != nil {
-			res.ReadErrors++
-			missing, lastErr = append(missing, ci), err
-		}
-	}
-	if len(missing) > 0 {
+	missing, errored, lastErr := a.readStripe(idx, bufs, off, -1, len(idx))
+	res.ReadErrors += int64(len(errored))
+	if len(errored) > 0 {
 		// Read errors: rebuild the unreadable chunks and write them back;
 		// the stripe is then consistent by construction, not checked.
-		if len(missing)+len(absent) > a.m {
+		if len(missing) > a.m {
 			return nil, false, a.tooMany("scrub", logical, a.g.StripeSize(), lastErr)
 		}
 		chunks := slices.Clone(bufs)
-		if err := a.par.Reconstruct(chunks, append(slices.Clone(absent), missing...)); err != nil {
+		if err := a.par.Reconstruct(chunks, missing); err != nil {
 			return nil, false, fmt.Errorf("raid: scrub %s stripe %d: %w", a.name, s, err)
 		}
-		var rm []int
-		data := map[int][]byte{}
-		for _, ci := range missing {
-			rm = append(rm, idx[ci])
-			data[idx[ci]] = chunks[ci]
-		}
-		a.repair(rm, func(i int) []byte { return data[i] }, off, logical, lastErr)
+		a.repairChunks(idx, chunks, errored, off, logical, lastErr)
 		res.Skipped++
 		return nil, false, nil
 	}
+	if len(missing) >= a.m {
+		res.Skipped++ // a member left since the count above
+		return nil, false, nil
+	}
 	res.Stripes++
-	if len(absent) > 0 {
-		if err := a.par.Reconstruct(bufs, absent); err != nil {
+	if len(missing) > 0 {
+		if err := a.par.Reconstruct(bufs, missing); err != nil {
 			return nil, false, fmt.Errorf("raid: scrub %s stripe %d: %w", a.name, s, err)
 		}
 	}
@@ -899,11 +852,11 @@ func (a *Array) scrubParity(s int64, repair bool, res *ScrubResult) (bad []int, 
 	if ok {
 		return nil, false, nil
 	}
-	if len(absent) > 0 {
+	if len(missing) > 0 {
 		a.log.Warn("raid: scrub found a parity mismatch in a degraded stripe; not repairable until the array is optimal",
 			"array", a.name, "stripe", s, "offset", off)
 		for ci, mi := range idx {
-			if !slices.Contains(absent, ci) {
+			if !slices.Contains(missing, ci) {
 				bad = append(bad, mi)
 			}
 		}
