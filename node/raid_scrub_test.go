@@ -116,44 +116,52 @@ func TestRAIDPeriodicScrubFirstStartRecorded(t *testing.T) {
 }
 
 // TestRAIDPeriodicScrubWaitsWhileDegraded checks that no periodic scrub
-// starts on a degraded array, however overdue.
+// starts on a degraded array, however overdue. It waits on the periodic
+// scrub's own looks at the array (its debug log), not on time, so that a
+// slow machine cannot pass it without the scrub having looked.
 func TestRAIDPeriodicScrubWaitsWhileDegraded(t *testing.T) {
-	const interval = time.Second
 	dir := t.TempDir()
 	cfg := raidConfigWith(t, dir, scrubConfigTOML("1s"))
-	_, _ = startNode(t, cfg)
+	var logged syncbuf.Buffer
+	_, _ = startNodeLog(t, cfg, slog.New(slog.NewTextHandler(io.MultiWriter(tWriter{t}, &logged), &slog.HandlerOptions{Level: slog.LevelDebug})))
 	c := api.Dial(cfg.Node.ControlSocket)
 	defer c.Close()
-	ctx := context.Background()
+	// looks counts the periodic scrub's looks at a due scrub in the log
+	// from offset from: started, or not.
+	looks := func(from int) int {
+		return strings.Count(logged.String()[from:], "raid: periodic scrub ")
+	}
 
-	if err := c.RAIDFail(ctx, "vol0", 1); err != nil {
+	if err := c.RAIDFail(context.Background(), "vol0", 1); err != nil {
 		t.Fatal(err)
 	}
-	failed := time.Now()
 	// A periodic scrub that had started before the failure may still run:
-	// wait for it to end, and for an interval, so that the periodic
-	// scrub has looked at the degraded array.
-	rs := waitRAID(t, c, "no scrub running", func(rs *api.RAIDStatus) bool {
-		return time.Since(failed) > interval && (rs.Progress == nil || rs.Progress.State != "running")
+	// wait for the periodic scrub to have looked at the degraded array,
+	// and for no scrub to run.
+	failed := len(logged.String())
+	rs := waitRAID(t, c, "a periodic look at the degraded array, no scrub running", func(rs *api.RAIDStatus) bool {
+		return looks(failed) > 0 && (rs.Progress == nil || rs.Progress.State != "running")
 	})
 	if rs.Health != "degraded" {
 		t.Fatalf("health %s after failing a member", rs.Health)
 	}
-	progress, last := rs.Progress, rs.LastScrub
+	progress, last, seen := rs.Progress, rs.LastScrub, len(logged.String())
 
-	time.Sleep(3*interval + interval/2)
-	rs = raidStatus(t, c)
+	rs = waitRAID(t, c, "3 more periodic looks", func(*api.RAIDStatus) bool { return looks(seen) >= 3 })
+	if l := logged.String()[seen:]; strings.Contains(l, "raid: periodic scrub started") || !strings.Contains(l, "waiting for the array to be optimal") {
+		t.Fatalf("periodic scrub on a degraded array:\n%s", l)
+	}
 	if rs.Health != "degraded" {
 		t.Fatalf("health %s, want degraded still", rs.Health)
 	}
 	if progress == nil && rs.Progress != nil || progress != nil && (rs.Progress == nil || *rs.Progress != *progress) {
-		t.Fatalf("progress %+v after 3 intervals degraded, want %+v: a periodic scrub ran on a degraded array", rs.Progress, progress)
+		t.Fatalf("progress %+v after 3 periodic looks, want %+v: a periodic scrub ran on a degraded array", rs.Progress, progress)
 	}
 	if rs.LastScrub == nil || !rs.LastScrub.Equal(*last) {
 		t.Fatalf("last scrub moved from %v to %v while degraded", last, rs.LastScrub)
 	}
 	if !rs.NextScrub.Before(time.Now()) {
-		t.Errorf("next scrub %v is not overdue after 3 intervals", rs.NextScrub)
+		t.Errorf("next scrub %v is not overdue after 3 periodic looks", rs.NextScrub)
 	}
 }
 

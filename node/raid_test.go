@@ -170,17 +170,8 @@ func TestRAIDVolume(t *testing.T) {
 	if err := c.RAIDReplace(ctx, "vol0", 1, newPath); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		rs = raidStatus(t, c)
-		if rs.Health == "optimal" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rebuild did not complete: %+v progress %+v", rs, rs.Progress)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	optimal := func(rs *api.RAIDStatus) bool { return rs.Health == "optimal" }
+	rs = waitRAID(t, c, "the rebuild", optimal)
 	if rs.Members[1].Path != newPath || rs.Progress == nil || rs.Progress.Op != "rebuild" || rs.Progress.State != "done" ||
 		rs.Progress.DoneBytes != rs.Progress.TotalBytes {
 		t.Fatalf("after rebuild: %+v progress %+v", rs, rs.Progress)
@@ -190,12 +181,7 @@ func TestRAIDVolume(t *testing.T) {
 	if err := c.RAIDScrub(ctx, "vol0", false); err != nil {
 		t.Fatal(err)
 	}
-	for rs = raidStatus(t, c); rs.Scrub == nil; rs = raidStatus(t, c) {
-		if time.Now().After(deadline) {
-			t.Fatalf("scrub did not finish: %+v", rs.Progress)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	rs = waitRAID(t, c, "the scrub", func(rs *api.RAIDStatus) bool { return rs.Scrub != nil })
 	if rs.Scrub.Mismatches != 0 || rs.Scrub.Error != "" || rs.Scrub.Stripes == 0 {
 		t.Errorf("scrub: %+v", rs.Scrub)
 	}
@@ -211,12 +197,7 @@ func TestRAIDVolume(t *testing.T) {
 	if err := c.RAIDReplace(ctx, "vol0", 0, filepath.Join(dir, "m0-new.img")); err != nil {
 		t.Fatal(err)
 	}
-	for rs = raidStatus(t, c); rs.Health != "optimal"; rs = raidStatus(t, c) {
-		if time.Now().After(deadline) {
-			t.Fatalf("second rebuild did not complete: %+v", rs.Progress)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitRAID(t, c, "the second rebuild", optimal)
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}

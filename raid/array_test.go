@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 
@@ -163,19 +164,32 @@ func arrayConfigs(memberChunks int64) []arrayConfig {
 	return out
 }
 
-func newTestArray(t *testing.T, g Geometry, faulty ...int) (*Array, []*faultDev) {
-	t.Helper()
-	devs := make([]*faultDev, g.Members)
+// newArrayOver builds an array of g over members made by newDev (each of
+// g.MemberSize bytes), logging to quietLog unless opts has a logger, and
+// returns the members too.
+func newArrayOver[D block.Device](tb testing.TB, g Geometry, opts ArrayOptions, newDev func(size int64) D) (*Array, []D) {
+	tb.Helper()
+	devs := make([]D, g.Members)
 	members := make([]block.Device, g.Members)
 	for i := range devs {
-		devs[i] = newFaultDev(g.MemberSize)
+		devs[i] = newDev(g.MemberSize)
 		members[i] = devs[i]
 	}
-	a, err := NewArray(g, members, ArrayOptions{Name: "test", Logger: quietLog, Faulty: faulty})
+	if opts.Logger == nil {
+		opts.Logger = quietLog
+	}
+	a, err := NewArray(g, members, opts)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return a, devs
+}
+
+// newTestArray builds an array of g over fault-injecting members, faulty
+// ones failed from the start.
+func newTestArray(t *testing.T, g Geometry, faulty ...int) (*Array, []*faultDev) {
+	t.Helper()
+	return newArrayOver(t, g, ArrayOptions{Name: "test", Faulty: faulty}, newFaultDev)
 }
 
 // canLose reports whether the array survives losing member i on top of the
@@ -260,9 +274,7 @@ func testArrayProperty(t *testing.T, g Geometry, seed uint64) {
 	}
 	write := func(op int, off, n int64, beyond bool) {
 		p := make([]byte, n)
-		for i := range p {
-			p[i] = byte(r.Uint32())
-		}
+		fillRandom(r, p)
 		err := a.WriteAt(p, off, r.IntN(8) == 0)
 		if err != nil {
 			if !beyond || !errors.Is(err, ErrTooManyFailed) {
@@ -409,13 +421,36 @@ func wouldSurvive(g Geometry, dead map[int]bool) bool {
 func fillArrayRandom(t *testing.T, a *Array, r *rand.Rand) []byte {
 	t.Helper()
 	model := make([]byte, a.Size())
-	for i := range model {
-		model[i] = byte(r.Uint32())
-	}
+	fillRandom(r, model)
 	if err := a.WriteAt(model, 0, false); err != nil {
 		t.Fatal(err)
 	}
 	return model
+}
+
+// readUntil reads the whole array, checking it against model, until done
+// holds, failing after 20 reads. Mirrors pick copies by load and
+// round-robin: one-byte reads in between shift the round-robin, so that
+// every copy is asked in turn.
+func readUntil(t *testing.T, a *Array, model []byte, what string, done func() bool) {
+	t.Helper()
+	got := make([]byte, a.Size())
+	for try := 0; !done(); try++ {
+		if try == 20 {
+			t.Fatalf("%d whole reads and not %s", try, what)
+		}
+		for range try%2 + 1 {
+			if err := a.ReadAt(got[:1], 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := a.ReadAt(got, 0); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, model) {
+			t.Fatal("read returned wrong data")
+		}
+	}
 }
 
 // TestArrayReadErrorRepair: a bad range on a member is served from
@@ -434,26 +469,7 @@ func TestArrayReadErrorRepair(t *testing.T) {
 			off, n := s*g.ChunkSize+100, int64(3000)
 			good := bytes.Clone(devs[victim].raw(off, n))
 			devs[victim].corrupt(off, n)
-			// Mirrors pick copies by load and round-robin: read until the
-			// victim has been asked.
-			for try := 0; try < 20 && devs[victim].readFaultCount() == 0; try++ {
-				// One-piece reads shift the round-robin.
-				for range try%2 + 1 {
-					if err := a.ReadAt(make([]byte, 1), 0); err != nil {
-						t.Fatal(err)
-					}
-				}
-				got := make([]byte, a.Size())
-				if err := a.ReadAt(got, 0); err != nil {
-					t.Fatal(err)
-				}
-				if !bytes.Equal(got, model) {
-					t.Fatal("read returned wrong data")
-				}
-			}
-			if devs[victim].readFaultCount() == 0 {
-				t.Fatal("the bad range was never read")
-			}
+			readUntil(t, a, model, "the bad range read", func() bool { return devs[victim].readFaultCount() > 0 })
 			if st := a.Status(); st.Members[victim].State != InSync || st.Health != HealthOptimal {
 				t.Fatalf("after repair: %+v", st)
 			}
@@ -484,20 +500,7 @@ func TestArrayReadErrorRepairFails(t *testing.T) {
 			const victim = 0
 			devs[victim].corrupt(0, g.MemberSize)
 			devs[victim].setFailWrites(true)
-			got := make([]byte, a.Size())
-			for try := 0; try < 20 && a.Status().Members[victim].State == InSync; try++ {
-				for range try%2 + 1 {
-					if err := a.ReadAt(got[:1], 0); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if err := a.ReadAt(got, 0); err != nil {
-					t.Fatal(err)
-				}
-				if !bytes.Equal(got, model) {
-					t.Fatal("read returned wrong data")
-				}
-			}
+			readUntil(t, a, model, "the victim failed", func() bool { return a.Status().Members[victim].State != InSync })
 			st := a.Status()
 			if st.Members[victim].State != Faulty || st.Health != HealthDegraded || st.Members[victim].Err == nil {
 				t.Fatalf("status %+v", st)
@@ -554,41 +557,62 @@ func TestArrayTooManyFailed(t *testing.T) {
 	}
 }
 
-// verifyStripes checks every stripe's parity (RAID 5/6) or that every copy
-// agrees (mirrors), reading the members directly.
-func verifyStripes(t *testing.T, a *Array, devs []*faultDev) {
+// stripeMismatches lists the stripes of g, laid over the member images
+// raw, whose parity does not verify (RAID 5/6) or whose copies differ
+// (mirrors).
+func stripeMismatches(t *testing.T, g Geometry, raw [][]byte) []int64 {
 	t.Helper()
-	g := a.g
-	raw := make([][]byte, len(devs))
-	for i, d := range devs {
-		raw[i] = d.Mem.Bytes()
+	var par *Parity
+	if g.Level == Level5 || g.Level == Level6 {
+		var err error
+		if par, err = NewParity(g.DataMembers(), g.Members-g.DataMembers()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	C := g.ChunkSize
+	var bad []int64
 	for s := range g.Stripes() {
 		info := g.Stripe(s)
-		off := info.Offset
-		if a.mirror {
+		chunk := func(m int) []byte { return raw[m][info.Offset : info.Offset+C] }
+		if par == nil {
 			for _, copies := range info.Copies {
-				for _, m := range copies[1:] {
-					if !bytes.Equal(raw[m][off:off+C], raw[copies[0]][off:off+C]) {
-						t.Fatalf("stripe %d: member %d differs from member %d", s, m, copies[0])
-					}
+				if slices.ContainsFunc(copies[1:], func(m int) bool { return !bytes.Equal(chunk(m), chunk(copies[0])) }) {
+					bad = append(bad, s)
+					break
 				}
 			}
 			continue
 		}
 		data := make([][]byte, len(info.Data))
 		for j, m := range info.Data {
-			data[j] = raw[m][off : off+C]
+			data[j] = chunk(m)
 		}
-		par := [][]byte{raw[info.P][off : off+C]}
+		ps := [][]byte{chunk(info.P)}
 		if info.Q >= 0 {
-			par = append(par, raw[info.Q][off:off+C])
+			ps = append(ps, chunk(info.Q))
 		}
-		ok, err := a.par.Verify(data, par)
-		if err != nil || !ok {
-			t.Fatalf("stripe %d: parity does not verify (%v)", s, err)
+		if ok, err := par.Verify(data, ps); err != nil || !ok {
+			bad = append(bad, s)
 		}
+	}
+	return bad
+}
+
+// devImages returns the fault devices' memory, not copied.
+func devImages(devs []*faultDev) [][]byte {
+	raw := make([][]byte, len(devs))
+	for i, d := range devs {
+		raw[i] = d.Mem.Bytes()
+	}
+	return raw
+}
+
+// verifyStripes checks every stripe's parity (RAID 5/6) or that every copy
+// agrees (mirrors), reading the fault devices' memory directly.
+func verifyStripes(t *testing.T, a *Array, devs []*faultDev) {
+	t.Helper()
+	if bad := stripeMismatches(t, a.g, devImages(devs)); len(bad) != 0 {
+		t.Fatalf("stripes %v: parity does not verify or copies differ", bad)
 	}
 }
 
@@ -617,9 +641,7 @@ func TestArrayConcurrentWriters(t *testing.T) {
 						for range 150 {
 							s := int64(r.IntN(int(region/slot/workers)))*workers + int64(w)
 							p := make([]byte, slot)
-							for i := range p {
-								p[i] = byte(r.Uint32())
-							}
+							fillRandom(r, p)
 							if err := a.WriteAt(p, s*slot, false); err != nil {
 								t.Error(err)
 								return
@@ -670,9 +692,7 @@ func TestArrayConcurrentWriters(t *testing.T) {
 							off := r.Int64N(region)
 							n := 1 + r.Int64N(min(region-off, g.StripeSize()+g.ChunkSize))
 							p := make([]byte, n)
-							for i := range p {
-								p[i] = byte(r.Uint32())
-							}
+							fillRandom(r, p)
 							if err := a.WriteAt(p, off, false); err != nil {
 								t.Error(err)
 								return
@@ -897,17 +917,7 @@ func TestArrayParityReadErrors(t *testing.T) {
 func benchArray(b *testing.B, level Level, members int) (*Array, []*blocktest.Mem) {
 	b.Helper()
 	g := Geometry{Level: level, Members: members, ChunkSize: 64 << 10, MemberSize: 16 << 20}
-	mems := make([]*blocktest.Mem, members)
-	devs := make([]block.Device, members)
-	for i := range mems {
-		mems[i] = blocktest.NewMem(g.MemberSize)
-		devs[i] = mems[i]
-	}
-	a, err := NewArray(g, devs, ArrayOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return a, mems
+	return newArrayOver(b, g, ArrayOptions{}, blocktest.NewMem)
 }
 
 func BenchmarkArrayIO(b *testing.B) {

@@ -325,9 +325,7 @@ func TestIntentSweep(t *testing.T) {
 func corruptStripe(g Geometry, devs []*faultDev, s int64, r *rand.Rand) {
 	info := g.Stripe(s)
 	junk := make([]byte, 1024)
-	for i := range junk {
-		junk[i] = byte(r.Uint32())
-	}
+	fillRandom(r, junk)
 	m := info.Data[r.IntN(len(info.Data))]
 	if err := devs[m].Mem.WriteAt(junk, info.Offset+512, false); err != nil {
 		panic(err)
@@ -350,46 +348,7 @@ func flipByte(m *blocktest.Mem, off int64, x byte) {
 // copies differ.
 func tornStripes(t *testing.T, g Geometry, devs []*faultDev) int {
 	t.Helper()
-	raw := make([][]byte, len(devs))
-	for i, d := range devs {
-		raw[i] = d.Mem.Bytes()
-	}
-	C := g.ChunkSize
-	var par *Parity
-	if g.Level == Level5 || g.Level == Level6 {
-		var err error
-		if par, err = NewParity(g.DataMembers(), g.Members-g.DataMembers()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	n := 0
-	for s := range g.Stripes() {
-		info := g.Stripe(s)
-		off := info.Offset
-		if par == nil {
-			for _, copies := range info.Copies {
-				for _, m := range copies[1:] {
-					if !bytes.Equal(raw[m][off:off+C], raw[copies[0]][off:off+C]) {
-						n++
-						break
-					}
-				}
-			}
-			continue
-		}
-		data := make([][]byte, len(info.Data))
-		for j, m := range info.Data {
-			data[j] = raw[m][off : off+C]
-		}
-		ps := [][]byte{raw[info.P][off : off+C]}
-		if info.Q >= 0 {
-			ps = append(ps, raw[info.Q][off:off+C])
-		}
-		if ok, err := par.Verify(data, ps); err != nil || !ok {
-			n++
-		}
-	}
-	return n
+	return len(stripeMismatches(t, g, devImages(devs)))
 }
 
 // TestIntentCrashResync: after a crash that tore stripes in dirty regions,
@@ -519,9 +478,7 @@ func testIntentResyncMember(t *testing.T, g Geometry, concurrent bool) {
 	write := func(off, n int64) {
 		t.Helper()
 		p := make([]byte, n)
-		for i := range p {
-			p[i] = byte(r.Uint32())
-		}
+		fillRandom(r, p)
 		if err := a.WriteAt(p, off, false); err != nil {
 			t.Error(err)
 			return

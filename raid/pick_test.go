@@ -5,24 +5,13 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/blockrep/blockrep/block"
 	"github.com/blockrep/blockrep/block/blocktest"
 )
 
 func newMirror(t *testing.T, members int) (*Array, []*blocktest.Mem) {
 	t.Helper()
 	g := Geometry{Level: Level1, Members: members, ChunkSize: 64 << 10, MemberSize: 8 << 20}
-	mems := make([]*blocktest.Mem, members)
-	devs := make([]block.Device, members)
-	for i := range mems {
-		mems[i] = blocktest.NewMem(g.MemberSize)
-		devs[i] = mems[i]
-	}
-	a, err := NewArray(g, devs, ArrayOptions{Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a, mems
+	return newArrayOver(t, g, ArrayOptions{}, blocktest.NewMem)
 }
 
 func readsPerMember(mems []*blocktest.Mem) []int64 {
@@ -106,17 +95,9 @@ func (o *offsetLog) ReadAt(p []byte, off int64) error {
 // newLoggedArray is an array of g over members that record their reads.
 func newLoggedArray(t *testing.T, g Geometry) (*Array, []*offsetLog) {
 	t.Helper()
-	logs := make([]*offsetLog, g.Members)
-	devs := make([]block.Device, g.Members)
-	for i := range logs {
-		logs[i] = &offsetLog{Mem: blocktest.NewMem(g.MemberSize)}
-		devs[i] = logs[i]
-	}
-	a, err := NewArray(g, devs, ArrayOptions{Logger: quietLog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a, logs
+	return newArrayOver(t, g, ArrayOptions{}, func(size int64) *offsetLog {
+		return &offsetLog{Mem: blocktest.NewMem(size)}
+	})
 }
 
 // TestMirrorPickMoreStreamsThanCopies interleaves four sequential streams
@@ -178,7 +159,7 @@ func TestRAID10StreamStaysOnCopies(t *testing.T) {
 				}
 			}
 		}
-		if !slices.Equal(on, slices.Repeat(on[:1], len(on))) || len(on) != 15 {
+		if len(on) != 15 || !slices.Equal(on, slices.Repeat(on[:1], len(on))) {
 			t.Errorf("copy group %d: the stream's reads after its first went to members %v, want 15 on one", group, on)
 		}
 	}

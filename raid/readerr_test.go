@@ -1,7 +1,6 @@
 package raid
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -105,18 +104,7 @@ func TestShortMemberFailed(t *testing.T) {
 	}
 	model := fillArrayRandom(t, a, rand.New(rand.NewPCG(5, 6)))
 	short.limit = 8 * 4096
-	got := make([]byte, g.Size())
-	for try := 0; a.Status().Members[0].State == InSync; try++ {
-		if try > 10 {
-			t.Fatalf("member 0 still in sync after %d full reads: %+v", try, a.Status().Members[0])
-		}
-		if err := a.ReadAt(got, 0); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, model) {
-			t.Fatal("read returned other data")
-		}
-	}
+	readUntil(t, a, model, "member 0 failed", func() bool { return a.Status().Members[0].State != InSync })
 	st := a.Status().Members[0]
 	if st.State != Faulty || !errors.Is(st.Err, io.ErrUnexpectedEOF) || st.CorrectedReadErrors != 0 {
 		t.Fatalf("truncated member: %+v, want faulty with the short read and nothing repaired", st)

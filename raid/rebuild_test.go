@@ -62,38 +62,16 @@ func memberRaw(t *testing.T, a *Array, i int) []byte {
 }
 
 // verifyMembers checks that every copy agrees (mirrors) or every stripe's
-// parity verifies (RAID 5/6), on every member's device.
+// parity verifies (RAID 5/6), on the devices the members are now (a
+// replacement's too).
 func verifyMembers(t *testing.T, a *Array) {
 	t.Helper()
 	raw := make([][]byte, len(a.members))
 	for i := range raw {
 		raw[i] = memberRaw(t, a, i)
 	}
-	C := a.g.ChunkSize
-	for s := range a.g.Stripes() {
-		info := a.g.Stripe(s)
-		off := info.Offset
-		if a.mirror {
-			for _, copies := range info.Copies {
-				for _, m := range copies[1:] {
-					if !bytes.Equal(raw[m][off:off+C], raw[copies[0]][off:off+C]) {
-						t.Fatalf("stripe %d: member %d differs from member %d", s, m, copies[0])
-					}
-				}
-			}
-			continue
-		}
-		data := make([][]byte, len(info.Data))
-		for j, m := range info.Data {
-			data[j] = raw[m][off : off+C]
-		}
-		par := [][]byte{raw[info.P][off : off+C]}
-		if info.Q >= 0 {
-			par = append(par, raw[info.Q][off:off+C])
-		}
-		if ok, err := a.par.Verify(data, par); err != nil || !ok {
-			t.Fatalf("stripe %d: parity does not verify (%v)", s, err)
-		}
+	if bad := stripeMismatches(t, a.g, raw); len(bad) != 0 {
+		t.Fatalf("stripes %v: parity does not verify or copies differ", bad)
 	}
 }
 
@@ -146,9 +124,7 @@ func startWriter(a *Array, model []byte, seed uint64) *writer {
 			}
 			off, n := randRange(r, a.g)
 			p := make([]byte, n)
-			for i := range p {
-				p[i] = byte(r.Uint32())
-			}
+			fillRandom(r, p)
 			if err := a.WriteAt(p, off, false); err != nil {
 				w.done <- err
 				return

@@ -132,6 +132,12 @@ func TestDiskArraySpareRebuildResumesAfterRestart(t *testing.T) {
 		t.Fatalf("interrupted spare rebuild recorded: role %d slot %+v", sb.Role, sb.Members[2])
 	}
 
+	// A marker below the checkpoint: the resumed rebuild trusts what lies
+	// there and leaves it, where a rebuild from the start overwrites it.
+	const marker = "below-the-checkpoint"
+	mark := sb.DataOffset + sb.Members[2].RebuildOffset - int64(len(marker))
+	orig := swapBytes(t, spare, mark, []byte(marker))
+
 	d = f.open(f.paths[0], f.paths[1], spare)
 	if a := d.Assembly(); a.Roles[2].State != RoleRebuilding || a.Roles[2].RebuildOffset != sb.Members[2].RebuildOffset {
 		t.Fatalf("reopen: role 2 %+v", a.Roles[2])
@@ -142,15 +148,37 @@ func TestDiskArraySpareRebuildResumesAfterRestart(t *testing.T) {
 	if h := d.Array().Status().Health; h != HealthOptimal {
 		t.Fatalf("after the resumed rebuild: %v", h)
 	}
-	f.check(d)
-	f.scrubClean(d)
 	f.close(d)
+	if got := swapBytes(t, spare, mark, orig); string(got) != marker {
+		t.Fatalf("the resumed rebuild rewrote the spare below its checkpoint %d: %q", sb.Members[2].RebuildOffset, got)
+	}
+
 	d = f.open(f.paths[0], f.paths[1], spare)
 	if a := d.Assembly(); a.Status != AssemblyOptimal || len(d.Spares()) != 0 {
 		t.Fatalf("reopen: %v %v spares %q", a.Status, a.Reasons, d.Spares())
 	}
 	f.check(d)
+	f.scrubClean(d)
 	f.close(d)
+}
+
+// swapBytes writes p at off in the file at path and returns the bytes it
+// replaced.
+func swapBytes(t *testing.T, path string, off int64, p []byte) []byte {
+	t.Helper()
+	fl, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fl.Close()
+	old := make([]byte, len(p))
+	if _, err := fl.ReadAt(old, off); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fl.WriteAt(p, off); err != nil {
+		t.Fatal(err)
+	}
+	return old
 }
 
 func TestDiskArraySpareForMissingMember(t *testing.T) {
