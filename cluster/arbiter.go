@@ -215,9 +215,6 @@ func (a *Arbiter) Switchover(now time.Time, s *State, volume, target string, wai
 	return sw, nil
 }
 
-// SwitchoverOf returns the last switchover of volume, nil if none.
-func (a *Arbiter) SwitchoverOf(volume string) *Switchover { return a.switchovers[volume] }
-
 // Decide returns the commands the leader should propose now, in order. It
 // is called again after they were applied (or failed), with the new state.
 func (a *Arbiter) Decide(now time.Time, s *State) []Command {

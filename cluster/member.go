@@ -240,6 +240,13 @@ func (m *Member) Leader() (name string, addr raft.ServerAddress) {
 // IsLeader reports whether this node leads.
 func (m *Member) IsLeader() bool { return m.raft.State() == raft.Leader }
 
+// notLeader is the error of a call only the leader answers, naming the
+// leader this node knows.
+func (m *Member) notLeader() error {
+	name, _ := m.Leader()
+	return &NotLeaderError{Leader: name}
+}
+
 // leaderLoop runs the arbiter while this node leads.
 func (m *Member) leaderLoop(ctx context.Context) {
 	type term struct {
@@ -373,15 +380,10 @@ func (m *Member) applyLocal(ctx context.Context, c Command) (Result, error) {
 		// just removed may still think it is.
 		return Result{}, finalf("%s is not a member of the cluster's Raft configuration", c.Node)
 	}
-	timeout := 5 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
-	}
-	f := m.raft.Apply(c.Encode(), timeout)
+	f := m.raft.Apply(c.Encode(), timeoutOf(ctx, 5*time.Second))
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
-			name, _ := m.Leader()
-			return Result{}, &NotLeaderError{Leader: name}
+			return Result{}, m.notLeader()
 		}
 		return Result{}, fmt.Errorf("cluster: applying %v: %w", c.Op, err)
 	}
@@ -475,16 +477,12 @@ func (m *Member) Promote(ctx context.Context, volume, node string) error {
 
 // HandleSwitchover runs a switchover on the leader (see Switchover).
 func (m *Member) HandleSwitchover(ctx context.Context, volume, target string) error {
-	wait := 30 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		wait = time.Until(dl)
-	}
+	wait := timeoutOf(ctx, 30*time.Second)
 	m.mu.Lock()
 	a := m.arbiter
 	if a == nil {
 		m.mu.Unlock()
-		name, _ := m.Leader()
-		return &NotLeaderError{Leader: name}
+		return m.notLeader()
 	}
 	sw, err := a.Switchover(time.Now(), m.fsm.State(), volume, target, wait)
 	m.mu.Unlock()
@@ -580,7 +578,7 @@ func (m *Member) HandleAddMember(ctx context.Context, name, addr string) error {
 	if name == "" || addr == "" {
 		return finalf("add member: name and address are required")
 	}
-	if err := m.raft.AddVoter(raft.ServerID(name), raft.ServerAddress(addr), 0, timeoutOf(ctx)).Error(); err != nil {
+	if err := m.raft.AddVoter(raft.ServerID(name), raft.ServerAddress(addr), 0, timeoutOf(ctx, 10*time.Second)).Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {
 			return &NotLeaderError{}
 		}
@@ -605,7 +603,7 @@ func (m *Member) HandleRemoveMember(ctx context.Context, name string, force bool
 			return err // refused: checked on a copy, nothing proposed
 		}
 	}
-	if err := m.raft.RemoveServer(raft.ServerID(name), 0, timeoutOf(ctx)).Error(); err != nil {
+	if err := m.raft.RemoveServer(raft.ServerID(name), 0, timeoutOf(ctx, 10*time.Second)).Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) {
 			return &NotLeaderError{}
 		}
@@ -620,11 +618,12 @@ func (m *Member) HandleRemoveMember(ctx context.Context, name string, force bool
 	return nil
 }
 
-func timeoutOf(ctx context.Context) time.Duration {
+// timeoutOf is what remains of ctx's deadline; def if it has none.
+func timeoutOf(ctx context.Context, def time.Duration) time.Duration {
 	if dl, ok := ctx.Deadline(); ok {
 		return time.Until(dl)
 	}
-	return 10 * time.Second
+	return def
 }
 
 // HandleHeartbeat answers a node's heartbeat on the leader: it confirms
@@ -632,8 +631,7 @@ func timeoutOf(ctx context.Context) time.Duration {
 func (m *Member) HandleHeartbeat(ctx context.Context, r Report) (HeartbeatReply, error) {
 	at := time.Now()
 	if err := m.raft.VerifyLeader().Error(); err != nil {
-		name, _ := m.Leader()
-		return HeartbeatReply{}, &NotLeaderError{Leader: name}
+		return HeartbeatReply{}, m.notLeader()
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -761,11 +759,7 @@ func (m *Member) reconcile(ctx context.Context) {
 		return
 	}
 	for _, lv := range m.cfg.Volumes {
-		if err := m.reconcileVolume(ctx, s, lv); err != nil {
-			m.setErr(lv.Name(), err)
-		} else {
-			m.setErr(lv.Name(), nil)
-		}
+		m.setErr(lv.Name(), m.reconcileVolume(ctx, s, lv))
 	}
 }
 

@@ -89,8 +89,7 @@ func (m *Member) Handler() http.Handler {
 	}))
 	mux.Handle("POST "+RPCPrefix+"apply", rpc(func(ctx context.Context, c Command) (applyReply, error) {
 		if !m.IsLeader() {
-			name, _ := m.Leader()
-			return applyReply{}, &NotLeaderError{Leader: name}
+			return applyReply{}, m.notLeader()
 		}
 		res, err := m.applyLocal(ctx, c)
 		return applyReply{Result: res}, err
@@ -100,15 +99,13 @@ func (m *Member) Handler() http.Handler {
 	}))
 	mux.Handle("POST "+RPCPrefix+"add-member", rpc(func(ctx context.Context, r memberRequest) (struct{}, error) {
 		if !m.IsLeader() {
-			name, _ := m.Leader()
-			return struct{}{}, &NotLeaderError{Leader: name}
+			return struct{}{}, m.notLeader()
 		}
 		return struct{}{}, m.HandleAddMember(ctx, r.Name, r.Address)
 	}))
 	mux.Handle("POST "+RPCPrefix+"remove-member", rpc(func(ctx context.Context, r memberRequest) (struct{}, error) {
 		if !m.IsLeader() {
-			name, _ := m.Leader()
-			return struct{}{}, &NotLeaderError{Leader: name}
+			return struct{}{}, m.notLeader()
 		}
 		return struct{}{}, m.HandleRemoveMember(ctx, r.Name, r.Force, r.Reason)
 	}))

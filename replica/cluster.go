@@ -140,19 +140,15 @@ type clusterRecord struct {
 // Authority is fenced by it: one without ignores the lease. A volume with
 // an Authority has no lease until the first call, and a demotion clears it.
 func (v *Volume) SetLease(until time.Time) {
-	d := until.Sub(v.leaseBase)
-	if d < 0 {
-		d = 0
-	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	wasFenced := v.auth != nil && v.role == Primary && !v.leaseValid()
-	v.leaseUntil.Store(int64(d))
+	v.leaseUntil = until
 	if v.leaseTimer != nil {
 		v.leaseTimer.Stop()
 		v.leaseTimer = nil
 	}
-	if rem := d - time.Since(v.leaseBase); rem > 0 && !v.closing && v.auth != nil {
+	if rem := time.Until(until); rem > 0 && !v.closing && v.auth != nil {
 		// Waiters that end on an expired lease (FenceError) need a wake-up
 		// when it runs out.
 		v.leaseTimer = time.AfterFunc(rem, v.leaseExpired)
@@ -174,26 +170,14 @@ func (v *Volume) leaseExpired() {
 }
 
 // leaseValid reports whether the lease allows I/O now; always with no
-// Authority. Lock-free: the I/O path's check.
+// Authority. Caller holds v.mu.
 func (v *Volume) leaseValid() bool {
-	return v.auth == nil || int64(time.Since(v.leaseBase)) < v.leaseUntil.Load()
+	return v.auth == nil || time.Now().Before(v.leaseUntil)
 }
 
-// leaseRemaining is how long the lease still lasts (<= 0: ran out).
-func (v *Volume) leaseRemaining() time.Duration {
-	return time.Duration(v.leaseUntil.Load()) - time.Since(v.leaseBase)
-}
-
-// checkLease is the I/O path's lease check for reads: free while the lease
-// lasts, otherwise it waits or fails per the fence mode.
-func (v *Volume) checkLease() error {
-	if v.leaseValid() {
-		return nil
-	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.fenceLocked()
-}
+// leaseRemaining is how long the lease still lasts (<= 0: ran out). Caller
+// holds v.mu.
+func (v *Volume) leaseRemaining() time.Duration { return time.Until(v.leaseUntil) }
 
 // fenceLocked waits out, or refuses, I/O on a primary whose lease ran out.
 // A secondary is not fenced; an I/O that waited as primary and finds the
@@ -207,13 +191,25 @@ func (v *Volume) fenceLocked() error {
 			return nil
 		case v.closing:
 			return v.errNotPrimary()
-		case v.cfg.Fence == FenceError:
-			return v.errFenced()
 		}
-		v.fenceWaits++
-		v.cond.Wait()
-		v.fenceWaits--
+		if err := v.leaseWaitLocked(); err != nil {
+			return err
+		}
 	}
+}
+
+// leaseWaitLocked is what I/O does on a primary whose lease ran out: with
+// FenceError it fails with ErrFenced; with FenceSuspend it waits for the
+// next change (a renewal, a demotion, Close), after which the caller checks
+// again. Caller holds v.mu.
+func (v *Volume) leaseWaitLocked() error {
+	if v.cfg.Fence == FenceError {
+		return v.errFenced()
+	}
+	v.fenceWaits++
+	v.cond.Wait()
+	v.fenceWaits--
+	return nil
 }
 
 // Promote makes the volume primary at the cluster's epoch, which must be

@@ -180,21 +180,8 @@ func newAuthCluster(t *testing.T, mode FenceMode, extra func(*VolumeConfig)) (*t
 // black hole.
 func newTappedAuthCluster(t *testing.T, mode FenceMode, extra func(*VolumeConfig)) (*testCluster, *blackhole, map[string]*fakeAuthority) {
 	auths, cfg := authConfig(mode, extra)
-	c := &testCluster{t: t, cfg: cfg}
-	for i := range 2 {
-		c.nodes = append(c.nodes, &testNode{t: t, name: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), addr: freeAddr(t), store: blocktest.NewMem(testVolSize)})
-	}
-	bh := startBlackhole(t, c.nodes[1].addr)
-	secondaryAddr := c.nodes[1].addr
-	c.nodes[1].addr = bh.ln.Addr().String()
-	c.start(c.nodes[0], Secondary)
-	c.nodes[1].addr = secondaryAddr
-	c.start(c.nodes[1], Secondary)
-	t.Cleanup(func() {
-		for _, n := range c.nodes {
-			c.stop(n)
-		}
-	})
+	c, bh := newTappedCluster(t, Secondary, cfg)
+	// Runs before the nodes stop: a held report must not hold up Close.
 	t.Cleanup(func() {
 		for _, a := range auths {
 			a.openGate()
@@ -728,5 +715,23 @@ func TestClusterDisconnectLeavesOutdateToCluster(t *testing.T) {
 	}
 	if got := a.lastCommit("n2"); got != (authCall{"n2", 1, Outdated}) {
 		t.Fatalf("last commit %v, want n2 Outdated", got)
+	}
+}
+
+// With an Authority a promotion with a disconnected UpToDate peer does not
+// outdate it on its own either: that is the cluster's commit.
+func TestClusterPromoteLeavesOutdateToCluster(t *testing.T) {
+	c, auths := newAuthCluster(t, FenceSuspend, nil)
+	p, _ := startInSync(t, c, auths)
+	auths["n1"].setFail(true)
+	if err := p.vol.Demote(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.vol.Disconnect("n2"); err != nil {
+		t.Fatal(err)
+	}
+	promote(t, p, 2)
+	if d := p.vol.Status().Peers[0].Disk; d != "UpToDate" {
+		t.Fatalf("peer recorded %s by the promotion, before any commit", d)
 	}
 }

@@ -420,7 +420,7 @@ func (l *link) teardown(cause error) {
 		// here this node's data is a new generation.
 		v.newCurrentLocked()
 	}
-	if v.role == Primary && v.cfg.ContinueAlone && v.auth == nil && p.knownDisk == UpToDate {
+	if v.role == Primary && v.cfg.ContinueAlone && p.knownDisk == UpToDate {
 		v.log.Warn("continue_alone: going on without an UpToDate peer; it is Outdated from here (unsafe without quorum)", "peer", p.name)
 		p.knownDisk = Outdated
 	}

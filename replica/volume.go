@@ -115,15 +115,13 @@ type Volume struct {
 	closing      bool
 	lastAppIO    atomic.Int64 // unix nanos of the last application write
 
-	// With an Authority (auth, set once at Open): the lease, in
-	// nanoseconds since leaseBase (0: none), read lock-free on the I/O
-	// path; leaseTimer wakes waiters when it runs out; promoting is the
-	// epoch of a Promote under way (links from older primaries are
-	// refused meanwhile); peerWaits and fenceWaits count operations
-	// waiting for a reporter's commit and for a lease.
+	// With an Authority (auth, set once at Open): leaseUntil is the end
+	// of the lease (zero: none); leaseTimer wakes waiters when it runs
+	// out; promoting is the epoch of a Promote under way (links from
+	// older primaries are refused meanwhile); peerWaits and fenceWaits
+	// count operations waiting for a reporter's commit and for a lease.
 	auth       Authority
-	leaseBase  time.Time
-	leaseUntil atomic.Int64
+	leaseUntil time.Time
 	leaseTimer *time.Timer
 	promoting  uint64
 	peerWaits  int
@@ -183,7 +181,6 @@ func Open(cfg VolumeConfig) (*Volume, error) {
 		size:  cfg.Store.Size(),
 		auth:  cfg.Authority,
 	}
-	v.leaseBase = time.Now()
 	v.cond = sync.NewCond(&v.mu)
 	v.ctx, v.cancel = context.WithCancel(context.Background())
 
@@ -468,7 +465,7 @@ func (v *Volume) demoteLocked(deposed bool) error {
 		return err
 	}
 	v.crashed = false
-	v.leaseUntil.Store(0)
+	v.leaseUntil = time.Time{}
 	if err := v.persistRole(); err != nil {
 		return err
 	}
@@ -589,22 +586,17 @@ func (v *Volume) anyPrimaryPeerLocked() bool {
 // primary run by a cluster reads only while its lease lasts (see SetLease
 // and VolumeConfig.Fence).
 func (v *Volume) ReadAt(p []byte, off int64) error {
-	if err := v.checkLease(); err != nil {
+	v.mu.Lock()
+	err := v.fenceLocked()
+	d := v.disk
+	v.mu.Unlock()
+	if err != nil {
 		return err
 	}
-	if d := DiskState(v.diskAtomic()); d == Inconsistent {
+	if d == Inconsistent {
 		return fmt.Errorf("volume %q: disk is Inconsistent (resync running or needed): no consistent data to read", v.cfg.Name)
 	}
 	return v.store.ReadAt(p, off)
-}
-
-// diskAtomic reads the disk state without the lock; reads tolerate a
-// state change racing with them.
-func (v *Volume) diskAtomic() DiskState {
-	v.mu.Lock()
-	d := v.disk
-	v.mu.Unlock()
-	return d
 }
 
 // Cache passes the hint to the store.

@@ -669,22 +669,7 @@ func TestResyncConcurrentWithWrites(t *testing.T) {
 func TestDataIntegrity(t *testing.T) {
 	for _, integrity := range []bool{true, false} {
 		t.Run(fmt.Sprint(integrity), func(t *testing.T) {
-			c := &testCluster{t: t, cfg: func(vc *VolumeConfig) { vc.DataIntegrity, vc.ContinueAlone = integrity, true }}
-			for i := range 2 {
-				c.nodes = append(c.nodes, &testNode{t: t, name: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), addr: freeAddr(t), store: blocktest.NewMem(testVolSize)})
-			}
-			// n1 dials n2 through the tap.
-			tap := startBlackhole(t, c.nodes[1].addr)
-			secondaryAddr := c.nodes[1].addr
-			c.nodes[1].addr = tap.ln.Addr().String()
-			c.start(c.nodes[0], Primary)
-			c.nodes[1].addr = secondaryAddr
-			c.start(c.nodes[1], Secondary)
-			t.Cleanup(func() {
-				for _, n := range c.nodes {
-					c.stop(n)
-				}
-			})
+			c, tap := newTappedCluster(t, Primary, func(vc *VolumeConfig) { vc.DataIntegrity, vc.ContinueAlone = integrity, true })
 			p, s := c.nodes[0], c.nodes[1]
 			c.waitConnected(p, s)
 			data := randBytes(64 << 10)
@@ -797,6 +782,28 @@ func (b *blackhole) pipe(from, to net.Conn, dialerToTarget bool) {
 	}
 }
 
+// newTappedCluster makes nodes n1 (in role first) and n2 (secondary),
+// with n1's link to n2 through a black hole.
+func newTappedCluster(t *testing.T, first Role, cfg func(*VolumeConfig)) (*testCluster, *blackhole) {
+	c := &testCluster{t: t, cfg: cfg}
+	for i := range 2 {
+		c.nodes = append(c.nodes, &testNode{t: t, name: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), addr: freeAddr(t), store: blocktest.NewMem(testVolSize)})
+	}
+	// n1 dials n2 through the black hole.
+	bh := startBlackhole(t, c.nodes[1].addr)
+	secondaryAddr := c.nodes[1].addr
+	c.nodes[1].addr = bh.ln.Addr().String()
+	c.start(c.nodes[0], first)
+	c.nodes[1].addr = secondaryAddr
+	c.start(c.nodes[1], Secondary)
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			c.stop(n)
+		}
+	})
+	return c, bh
+}
+
 // corruptAfter flips one bit of the n-th byte the dialer sends from now on.
 func (b *blackhole) corruptAfter(n int64) {
 	b.mu.Lock()
@@ -811,22 +818,7 @@ func (b *blackhole) silence() {
 }
 
 func TestSilentPeerDetected(t *testing.T) {
-	c := &testCluster{t: t, cfg: func(vc *VolumeConfig) { vc.ContinueAlone = true; vc.Timeout = 500 * time.Millisecond }}
-	for i := range 2 {
-		c.nodes = append(c.nodes, &testNode{t: t, name: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), addr: freeAddr(t), store: blocktest.NewMem(testVolSize)})
-	}
-	// n1 dials n2 through the black hole.
-	bh := startBlackhole(t, c.nodes[1].addr)
-	secondaryAddr := c.nodes[1].addr
-	c.nodes[1].addr = bh.ln.Addr().String()
-	c.start(c.nodes[0], Primary)
-	c.nodes[1].addr = secondaryAddr
-	c.start(c.nodes[1], Secondary)
-	t.Cleanup(func() {
-		for _, n := range c.nodes {
-			c.stop(n)
-		}
-	})
+	c, bh := newTappedCluster(t, Primary, func(vc *VolumeConfig) { vc.ContinueAlone = true; vc.Timeout = 500 * time.Millisecond })
 	p, s := c.nodes[0], c.nodes[1]
 	c.waitConnected(p, s)
 	bh.silence()

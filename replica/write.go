@@ -303,13 +303,10 @@ func (v *Volume) begin(off, n int64) (uint64, error) {
 			return 0, v.errNotPrimary()
 		}
 		if !v.leaseValid() {
-			if v.cfg.Fence == FenceError {
+			if err := v.leaseWaitLocked(); err != nil {
 				v.mu.Unlock()
-				return 0, v.errFenced()
+				return 0, err
 			}
-			v.fenceWaits++
-			v.cond.Wait()
-			v.fenceWaits--
 			continue
 		}
 		if v.exchanging > 0 || v.ranges.overlaps(off, n) {
@@ -497,12 +494,9 @@ func (v *Volume) admitLocked() error {
 			}
 		}
 		if !v.leaseValid() {
-			if v.cfg.Fence == FenceError {
-				return v.errFenced()
+			if err := v.leaseWaitLocked(); err != nil {
+				return err
 			}
-			v.fenceWaits++
-			v.cond.Wait()
-			v.fenceWaits--
 			continue
 		}
 		var blocked *peer
