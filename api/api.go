@@ -85,6 +85,27 @@ type VolumeStatus struct {
 	// RAID is the state of the volume's local RAID array; nil for a volume
 	// on a single file or device.
 	RAID *RAIDStatus `json:"raid,omitempty"`
+	// Store is the identity check of the volume's store.
+	Store *StoreStatus `json:"store,omitempty"`
+}
+
+// StoreStatus is what the node found when it opened the volume's store, and
+// whether the store is still there.
+type StoreStatus struct {
+	// Identity is "protected" when the store carries the volume's identity
+	// (storeid), "unprotected" when it has none (read-only, or recorded
+	// before identities on a store with no room for one).
+	Identity string `json:"identity"`
+	// StoreUUID and Generation are the identity the store carries.
+	StoreUUID  string `json:"store_uuid,omitempty"`
+	Generation string `json:"generation,omitempty"`
+	// Opened is what the open decided: Initialise, Accept, Unprotected or
+	// Inconsistent; Reason says why.
+	Opened string `json:"opened"`
+	Reason string `json:"reason"`
+	// Gone is set once the store's file was found deleted or replaced
+	// while open: every request fails from then on.
+	Gone string `json:"gone,omitempty"`
 }
 
 // StatusSource answers status requests; the node implements it.

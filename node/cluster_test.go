@@ -211,7 +211,8 @@ func TestClusterSecretErrorNamesKey(t *testing.T) {
 	cfg := trioConfigs(t, dir)["w"]
 	cfg.Cluster.SecretFile = filepath.Join(dir, "missing")
 	_, err := New(cfg, testLogger(t))
-	if err == nil || !strings.HasPrefix(err.Error(), "cluster.secret_file: ") {
+	var cerr *config.Error
+	if !errors.As(err, &cerr) || cerr.Key != "cluster.secret_file" || !strings.Contains(err.Error(), "cluster.secret_file: ") {
 		t.Fatalf("New with a missing cluster secret: %v, want an error naming cluster.secret_file", err)
 	}
 }

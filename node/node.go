@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,7 @@ import (
 	"github.com/blockrep/blockrep/nbd"
 	"github.com/blockrep/blockrep/raid"
 	"github.com/blockrep/blockrep/replica"
+	"github.com/blockrep/blockrep/storeid"
 )
 
 // Shutdown bounds.
@@ -85,7 +87,8 @@ type Node struct {
 // volume is one opened volume.
 type volume struct {
 	cfg config.Volume
-	// store is the volume's local store: file, or the array of raid.
+	// store is the data part of the volume's local store (the file, or
+	// the array of raid, without its identity block: storeid.Device).
 	store block.Device
 	// file is the store of a volume on a single file or device; nil for a
 	// RAID volume.
@@ -93,6 +96,8 @@ type volume struct {
 	// raid is the array of a RAID volume (node/raid.go); nil otherwise.
 	raid *raidVolume
 	rec  meta.VolumeRecord
+	// ident is what the open found of the store's identity (identity.go).
+	ident *storeIdentity
 	// repl is the replicated volume on top of store; nil on a node
 	// without peers.
 	repl       *replica.Volume
@@ -133,24 +138,25 @@ func New(cfg *config.Config, logger *slog.Logger) (n *Node, err error) {
 		}
 	}()
 
-	if err := os.MkdirAll(cfg.Node.DataDir, 0o700); err != nil {
-		return n, fmt.Errorf("data directory: %w", err)
-	}
-	if n.meta, err = meta.Open(filepath.Join(cfg.Node.DataDir, meta.FileName)); err != nil {
+	// Nothing is written before the checks of preflight.go pass.
+	if err := n.openExistingMeta(); err != nil {
 		return n, err
 	}
-	logger.Info("node identity", "node", cfg.Node.Name, "node_id", n.meta.NodeID(), "meta", n.meta.Path(), "version", n.version)
-
-	var secret, clusterSecret []byte
-	if cfg.Replicated() {
-		if secret, err = readSecret("replication.secret_file", cfg.Replication.SecretFile, logger); err != nil {
+	pf, err := n.preflight()
+	if err != nil {
+		return n, err
+	}
+	secret, clusterSecret := pf.secret, pf.clusterSecret
+	if n.meta == nil {
+		if err := os.MkdirAll(cfg.Node.DataDir, 0o700); err != nil {
+			return n, fmt.Errorf("data directory: %w", err)
+		}
+		if n.meta, err = meta.Open(filepath.Join(cfg.Node.DataDir, meta.FileName)); err != nil {
 			return n, err
 		}
 	}
+	logger.Info("node identity", "node", cfg.Node.Name, "node_id", n.meta.NodeID(), "meta", n.meta.Path(), "version", n.version)
 	if cfg.Clustered() {
-		if clusterSecret, err = readSecret("cluster.secret_file", cfg.Cluster.SecretFile, logger); err != nil {
-			return n, err
-		}
 		n.membership = &membership{authority: &memberAuthority{}}
 	}
 	for _, vc := range cfg.Volumes {
@@ -221,52 +227,61 @@ func New(cfg *config.Config, logger *slog.Logger) (n *Node, err error) {
 	return n, nil
 }
 
-// openVolume opens the store of one volume and records it in meta.
+// openVolume opens the store of one volume, checks its identity and
+// records it in meta (identity.go).
 func (n *Node) openVolume(vc config.Volume) (*volume, error) {
 	if vc.RAID != nil {
 		return n.openRAIDVolume(vc)
 	}
-	prev, prevErr := n.meta.Volume(vc.Name)
-	store, err := raid.OpenFile(vc.Path, raid.FileOptions{ReadOnly: vc.ReadOnly, CreateSize: vc.Size})
-	if err != nil {
-		return nil, fmt.Errorf("volume %q: %w", vc.Name, err)
-	}
-	rec, err := n.meta.EnsureVolume(vc.Name, store.Path(), store.Size())
-	if err != nil {
-		_ = store.Close()
-		return nil, fmt.Errorf("volume %q: %w", vc.Name, err)
-	}
-	if prevErr == nil && prev.Path != rec.Path {
-		n.log.Warn("volume backing path changed", "volume", vc.Name, "uuid", rec.UUID, "was", prev.Path, "now", rec.Path)
-	}
-	n.log.Info("volume opened", "volume", vc.Name, "uuid", rec.UUID, "path", rec.Path,
-		"size", rec.Size, "size_human", config.FormatSize(rec.Size), "read_only", vc.ReadOnly,
-		"block_device", store.IsBlockDevice(), "tls", string(vc.TLS))
-	return &volume{cfg: vc, store: store, file: store, rec: rec}, nil
+	return n.openFileVolume(vc)
 }
 
-// openRAIDVolume opens (or creates) the array of a RAID volume and records
-// it in meta under the synthetic path config.RAID.Spec.
+// openRAIDVolume opens (or creates) the array of a RAID volume, checks its
+// identity (identity.go) and records it in meta under the synthetic path
+// config.RAID.Spec.
 func (n *Node) openRAIDVolume(vc config.Volume) (*volume, error) {
-	prev, prevErr := n.meta.Volume(vc.Name)
-	rv, err := n.openRAID(vc)
+	rec, err := loadRecord(n.meta, vc.Name)
+	if err != nil {
+		return nil, err
+	}
+	// Member files are created only for a new volume: a recorded array
+	// whose members are all gone is refused (storeid rule 1).
+	var fileSize int64
+	if rec == nil {
+		fileSize = vc.Size
+	}
+	if !slices.ContainsFunc(n.raidCandidates(vc), holdsSuperblock) {
+		f := n.storeFacts(vc, rec)
+		f.Missing = true
+		if v := storeid.Decide(f); v.Action != storeid.Create {
+			return nil, n.refusal(vc, v)
+		}
+	}
+	rv, err := n.openRAID(vc, fileSize)
 	if err != nil {
 		return nil, fmt.Errorf("volume %q: %w", vc.Name, err)
 	}
-	rec, err := n.meta.EnsureVolume(vc.Name, vc.RAID.Spec(), rv.arr.Size())
+	f := n.storeFacts(vc, rec)
+	f.RawSize = rv.arr.Size()
+	readTrailer(&f, rv.arr)
+	v := storeid.Decide(f)
+	var vol *volume
+	if v.Action == storeid.Refuse || v.Action == storeid.Create {
+		err = n.refusal(vc, v)
+	} else {
+		vol, err = n.settle(vc, rec, f, v, rv.arr)
+	}
 	if err != nil {
 		rv.stop()
 		_ = rv.arr.Close()
-		return nil, fmt.Errorf("volume %q: %w", vc.Name, err)
+		return nil, err
 	}
-	if prevErr == nil && prev.Path != rec.Path {
-		n.log.Warn("volume backing path changed", "volume", vc.Name, "uuid", rec.UUID, "was", prev.Path, "now", rec.Path)
-	}
+	vol.raid = rv
 	rv.saveMembers()
-	n.log.Info("volume opened", "volume", vc.Name, "uuid", rec.UUID, "path", rec.Path,
-		"size", rec.Size, "size_human", config.FormatSize(rec.Size), "read_only", vc.ReadOnly,
+	n.log.Info("volume opened", "volume", vc.Name, "uuid", vol.rec.UUID, "path", vol.rec.Path,
+		"size", vol.rec.Size, "size_human", config.FormatSize(vol.rec.Size), "read_only", vc.ReadOnly,
 		"raid", vc.RAID.Level, "tls", string(vc.TLS))
-	return &volume{cfg: vc, store: rv.arr, raid: rv, rec: rec}, nil
+	return vol, nil
 }
 
 // isBlockDevice reports whether the volume is on a single block device.
@@ -421,6 +436,13 @@ func (n *Node) Run(ctx context.Context) error {
 		defer close(eventsDone)
 		n.watchEvents(ectx)
 	}()
+	sctx, stopStores := context.WithCancel(context.Background())
+	defer stopStores()
+	storesDone := make(chan struct{})
+	go func() {
+		defer close(storesDone)
+		n.watchStores(sctx)
+	}()
 	n.log.Info("control API listening", "socket", n.ctlListener.Path())
 	g.Go(func() error {
 		err := n.ctl.Serve(n.ctlListener)
@@ -450,6 +472,8 @@ func (n *Node) Run(ctx context.Context) error {
 	clusterErr := <-clusterDone
 	stopEvents()
 	<-eventsDone
+	stopStores()
+	<-storesDone
 	closeErr := n.Close()
 	err := errors.Join(serveErr, stopErr, replErr, transportErr, clusterErr, closeErr)
 	if err == nil {
@@ -566,6 +590,7 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		if v.raid != nil {
 			vs.RAID = v.raid.status()
 		}
+		vs.Store = v.ident.status()
 		st.Volumes = append(st.Volumes, vs)
 	}
 	if n.membership != nil && n.membership.member != nil {

@@ -204,17 +204,37 @@ func TestControlSocketInUse(t *testing.T) {
 func TestNewFailureReleasesEverything(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(t, dir, "")
-	// An existing file of the wrong size makes the volume fail to open.
+	// An existing file of the wrong size makes the volume fail to open:
+	// a configuration error found before anything is written.
 	if err := os.WriteFile(cfg.Volumes[0].Path, make([]byte, 4096), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(cfg, testLogger(t)); err == nil || !strings.Contains(err.Error(), `volume "vol0"`) {
-		t.Fatalf("New: %v", err)
+	_, err := New(cfg, testLogger(t))
+	var cerr *config.Error
+	if !errors.As(err, &cerr) || cerr.Key != "volume.0.size" || !strings.Contains(err.Error(), `volume "vol0"`) {
+		t.Fatalf("New: %v, want a configuration error naming volume.0.size", err)
 	}
 	if _, err := os.Lstat(cfg.Node.ControlSocket); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("control socket exists after failed New: %v", err)
 	}
-	// meta.db is not left locked.
+	if _, err := os.Stat(filepath.Join(cfg.Node.DataDir, meta.FileName)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("meta.db exists after a refused first start: %v", err)
+	}
+
+	// A failure after meta.db was opened does not leave it locked.
+	if err := os.Remove(cfg.Volumes[0].Path); err != nil {
+		t.Fatal(err)
+	}
+	_, stop := startNode(t, cfg)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(cfg.Volumes[0].Path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(cfg, testLogger(t)); err == nil || !strings.Contains(err.Error(), cfg.Volumes[0].Path) {
+		t.Fatalf("New with the store gone: %v, want a refusal naming %s", err, cfg.Volumes[0].Path)
+	}
 	db, err := meta.Open(filepath.Join(cfg.Node.DataDir, meta.FileName))
 	if err != nil {
 		t.Fatalf("meta after failed New: %v", err)
@@ -222,6 +242,10 @@ func TestNewFailureReleasesEverything(t *testing.T) {
 	db.Close()
 }
 
+// TestVolumeSizeChangeRefused: a volume keeps its size for life. A file
+// that grew still holds the identity where it was, and serves the same
+// size; one truncated below it is refused (standalone: no peer has the
+// data).
 func TestVolumeSizeChangeRefused(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(t, dir, "")
@@ -233,9 +257,23 @@ func TestVolumeSizeChangeRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Volumes[0].Size = 0 // use the file as it is
-	_, err := New(cfg, testLogger(t))
-	if !errors.Is(err, meta.ErrSizeMismatch) {
-		t.Fatalf("New after the file grew: %v", err)
+	n, stop := startNode(t, cfg)
+	st, err := n.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := st.Volumes[0]; v.Size != volSize || v.Store.Opened != "Accept" {
+		t.Fatalf("after the file grew: size %d, store %+v; want %d, Accept", v.Size, v.Store, volSize)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(cfg.Volumes[0].Path, volSize/2); err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(cfg, testLogger(t))
+	if err == nil || !strings.Contains(err.Error(), "truncated") || !strings.Contains(err.Error(), cfg.Volumes[0].Path) {
+		t.Fatalf("New after the file was truncated: %v", err)
 	}
 }
 

@@ -130,9 +130,9 @@ func rememberedMembers(db *meta.DB, name string) []string {
 	return all
 }
 
-// openRAID assembles the array of vc, or creates it when none of the
-// candidate members holds a superblock.
-func (n *Node) openRAID(vc config.Volume) (*raidVolume, error) {
+// raidCandidates are the paths an array of vc assembles from: the
+// configured members and spares and the ones meta remembers.
+func (n *Node) raidCandidates(vc config.Volume) []string {
 	rc := vc.RAID
 	candidates := append(slices.Clone(rc.Members), rc.Spares...)
 	for _, p := range rememberedMembers(n.meta, vc.Name) {
@@ -140,6 +140,15 @@ func (n *Node) openRAID(vc config.Volume) (*raidVolume, error) {
 			candidates = append(candidates, p)
 		}
 	}
+	return candidates
+}
+
+// openRAID assembles the array of vc, or creates it when none of the
+// candidate members holds a superblock: with member files of fileSize bytes
+// created when missing (0: none is created).
+func (n *Node) openRAID(vc config.Volume, fileSize int64) (*raidVolume, error) {
+	rc := vc.RAID
+	candidates := n.raidCandidates(vc)
 	log := n.log.With("volume", vc.Name)
 	ctx := context.Background()
 	rv := &raidVolume{name: vc.Name, rate: rc.RebuildRate, log: log, db: n.meta, scrubEvery: rc.ScrubInterval}
@@ -160,9 +169,9 @@ func (n *Node) openRAID(vc config.Volume) (*raidVolume, error) {
 		}
 		log.Warn("raid: NONE OF THE MEMBERS HOLDS AN ARRAY SUPERBLOCK: CREATING A NEW ARRAY; every member is zeroed",
 			"level", rc.Level, "members", strings.Join(rc.Members, ","), "spares", strings.Join(rc.Spares, ","),
-			"chunk_size", rc.ChunkSize, "member_file_size", vc.Size)
+			"chunk_size", rc.ChunkSize, "member_file_size", fileSize)
 		rv.arr, err = raid.Create(ctx, raid.CreateOptions{
-			Name: vc.Name, Geometry: g, Paths: rc.Members, Spares: rc.Spares, FileSize: vc.Size,
+			Name: vc.Name, Geometry: g, Paths: rc.Members, Spares: rc.Spares, FileSize: fileSize,
 			RebuildRate: rc.RebuildRate, RegionSize: rc.BitmapRegion, OnChange: onChange, Logger: log,
 		})
 		if err != nil {

@@ -54,6 +54,11 @@ type File struct {
 	dsync atomic.Int32
 	// noFiemap is set once FIEMAP failed as unsupported.
 	noFiemap atomic.Bool
+	// gone is set, once, by CheckLink when the path no longer names the
+	// open file: every request fails with it from then on.
+	gone atomic.Pointer[goneError]
+	// dev and ino identify the open file, for CheckLink.
+	dev, ino uint64
 }
 
 const (
@@ -71,7 +76,7 @@ var zeroBuf [1 << 20]byte
 // OpenFile opens the regular file or block device at path as a store.
 func OpenFile(path string, opts FileOptions) (*File, error) {
 	if opts.CreateSize < 0 {
-		return nil, fmt.Errorf("raid: open %s: negative CreateSize %d", path, opts.CreateSize)
+		return nil, fmt.Errorf("open %s: negative CreateSize %d", path, opts.CreateSize)
 	}
 	if opts.CreateSize > 0 {
 		if err := createSparse(path, opts.CreateSize); err != nil {
@@ -92,9 +97,9 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 	osf, err := os.OpenFile(path, flags, 0)
 	if err != nil {
 		if errors.Is(err, unix.EBUSY) {
-			return nil, fmt.Errorf("raid: open %s: device in use (mounted or claimed by another exclusive opener): %w", path, err)
+			return nil, fmt.Errorf("open %s: device in use (mounted or claimed by another exclusive opener): %w", path, err)
 		}
-		return nil, fmt.Errorf("raid: open %s: %w", path, err)
+		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	// Two daemons writing one image corrupt it. An advisory lock (exclusive
 	// for writers, shared for readers) makes the second opener fail; it
@@ -106,9 +111,9 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 	if err := unix.Flock(int(osf.Fd()), how|unix.LOCK_NB); err != nil {
 		osf.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("raid: open %s: in use by another process (it holds a lock on the file): %w", path, err)
+			return nil, fmt.Errorf("open %s: in use by another process (it holds a lock on the file): %w", path, err)
 		}
-		return nil, fmt.Errorf("raid: lock %s: %w", path, err)
+		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	f, err := newFile(path, osf, opts)
 	if err != nil {
@@ -116,6 +121,43 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// CreateFile creates path, which must not exist, as a sparse regular file
+// of size bytes and makes its directory entry durable.
+func CreateFile(path string, size int64) error {
+	if _, err := os.Lstat(path); err == nil {
+		return fmt.Errorf("create %s: %w", path, fs.ErrExist)
+	}
+	return createSparse(path, size)
+}
+
+// GrowFile extends the regular file at path to size bytes (the new bytes
+// are a hole) and makes it durable; a file of that size or larger is left
+// alone.
+func GrowFile(path string, size int64) error {
+	osf, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("grow %s: %w", path, err)
+	}
+	defer osf.Close()
+	st, err := osf.Stat()
+	if err != nil {
+		return fmt.Errorf("grow %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("grow %s: not a regular file", path)
+	}
+	if st.Size() >= size {
+		return nil
+	}
+	if err := osf.Truncate(size); err != nil {
+		return fmt.Errorf("grow %s to %d bytes: %w", path, size, err)
+	}
+	if err := osf.Sync(); err != nil {
+		return fmt.Errorf("grow %s: %w", path, err)
+	}
+	return nil
 }
 
 // createSparse creates path as a sparse file of size bytes if it does not
@@ -127,7 +169,7 @@ func createSparse(path string, size int64) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("raid: create %s: %w", path, err)
+		return fmt.Errorf("create %s: %w", path, err)
 	}
 	err = osf.Truncate(size)
 	if err == nil {
@@ -141,7 +183,7 @@ func createSparse(path string, size int64) error {
 	}
 	if err != nil {
 		os.Remove(path)
-		return fmt.Errorf("raid: create %s (size %d): %w", path, size, err)
+		return fmt.Errorf("create %s (size %d): %w", path, size, err)
 	}
 	return nil
 }
@@ -162,46 +204,47 @@ func newFile(path string, osf *os.File, opts FileOptions) (*File, error) {
 	fd := -1
 	rc, err := osf.SyscallConn()
 	if err != nil {
-		return nil, fmt.Errorf("raid: open %s: %w", path, err)
+		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	if err := rc.Control(func(u uintptr) { fd = int(u) }); err != nil {
-		return nil, fmt.Errorf("raid: open %s: %w", path, err)
+		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	f := &File{path: path, file: osf, fd: fd, readOnly: opts.ReadOnly, sector: 1}
 
 	var st unix.Stat_t
 	if err := retryEINTR(func() error { return unix.Fstat(fd, &st) }); err != nil {
-		return nil, fmt.Errorf("raid: stat %s: %w", path, err)
+		return nil, fmt.Errorf("stat %s: %w", path, err)
 	}
+	f.dev, f.ino = st.Dev, st.Ino
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		f.size = st.Size
 		if f.size <= 0 {
-			return nil, fmt.Errorf("raid: %s is empty (size %d); a store needs a size", path, f.size)
+			return nil, fmt.Errorf("%s is empty (size %d); a store needs a size", path, f.size)
 		}
 	case unix.S_IFBLK:
 		f.blockDev = true
 		size, err := unix.IoctlGetUint64(fd, unix.BLKGETSIZE64)
 		if err != nil {
-			return nil, fmt.Errorf("raid: %s: BLKGETSIZE64: %w", path, err)
+			return nil, fmt.Errorf("%s: BLKGETSIZE64: %w", path, err)
 		}
 		if size == 0 || size > 1<<62 {
-			return nil, fmt.Errorf("raid: block device %s has unusable size %d", path, size)
+			return nil, fmt.Errorf("block device %s has unusable size %d", path, size)
 		}
 		f.size = int64(size)
 		sector, err := unix.IoctlGetInt(fd, unix.BLKSSZGET)
 		if err != nil {
-			return nil, fmt.Errorf("raid: %s: BLKSSZGET: %w", path, err)
+			return nil, fmt.Errorf("%s: BLKSSZGET: %w", path, err)
 		}
 		if sector <= 0 || sector&(sector-1) != 0 {
-			return nil, fmt.Errorf("raid: block device %s reports logical block size %d", path, sector)
+			return nil, fmt.Errorf("block device %s reports logical block size %d", path, sector)
 		}
 		f.sector = int64(sector)
 	default:
-		return nil, fmt.Errorf("raid: %s is neither a regular file nor a block device (mode %#o)", path, st.Mode)
+		return nil, fmt.Errorf("%s is neither a regular file nor a block device (mode %#o)", path, st.Mode)
 	}
 	if opts.CreateSize > 0 && f.size != opts.CreateSize {
-		return nil, fmt.Errorf("raid: %s has size %d, configured size is %d; refusing to resize existing data", path, f.size, opts.CreateSize)
+		return nil, fmt.Errorf("%s has size %d, configured size is %d; refusing to resize existing data", path, f.size, opts.CreateSize)
 	}
 	return f, nil
 }
@@ -219,19 +262,22 @@ func (f *File) Size() int64 { return f.size }
 // check validates a request; it allocates only when it fails.
 func (f *File) check(op string, off, length int64, write bool) error {
 	if f.closed.Load() {
-		return fmt.Errorf("raid: %s %s: %w", op, f.path, os.ErrClosed)
+		return fmt.Errorf("%s %s: %w", op, f.path, os.ErrClosed)
+	}
+	if g := f.gone.Load(); g != nil {
+		return fmt.Errorf("%s %s: %w", op, f.path, g)
 	}
 	if write && f.readOnly {
-		return fmt.Errorf("raid: %s %s: %w", op, f.path, block.ErrReadOnly)
+		return fmt.Errorf("%s %s: %w", op, f.path, block.ErrReadOnly)
 	}
 	if off < 0 || length < 0 || off > f.size || length > f.size-off {
-		return fmt.Errorf("raid: %s %s at %d length %d (size %d): %w", op, f.path, off, length, f.size, block.ErrOutOfRange)
+		return fmt.Errorf("%s %s at %d length %d (size %d): %w", op, f.path, off, length, f.size, block.ErrOutOfRange)
 	}
 	return nil
 }
 
 func (f *File) ioError(op string, off int64, err error) error {
-	return fmt.Errorf("raid: %s %s at %d: %w", op, f.path, off, err)
+	return fmt.Errorf("%s %s at %d: %w", op, f.path, off, err)
 }
 
 // ReadAt fills p from offset off.
@@ -380,12 +426,15 @@ func (f *File) fdatasync() error {
 // Flush makes every completed write durable (fdatasync).
 func (f *File) Flush() error {
 	if f.closed.Load() {
-		return fmt.Errorf("raid: flush %s: %w", f.path, os.ErrClosed)
+		return fmt.Errorf("flush %s: %w", f.path, os.ErrClosed)
+	}
+	if g := f.gone.Load(); g != nil {
+		return fmt.Errorf("flush %s: %w", f.path, g)
 	}
 	err := f.fdatasync()
 	runtime.KeepAlive(f.file)
 	if err != nil {
-		return fmt.Errorf("raid: flush %s: %w", f.path, err)
+		return fmt.Errorf("flush %s: %w", f.path, err)
 	}
 	return nil
 }
@@ -566,10 +615,13 @@ func (f *File) Cache(off, length int64) error {
 // range is one data extent.
 func (f *File) Extents(off, length int64, fn func(block.Extent) bool) error {
 	if f.closed.Load() {
-		return fmt.Errorf("raid: extents %s: %w", f.path, os.ErrClosed)
+		return fmt.Errorf("extents %s: %w", f.path, os.ErrClosed)
+	}
+	if g := f.gone.Load(); g != nil {
+		return fmt.Errorf("extents %s: %w", f.path, g)
 	}
 	if off < 0 || length < 0 || off > f.size || (off == f.size && length > 0) {
-		return fmt.Errorf("raid: extents %s at %d length %d (size %d): %w", f.path, off, length, f.size, block.ErrOutOfRange)
+		return fmt.Errorf("extents %s at %d length %d (size %d): %w", f.path, off, length, f.size, block.ErrOutOfRange)
 	}
 	end := f.size
 	if length < f.size-off {
@@ -706,10 +758,10 @@ func (s *extentSink) flush() {
 // os.ErrClosed and touches no descriptor.
 func (f *File) Close() error {
 	if !f.closed.CompareAndSwap(false, true) {
-		return fmt.Errorf("raid: close %s: %w", f.path, os.ErrClosed)
+		return fmt.Errorf("close %s: %w", f.path, os.ErrClosed)
 	}
 	if err := f.file.Close(); err != nil {
-		return fmt.Errorf("raid: close %s: %w", f.path, err)
+		return fmt.Errorf("close %s: %w", f.path, err)
 	}
 	return nil
 }

@@ -415,7 +415,7 @@ func TestIOErrorsAreWrapped(t *testing.T) {
 	if !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("short read: err = %v, want io.ErrUnexpectedEOF", err)
 	}
-	if want := fmt.Sprintf("raid: read %s at %d: ", f.Path(), 60*KiB); !strings.HasPrefix(err.Error(), want) {
+	if want := fmt.Sprintf("read %s at %d: ", f.Path(), 60*KiB); !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("error %q does not start with %q", err, want)
 	}
 
@@ -428,7 +428,7 @@ func TestIOErrorsAreWrapped(t *testing.T) {
 	if !errors.Is(err, syscall.EBADF) {
 		t.Fatalf("err = %v, want EBADF", err)
 	}
-	if want := fmt.Sprintf("raid: read %s at 4096: ", f.Path()); !strings.HasPrefix(err.Error(), want) {
+	if want := fmt.Sprintf("read %s at 4096: ", f.Path()); !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("error %q does not start with %q", err, want)
 	}
 	if err := f.WriteAt(make([]byte, 512), 0, true); !errors.Is(err, syscall.EBADF) {

@@ -164,6 +164,21 @@ func (g Generations) ResyncDone(source Generations) Generations {
 	return source.InSync()
 }
 
+// Invalidated returns the record of a disk whose data is no longer trusted
+// (blockctl invalidate, or a store that does not carry the identity meta.db
+// records): Current goes to History, so the lineage stays provable but no
+// rule can take the disk for one holding that generation's data, and
+// Current 0 makes it the target of a full sync (Decide's rule 2). A record
+// with history is not a new volume's, so the disk is never promoted as
+// one's initial data.
+func (g Generations) Invalidated() Generations {
+	if g.Current != 0 {
+		g.History = pushHistory(g.History, g.Current)
+	}
+	g.Current = 0
+	return g
+}
+
 // knows reports whether id is one of the record's ancestors (Bitmap or
 // History). Zero is never known: "none" is not a generation.
 func (g Generations) knows(id GenID) bool {

@@ -187,6 +187,19 @@ func (s *Store) LoadGenerations() (g Generations, disk DiskState, ok bool, err e
 	return g, DiskState(db[4]), true, nil
 }
 
+// Invalidate durably records that the volume's local disk no longer holds
+// the data its generation record describes (its store was replaced, blank
+// or stale): the record becomes Invalidated and the disk Inconsistent, so
+// that Open comes up as a full-sync target that is never promoted. A volume
+// with no saved record is left alone: Open takes it for Inconsistent.
+func (s *Store) Invalidate() error {
+	g, _, ok, err := s.LoadGenerations()
+	if err != nil || !ok {
+		return err
+	}
+	return s.SaveGenerations(g.Invalidated(), Inconsistent)
+}
+
 // SaveBitmap durably records the bitmap of peer and then clears its dirty
 // pages. It writes only the pages that changed since b was last saved or
 // loaded through this Store; the first save of a bitmap (one the Store has

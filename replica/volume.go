@@ -500,11 +500,7 @@ func (v *Volume) Invalidate() error {
 			return fmt.Errorf("%w: a resync with %s is running", ErrState, p.name)
 		}
 	}
-	if g := v.gens.Current; g != 0 {
-		copy(v.gens.History[1:], v.gens.History[:HistoryLen-1])
-		v.gens.History[0] = g
-	}
-	v.gens.Current = 0
+	v.gens = v.gens.Invalidated()
 	v.disk = Inconsistent
 	if err := v.persistAll(); err != nil {
 		return err

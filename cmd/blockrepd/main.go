@@ -95,6 +95,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	n, err := node.New(cfg, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "blockrepd: %v\n", err)
+		// A configuration its environment refuses (a secret, a port in
+		// use, a store of the wrong size) is found before anything is
+		// written, and is the configuration's error.
+		if cerr := (*config.Error)(nil); errors.As(err, &cerr) {
+			return 2
+		}
 		return 1
 	}
 	if *pprofAddr != "" {

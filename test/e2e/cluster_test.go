@@ -402,18 +402,19 @@ func (d *daemon) blockctlResult(t *testing.T, args ...string) (string, string, e
 	return runCmd(t, d.blockctlCmd(ctx, args...))
 }
 
-// volumeHash returns the SHA-256 of clusterVolume's backing file on d.
+// volumeHash returns the SHA-256 of the data in clusterVolume's backing
+// file on d (without its identity block).
 func volumeHash(t *testing.T, d *daemon) string {
 	t.Helper()
-	return sha256File(t, d.VolumePath(clusterVolume))
+	return volumeDataHash(t, d.VolumePath(clusterVolume))
 }
 
 // sameVolumes fails the test unless every node's backing file of
-// clusterVolume is identical to the first one's.
+// clusterVolume holds the same data as the first one's.
 func sameVolumes(t *testing.T, nodes ...*daemon) {
 	t.Helper()
 	for _, d := range nodes[1:] {
-		filesEqual(t, nodes[0].VolumePath(clusterVolume), d.VolumePath(clusterVolume))
+		volumesEqual(t, nodes[0].VolumePath(clusterVolume), d.VolumePath(clusterVolume))
 	}
 }
 

@@ -408,10 +408,8 @@ func TestHASwitchoverUnderFio(t *testing.T) {
 	c.W.Stop()
 	shadow := m.shadowCopy()
 	for _, d := range c.Data() {
-		got, err := os.ReadFile(d.VolumePath(clusterVolume))
-		if err != nil {
-			t.Fatal(err)
-		}
+		path := d.VolumePath(clusterVolume)
+		got := readRange(t, path, 0, volumeDataSize(t, path))
 		if len(got) != len(shadow) {
 			t.Errorf("%s's backing file has %d bytes, want %d", d.spec.Name, len(got), len(shadow))
 			continue

@@ -127,7 +127,7 @@ func TestReplicationTwoNodes(t *testing.T) {
 	n2.Stop()
 	h1, h2 := volumeHash(t, n1), volumeHash(t, n2)
 	if h1 != h2 {
-		filesEqual(t, n1.VolumePath(clusterVolume), n2.VolumePath(clusterVolume))
+		volumesEqual(t, n1.VolumePath(clusterVolume), n2.VolumePath(clusterVolume))
 		t.Fatalf("backing files differ: node1 %s, node2 %s", h1, h2)
 	}
 	t.Logf("both backing files: sha256 %s", h1)
@@ -356,7 +356,7 @@ func TestReplicationResyncBytes(t *testing.T) {
 		if sent < dirty {
 			t.Errorf("%s: only %d bytes crossed the link from node1 to node2, fewer than the %d dirty bytes: was the proxy bypassed?", name, sent, dirty)
 		}
-		filesEqual(t, n1.VolumePath(clusterVolume), n2.VolumePath(clusterVolume))
+		volumesEqual(t, n1.VolumePath(clusterVolume), n2.VolumePath(clusterVolume))
 	}
 
 	// 1. A clean leave: the primary goes on.

@@ -105,7 +105,7 @@ func (p *divergedPair) expectResolved(t *testing.T, survivor *daemon) {
 		t.Errorf("the survivor %s's data changed in the resolution", survivor.spec.Name)
 	}
 	if h := volumeHash(t, victim); h != survHash {
-		filesEqual(t, survivor.VolumePath(clusterVolume), victim.VolumePath(clusterVolume))
+		volumesEqual(t, survivor.VolumePath(clusterVolume), victim.VolumePath(clusterVolume))
 		t.Errorf("the victim %s does not hold the survivor's data after the resync", victim.spec.Name)
 	}
 }

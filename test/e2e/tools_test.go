@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/blockrep/blockrep/storeid"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -286,6 +288,59 @@ func sha256File(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// volumeDataSize returns how many bytes of the store at path are the
+// volume's data: all but its identity block (storeid) when it has one, the
+// whole file otherwise.
+func volumeDataSize(t *testing.T, path string) int64 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := fi.Size()
+	if size < storeid.BlockSize {
+		return size
+	}
+	b := make([]byte, storeid.BlockSize)
+	if _, err := f.ReadAt(b, size-storeid.BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	if tr, found, _ := storeid.Parse(b); found == storeid.Valid && tr.Size == size-storeid.BlockSize {
+		return tr.Size
+	}
+	return size
+}
+
+// volumeDataHash returns the hex SHA-256 of the data part of the store at
+// path (volumeDataSize): what the volume's clients see.
+func volumeDataHash(t *testing.T, path string) string {
+	t.Helper()
+	return sha256Range(t, path, 0, volumeDataSize(t, path))
+}
+
+// volumesEqual fails the test unless the stores at a and b hold the same
+// data (their identity blocks differ: each names its own store).
+func volumesEqual(t *testing.T, a, b string) {
+	t.Helper()
+	na, nb := volumeDataSize(t, a), volumeDataSize(t, b)
+	if na != nb {
+		t.Fatalf("%s holds %d bytes of data, %s %d", a, na, b, nb)
+	}
+	da, db := readRange(t, a, 0, na), readRange(t, b, 0, nb)
+	if !bytes.Equal(da, db) {
+		for i := range da {
+			if da[i] != db[i] {
+				t.Fatalf("the data of %s and %s differ first at byte %d (%#x vs %#x)", a, b, i, da[i], db[i])
+			}
+		}
+	}
 }
 
 // filesEqual fails the test unless two files have identical contents; it

@@ -76,7 +76,7 @@ func TestOnlineVerify(t *testing.T) {
 	}
 	n1.Blockctl(t, "resync")
 	waitInSync(t, n1, "node2")
-	filesEqual(t, n1.VolumePath(clusterVolume), n2.VolumePath(clusterVolume))
+	volumesEqual(t, n1.VolumePath(clusterVolume), n2.VolumePath(clusterVolume))
 
 	// A checksum resync finds and repairs another corrupted block.
 	restartCorrupted(6*MiB + 2*4096)
@@ -97,7 +97,7 @@ func TestOnlineVerify(t *testing.T) {
 	if sent < 4096 || sent > size/64 {
 		t.Errorf("checksum resync sent %d bytes of resync data for one differing block of a %d-byte volume", sent, int64(size))
 	}
-	filesEqual(t, n1.VolumePath(clusterVolume), n2.VolumePath(clusterVolume))
+	volumesEqual(t, n1.VolumePath(clusterVolume), n2.VolumePath(clusterVolume))
 }
 
 // TestVerifyThenReconnect marks a block out of sync with an online verify
@@ -128,5 +128,5 @@ func TestVerifyThenReconnect(t *testing.T) {
 	n2.Stop()
 	n2.Start()
 	waitInSync(t, n1, "node2")
-	filesEqual(t, n1.VolumePath(clusterVolume), n2.VolumePath(clusterVolume))
+	volumesEqual(t, n1.VolumePath(clusterVolume), n2.VolumePath(clusterVolume))
 }

@@ -1,0 +1,81 @@
+//go:build linux
+
+package raid
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrStoreGone means a store's file or device was deleted or replaced while
+// it was open: the path no longer names what the store writes to, so
+// nothing written there can be found again. Every request of such a store
+// fails with an error wrapping both ErrStoreGone and syscall.EIO: to the
+// layers above it is a failed disk.
+var ErrStoreGone = errors.New("store gone: its path no longer names the open file (deleted or replaced while open)")
+
+// goneError is the error a gone store fails with.
+type goneError struct {
+	why string
+}
+
+func (e *goneError) Error() string { return ErrStoreGone.Error() + ": " + e.why }
+
+// Unwrap makes errors.Is find ErrStoreGone and EIO.
+func (e *goneError) Unwrap() []error { return []error{ErrStoreGone, syscall.EIO} }
+
+// CheckLink checks that the store's path still names the open file or
+// device: a regular file with no links left (deleted), a path that names
+// nothing any more, or one that names another file or device (replaced),
+// means the store is gone. Then, and from then on, CheckLink returns an
+// error wrapping ErrStoreGone and syscall.EIO, and so does every request:
+// writes would only reach a file nobody can open again. An error that says
+// nothing about the link (such as EACCES on the directory) is returned as
+// it is and does not mark the store gone. A caller checks periodically
+// (the node does every second).
+func (f *File) CheckLink() error {
+	if g := f.gone.Load(); g != nil {
+		return fmt.Errorf("%s: %w", f.path, g)
+	}
+	if f.closed.Load() {
+		return nil
+	}
+	var st unix.Stat_t
+	err := retryEINTR(func() error { return unix.Fstat(f.fd, &st) })
+	runtime.KeepAlive(f.file)
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", f.path, err)
+	}
+	var why string
+	if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 0 {
+		why = "the file was deleted"
+	} else {
+		var ps unix.Stat_t
+		err := retryEINTR(func() error { return unix.Stat(f.path, &ps) })
+		switch {
+		case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR):
+			why = "the path names nothing any more"
+		case err != nil:
+			return fmt.Errorf("stat %s: %w", f.path, err)
+		case ps.Dev != f.dev || ps.Ino != f.ino:
+			why = fmt.Sprintf("the path names another file now (device %d inode %d; the store is device %d inode %d)", ps.Dev, ps.Ino, f.dev, f.ino)
+		}
+	}
+	if why == "" {
+		return nil
+	}
+	f.gone.CompareAndSwap(nil, &goneError{why: why})
+	return fmt.Errorf("%s: %w", f.path, f.gone.Load())
+}
+
+// Gone reports the error of a store CheckLink found gone, nil otherwise.
+func (f *File) Gone() error {
+	if g := f.gone.Load(); g != nil {
+		return fmt.Errorf("%s: %w", f.path, g)
+	}
+	return nil
+}
