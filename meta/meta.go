@@ -190,6 +190,20 @@ func (d *DB) EnsureVolume(name, path string, size int64) (VolumeRecord, error) {
 	return rec, nil
 }
 
+// DeleteVolume removes the record of volume name and everything under it
+// (generation identifiers, bitmaps, activity log, store identity): the next
+// EnsureVolume is the volume's first. An unknown volume fails with an error
+// wrapping ErrNoVolume.
+func (d *DB) DeleteVolume(name string) error {
+	return d.db.Update(func(tx *bolt.Tx) error {
+		vb := tx.Bucket(bucketVolumes)
+		if vb.Bucket([]byte(name)) == nil {
+			return fmt.Errorf("meta: volume %q: %w", name, ErrNoVolume)
+		}
+		return vb.DeleteBucket([]byte(name))
+	})
+}
+
 // Volume returns the record of volume name, or an error wrapping ErrNoVolume.
 func (d *DB) Volume(name string) (VolumeRecord, error) {
 	var rec VolumeRecord

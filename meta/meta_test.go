@@ -185,3 +185,44 @@ func TestOpenGarbage(t *testing.T) {
 		t.Errorf("Open garbage: %v", err)
 	}
 }
+
+func TestDeleteVolume(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	first, err := db.EnsureVolume("vol0", "/srv/vol0.img", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.UpdateVolume("vol0", func(tx *VolumeTx) error { return tx.Put("k", []byte("v")) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.EnsureVolume("vol1", "/srv/vol1.img", 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeleteVolume("vol0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Volume("vol0"); !errors.Is(err, ErrNoVolume) {
+		t.Fatalf("Volume after DeleteVolume: %v", err)
+	}
+	if _, err := db.Volume("vol1"); err != nil {
+		t.Fatalf("the other volume: %v", err)
+	}
+	if err := db.DeleteVolume("vol0"); !errors.Is(err, ErrNoVolume) {
+		t.Fatalf("second DeleteVolume: %v", err)
+	}
+	// The next EnsureVolume is a first: a new UUID, any size, no state.
+	again, err := db.EnsureVolume("vol0", "/srv/vol0.img", 2<<20)
+	if err != nil || again.UUID == first.UUID || again.Size != 2<<20 {
+		t.Fatalf("EnsureVolume after DeleteVolume: %+v, %v (first %+v)", again, err, first)
+	}
+	_ = db.ViewVolume("vol0", func(tx *VolumeTx) error {
+		if v := tx.Get("k"); v != nil {
+			t.Errorf("state survived DeleteVolume: %q", v)
+		}
+		return nil
+	})
+}

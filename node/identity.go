@@ -385,3 +385,34 @@ func (n *Node) checkStore(v *volume) {
 			slog.String("volume", v.cfg.Name), slog.String("path", v.cfg.Path), slog.String("err", err.Error()))
 	}
 }
+
+// ForgetVolume makes the node forget volume name: its record in meta.db
+// and everything under it (generation identifiers, bitmaps, the store
+// identity). The node must not be running (meta.db is locked then). The
+// next start initialises the volume again from what its store holds, as a
+// new volume: the way out storeid's refusals give for a standalone volume
+// whose store is not the recorded one (a replicated volume then comes up
+// Inconsistent, for a full sync). blockrepd -forget-volume runs it.
+func ForgetVolume(cfg *config.Config, name string, logger *slog.Logger) error {
+	path := filepath.Join(cfg.Node.DataDir, meta.FileName)
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("forget volume %q: %w", name, err)
+	}
+	db, err := meta.Open(path)
+	if err != nil {
+		return err
+	}
+	rec, err := db.Volume(name)
+	if err == nil {
+		err = db.DeleteVolume(name)
+	}
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("forget volume %q: %w", name, err)
+	}
+	logger.Warn("volume forgotten: the next start initialises it again from what its store holds",
+		"volume", name, "uuid", rec.UUID, "path", rec.Path, "size", rec.Size, "meta", path)
+	return nil
+}

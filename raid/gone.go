@@ -52,7 +52,7 @@ func (f *File) CheckLink() error {
 	}
 	var why string
 	if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 0 {
-		why = "the file was deleted"
+		why = "the file has no links left (deleted, or replaced by a rename)"
 	} else {
 		var ps unix.Stat_t
 		err := retryEINTR(func() error { return unix.Stat(f.path, &ps) })

@@ -286,8 +286,8 @@ func Decide(f Facts) Verdict {
 	t := f.Trailer
 	if t.Volume != rec.Volume {
 		return refuse(fmt.Sprintf("rule 10: store %s holds another volume: %s; meta.db records volume %q as uuid %s: refusing to overwrite it "+
-			"(check path; if that data may go, blank the store's identity: %s)",
-			f.Path, describe(f), f.Volume, rec.Volume, blankWayOut(f, rec.Size)))
+			"(check path; to serve that data as volume %q: %s; if it may go, blank the store's identity: %s)",
+			f.Path, describe(f), f.Volume, rec.Volume, f.Volume, forget(f), blankWayOut(f, rec.Size)))
 	}
 
 	// Rule 11: this volume's trailer.

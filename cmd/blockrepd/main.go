@@ -4,6 +4,11 @@
 // Usage:
 //
 //	blockrepd -config /etc/blockrep/node1.toml [-log-level info] [-log-format text]
+//	blockrepd -config /etc/blockrep/node1.toml -forget-volume NAME
+//
+// -forget-volume removes a volume's record from meta.db and exits: the next
+// start initialises the volume again from what its store holds (the way out
+// when a standalone volume's store was replaced and is refused).
 //
 // SIGTERM or SIGINT shuts it down cleanly (NBD clients drain for up to 30 s,
 // volumes are flushed); a second signal exits at once. Exit status: 0 after a
@@ -43,8 +48,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	logFormat := fs.String("log-format", "text", "log format: "+logging.Formats)
 	version := fs.Bool("version", false, "print the version and exit")
 	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this loopback `address` (for profiling; off by default)")
+	forget := fs.String("forget-volume", "", "forget the `volume`'s record in meta.db (its generations, bitmaps and store identity) and exit; the next start initialises it again from what its store holds")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: blockrepd -config PATH [-log-level LEVEL] [-log-format FORMAT]")
+		fmt.Fprintln(fs.Output(), "usage: blockrepd -config PATH [-log-level LEVEL] [-log-format FORMAT] [-forget-volume NAME]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -76,6 +82,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "blockrepd: %v\n", err)
 		return 2
+	}
+
+	if *forget != "" {
+		if err := node.ForgetVolume(cfg, *forget, logger); err != nil {
+			fmt.Fprintf(stderr, "blockrepd: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 
 	// A connection's reader blocks in read(2) holding its P. With a single

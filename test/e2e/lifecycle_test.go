@@ -3,9 +3,11 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -169,4 +171,101 @@ size = "10MB"
 	if _, err := os.Stat(filepath.Join(dir, "vol0.img")); !os.IsNotExist(err) {
 		t.Errorf("a refused configuration created the volume file (stat: %v)", err)
 	}
+}
+
+// TestStartupErrorsWriteNothing: a configuration that its environment
+// refuses — a missing or short secret, a port in use, an existing backing
+// file of another size than size — stops blockrepd with exit status 2 and
+// an error naming the key, before it writes anything: no meta.db, no
+// backing file (an existing one keeps its size).
+func TestStartupErrorsWriteNothing(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	busyAddr := busy.Addr().String()
+	free := func() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t))) }
+
+	for _, tc := range []struct {
+		name string
+		// setup returns the [replication]/[[peer]] tables and the nbd
+		// listen address; dir is the test's directory.
+		setup   func(t *testing.T, dir string) (tables, nbdListen string)
+		key     string
+		existed int64 // size of a backing file that exists before the start; 0: none
+	}{
+		{name: "missing-secret", key: "replication.secret_file", setup: func(t *testing.T, dir string) (string, string) {
+			return replTables(filepath.Join(dir, "no-such-secret"), free()), free()
+		}},
+		{name: "short-secret", key: "replication.secret_file", setup: func(t *testing.T, dir string) (string, string) {
+			secret := filepath.Join(dir, "short.secret")
+			writeConfig(t, secret, "too short\n")
+			return replTables(secret, free()), free()
+		}},
+		{name: "nbd-port-in-use", key: "nbd.listen.0", setup: func(t *testing.T, dir string) (string, string) {
+			return "", busyAddr
+		}},
+		{name: "replication-port-in-use", key: "replication.listen", setup: func(t *testing.T, dir string) (string, string) {
+			return replTables(newSecretFile(t, dir, "ok.secret"), busyAddr), free()
+		}},
+		{name: "wrong-size", key: "volume.0.size", existed: 4 * MiB, setup: func(t *testing.T, dir string) (string, string) {
+			return "", free()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			img := filepath.Join(dir, "vol0.img")
+			if tc.existed > 0 {
+				writeRandomFile(t, img, tc.existed, 5)
+			}
+			tables, nbdListen := tc.setup(t, dir)
+			cfg := filepath.Join(dir, "node.toml")
+			writeConfig(t, cfg, `[node]
+name = "node1"
+data_dir = "`+filepath.Join(dir, "data")+`"
+control_socket = "`+filepath.Join(dir, "ctl.sock")+`"
+
+[nbd]
+listen = ["`+nbdListen+`"]
+
+[[volume]]
+name = "vol0"
+path = "`+img+`"
+size = "16MiB"
+`+tables)
+			out := runDaemonExpectFailure(t, cfg, filepath.Join(dir, "ctl.sock"), 2)
+			if !strings.Contains(out, tc.key) {
+				t.Errorf("the error does not name %s", tc.key)
+			}
+			if strings.Contains(out, "raid:") {
+				t.Errorf("the error of a plain-file volume says raid:")
+			}
+			if _, err := os.Stat(filepath.Join(dir, "data", "meta.db")); !os.IsNotExist(err) {
+				t.Errorf("the refused start left meta.db (stat: %v)", err)
+			}
+			fi, err := os.Stat(img)
+			switch {
+			case tc.existed == 0 && !os.IsNotExist(err):
+				t.Errorf("the refused start created the backing file (stat: %v)", err)
+			case tc.existed > 0 && (err != nil || fi.Size() != tc.existed):
+				t.Errorf("the refused start changed the existing backing file: %v, %v", fi, err)
+			}
+		})
+	}
+}
+
+// replTables renders a [replication] table with secret and listen, and
+// one peer (nothing listens there: the node never gets to dial it).
+func replTables(secret, listen string) string {
+	return `
+[replication]
+cluster = "e2e"
+secret_file = "` + secret + `"
+listen = "` + listen + `"
+
+[[peer]]
+name = "node2"
+address = "127.0.0.1:1"
+`
 }
