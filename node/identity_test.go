@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/blockrep/blockrep/config"
 	"github.com/blockrep/blockrep/internal/nbdclient"
 	"github.com/blockrep/blockrep/storeid"
@@ -271,5 +273,67 @@ func TestStoreGoneWhileServing(t *testing.T) {
 				t.Errorf("a flush after the store was %s succeeded", how)
 			}
 		})
+	}
+}
+
+// readStoreTrailer reads the identity block of a file store of volSize.
+func readStoreTrailer(t *testing.T, path string) storeid.Trailer {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, storeid.BlockSize)
+	if _, err := f.ReadAt(b, volSize); err != nil {
+		t.Fatal(err)
+	}
+	tr, found, err := storeid.Parse(b)
+	if found != storeid.Valid {
+		t.Fatalf("%s: identity block %v: %v", path, found, err)
+	}
+	return tr
+}
+
+// TestStoreIdentityGenerations: every writable open writes a new
+// generation whose Prev is the one meta.db recorded, keeping the store
+// UUID; a crash between writing the trailer and recording it in meta.db
+// (simulated: a trailer one generation ahead) is accepted, and the next
+// generation again follows what meta.db recorded.
+func TestStoreIdentityGenerations(t *testing.T) {
+	cfg := testConfig(t, t.TempDir(), "")
+	path := cfg.Volumes[0].Path
+	runOnce(t, cfg)
+	t1 := readStoreTrailer(t, path)
+	if t1.Prev != (uuid.UUID{}) || t1.Name != "vol0" || t1.Size != volSize {
+		t.Fatalf("first identity %+v", t1)
+	}
+	if got := runOnce(t, cfg); got != "Accept" {
+		t.Fatalf("second start: %s", got)
+	}
+	t2 := readStoreTrailer(t, path)
+	if t2.Store != t1.Store || t2.Volume != t1.Volume || t2.Prev != t1.Gen || t2.Gen == t1.Gen {
+		t.Fatalf("second identity %+v does not follow the first %+v", t2, t1)
+	}
+
+	// The crash: the trailer of a third open, never recorded.
+	t3 := t2
+	t3.Gen, t3.Prev = uuid.New(), t2.Gen
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(t3.Marshal(), volSize); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if got := runOnce(t, cfg); got != "Accept" {
+		t.Fatalf("after a crash between the trailer and meta.db: %s, want Accept", got)
+	}
+	if t4 := readStoreTrailer(t, path); t4.Prev != t2.Gen || t4.Store != t1.Store {
+		t.Fatalf("the identity after the crash %+v: Prev %s, want what meta.db recorded (%s)", t4, t4.Prev, t2.Gen)
+	}
+	if got := runOnce(t, cfg); got != "Accept" {
+		t.Fatalf("the start after: %s, want Accept", got)
 	}
 }

@@ -165,3 +165,30 @@ func storeStatus(t *testing.T, d *daemon, name string) *storeStatusJSON {
 	t.Fatalf("%s: no store status for volume %s in\n%s", d.spec.Name, name, raw)
 	return nil
 }
+
+// TestStandaloneStoreRecovery runs the README's way out for a standalone
+// volume whose store is gone: blockrepd refuses to start, naming the path
+// and the command; blockrepd -config FILE -forget-volume vol0 drops the
+// record; the next start initialises the volume again (here a new blank
+// store, since size is set), and serves it.
+func TestStandaloneStoreRecovery(t *testing.T) {
+	tool(t, "nbdinfo")
+	d := startDaemon(t, daemonSpec{Volumes: []volumeSpec{{Name: "vol0", Size: 16 * MiB}}})
+	path := d.VolumePath("vol0")
+	d.Stop()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	out := runDaemonExpectFailure(t, d.ConfigPath, d.ControlSocket, 1)
+	for _, want := range []string{path, "blockrepd -config " + d.ConfigPath + " -forget-volume vol0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the refusal does not say %q", want)
+		}
+	}
+	must(t, blockrepdBin, "-config", d.ConfigPath, "-forget-volume", "vol0")
+	d.Start()
+	if st := storeStatus(t, d, "vol0"); st.Opened != "Initialise" {
+		t.Errorf("after -forget-volume the store opened %q, want Initialise", st.Opened)
+	}
+	checkInt(t, "export-size after -forget-volume", nbdinfo(t, d.URI("vol0")).Size, 16*MiB)
+}
