@@ -214,6 +214,22 @@ address = "`+addrs[1]+`"
 	if fi, err := os.Stat(path); err != nil || fi.Size() != volSize+storeid.BlockSize {
 		t.Errorf("the blank store did not grow to hold its identity: %v, %v", fi, err)
 	}
+
+	// A wiped store that still has room for the identity (a new disk of
+	// the right size) is Inconsistent too.
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, volSize+storeid.BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	n, stop = startNode(t, cfg)
+	if st, _ := n.Status(context.Background()); st.Volumes[0].Store.Opened != "Inconsistent" || st.Volumes[0].Replication.Disk != "Inconsistent" {
+		t.Errorf("a wiped store: store %s, replica %s; want Inconsistent, Inconsistent", st.Volumes[0].Store.Opened, st.Volumes[0].Replication.Disk)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestStoreGoneWhileServing: a store whose file is deleted, or replaced by
