@@ -344,3 +344,32 @@ func TestStoreActivityLogCorruptRecord(t *testing.T) {
 		t.Errorf("corrupt record: err = %v, want ErrALCorrupt for record 2", err)
 	}
 }
+
+// TestStoreInvalidate: a store that does not hold the recorded data is
+// recorded Inconsistent without a generation, its old one kept in history
+// (so it is neither a sync source nor a new volume's first primary); a
+// volume with no record is left alone.
+func TestStoreInvalidate(t *testing.T) {
+	_, s := openStore(t, t.TempDir())
+	if err := s.Invalidate(); err != nil {
+		t.Fatalf("Invalidate without a record: %v", err)
+	}
+	if _, _, ok, err := s.LoadGenerations(); ok || err != nil {
+		t.Fatalf("Invalidate without a record wrote one: %v %v", ok, err)
+	}
+	g := Generations{Current: 0xc3, Bitmap: 0xb2, History: [HistoryLen]GenID{0xa1}}
+	if err := s.SaveGenerations(g, UpToDate); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Invalidate(); err != nil {
+		t.Fatal(err)
+	}
+	got, disk, ok, err := s.LoadGenerations()
+	if err != nil || !ok || disk != Inconsistent || got.Current != 0 || got.History[0] != 0xc3 || got.History[1] != 0xa1 {
+		t.Fatalf("after Invalidate: %v %v %v %v; want Inconsistent, cur=0 hist=c3,a1", got, disk, ok, err)
+	}
+	peer := Side{Gen: Generations{Current: 0xd4, Bitmap: 0xc3, History: [HistoryLen]GenID{0xa1}}, Disk: UpToDate}
+	if d := Decide(Side{Gen: got, Disk: disk}, peer, PolicyDisconnect); d.Action != BecomeSyncTarget || d.Resync != FullResync {
+		t.Errorf("an invalidated replica against an UpToDate peer whose bitmap counts from its old generation: %v; want a full sync into it", d)
+	}
+}

@@ -35,6 +35,19 @@ func writeTable(w io.Writer, st api.Status, now time.Time) error {
 		return err
 	}
 
+	// A store that is gone, came up Inconsistent or carries no identity
+	// gets a line; a store in order, none.
+	storeLines := false
+	for _, v := range st.Volumes {
+		if line := storeLine(v.Name, v.Store); line != "" {
+			if !storeLines {
+				fmt.Fprintln(w)
+				storeLines = true
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
+
 	raidLines := false
 	for _, v := range st.Volumes {
 		if v.RAID == nil {
@@ -346,4 +359,19 @@ func humanDuration(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%dd%dh", s/86400, s%86400/3600)
 	}
+}
+
+// storeLine says what is wrong with a volume's store, "" when nothing is.
+func storeLine(name string, s *api.StoreStatus) string {
+	switch {
+	case s == nil:
+		return ""
+	case s.Gone != "":
+		return fmt.Sprintf("store %s: GONE, every request fails: %s", name, s.Gone)
+	case s.Opened == "Inconsistent":
+		return fmt.Sprintf("store %s: opened Inconsistent (full sync from a peer): %s", name, s.Reason)
+	case s.Identity == "unprotected":
+		return fmt.Sprintf("store %s: no identity (a replaced store cannot be recognised): %s", name, s.Reason)
+	}
+	return ""
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,5 +186,37 @@ func TestVerifyLine(t *testing.T) {
 		if got := verifyLine(&tt.v, now); got != tt.want {
 			t.Errorf("verifyLine(%+v) = %q, want %q", tt.v, got, tt.want)
 		}
+	}
+}
+
+// TestWriteTableStore: a store that is gone, came up Inconsistent or has no
+// identity is named in the table; one in order is not.
+func TestWriteTableStore(t *testing.T) {
+	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	st := api.Status{
+		Node: "node1", NodeID: "id", Version: "v", UptimeSeconds: 1,
+		Volumes: []api.VolumeStatus{
+			{Name: "a", Size: 1 << 20, TLS: "optional", Path: "/a", Clients: []nbd.ClientInfo{}, Store: &api.StoreStatus{Identity: "protected", Opened: "Accept", Reason: "ok"}},
+			{Name: "b", Size: 1 << 20, TLS: "optional", Path: "/b", Clients: []nbd.ClientInfo{}, Store: &api.StoreStatus{Identity: "protected", Opened: "Accept", Gone: "/b: store gone: the file has no links left"}},
+			{Name: "c", Size: 1 << 20, TLS: "optional", Path: "/c", Clients: []nbd.ClientInfo{}, Store: &api.StoreStatus{Identity: "protected", Opened: "Inconsistent", Reason: "rule 8: blank"}},
+			{Name: "d", Size: 1 << 20, TLS: "optional", Path: "/d", Clients: []nbd.ClientInfo{}, Store: &api.StoreStatus{Identity: "unprotected", Opened: "Unprotected", Reason: "rule 3: read-only"}},
+		},
+	}
+	var buf bytes.Buffer
+	if err := writeTable(&buf, st, now); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{
+		"store b: GONE, every request fails: /b: store gone: the file has no links left\n",
+		"store c: opened Inconsistent (full sync from a peer): rule 8: blank\n",
+		"store d: no identity (a replaced store cannot be recognised): rule 3: read-only\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the table lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "store a") {
+		t.Errorf("the table names a store in order:\n%s", out)
 	}
 }
