@@ -361,8 +361,16 @@ func (n *Node) watchStores(ctx context.Context) {
 	}
 }
 
-// checkStore checks one volume's store once.
+// checkStore checks one volume's store once: a plain store found gone
+// fails all I/O; an array's member found gone is failed (the array goes on
+// degraded).
 func (n *Node) checkStore(v *volume) {
+	if v.raid != nil {
+		for _, err := range v.raid.arr.CheckLinks() {
+			n.log.Error("raid: MEMBER GONE: its file was deleted or replaced while open; the member is failed", "volume", v.cfg.Name, "err", err)
+		}
+		return
+	}
 	if v.file == nil || v.ident == nil {
 		return
 	}

@@ -353,3 +353,43 @@ func TestStoreIdentityGenerations(t *testing.T) {
 		t.Fatalf("the start after: %s, want Accept", got)
 	}
 }
+
+// TestRAIDMemberGoneWhileServing: a member file of a RAID volume deleted
+// while the node serves it is found by the same periodic check and failed:
+// the array goes on degraded and every byte still reads back.
+func TestRAIDMemberGoneWhileServing(t *testing.T) {
+	cfg := raidConfig(t, t.TempDir())
+	n, stop := startNode(t, cfg)
+	defer stop()
+	c, err := nbdclient.Dial(context.Background(), n.NBDAddrs()[0].String(), "vol0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	data := bytes.Repeat([]byte("member gone "), 1<<14)[:1<<17]
+	if err := c.WriteAt(data, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(cfg.Volumes[0].RAID.Members[1]); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := n.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rs := st.Volumes[0].RAID; rs.Members[1].State == "faulty" && rs.Health == "degraded" {
+			t.Logf("member 1: %s (%s); array %s", rs.Members[1].State, rs.Members[1].Error, rs.Health)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the deleted member was not failed within 30s: %+v", st.Volumes[0].RAID)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	got := make([]byte, len(data))
+	if err := c.ReadAt(got, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read from the degraded array: %v (equal %v)", err, bytes.Equal(got, data))
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -78,4 +79,31 @@ func (f *File) Gone() error {
 		return fmt.Errorf("%s: %w", f.path, g)
 	}
 	return nil
+}
+
+// CheckLinks runs CheckLink on every member of the array. A member whose
+// file is found gone is failed at once (Fail, persisted), as a member
+// with a write error would be: its writes could never be read back, so the
+// array goes on degraded and takes a spare if it has one. It returns what
+// it found this time: one error per member newly found gone (and Fail's
+// error when the array refused to fail it).
+func (d *DiskArray) CheckLinks() []error {
+	d.mu.Lock()
+	files := slices.Clone(d.files)
+	d.mu.Unlock()
+	var errs []error
+	for i, f := range files {
+		if f == nil || f.Gone() != nil {
+			continue
+		}
+		err := f.CheckLink()
+		if !errors.Is(err, ErrStoreGone) {
+			continue
+		}
+		errs = append(errs, fmt.Errorf("raid: %s member %d: %w", d.name, i, err))
+		if ferr := d.Fail(i); ferr != nil {
+			errs = append(errs, fmt.Errorf("raid: %s member %d is gone but could not be failed: %w", d.name, i, ferr))
+		}
+	}
+	return errs
 }
