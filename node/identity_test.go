@@ -393,3 +393,72 @@ func TestRAIDMemberGoneWhileServing(t *testing.T) {
 		t.Fatalf("read from the degraded array: %v (equal %v)", err, bytes.Equal(got, data))
 	}
 }
+
+// TestRAIDStoreBlanked: every member of a RAID volume blanked (all disks
+// replaced): a standalone volume is refused, and no array is created on
+// the blank members; a replicated one gets a new array that comes up
+// Inconsistent, for a full sync.
+func TestRAIDStoreBlanked(t *testing.T) {
+	blank := func(t *testing.T, cfg *config.Config) {
+		t.Helper()
+		for _, m := range cfg.Volumes[0].RAID.Members {
+			if err := os.Truncate(m, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(m, 5<<20); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Run("standalone", func(t *testing.T) {
+		cfg := raidConfig(t, t.TempDir())
+		runOnce(t, cfg)
+		blank(t, cfg)
+		_, err := New(cfg, testLogger(t))
+		if err == nil || !strings.Contains(err.Error(), "holds an array superblock") || !strings.Contains(err.Error(), "-forget-volume vol0") {
+			t.Fatalf("New on blank members: %v; want a refusal with the way out", err)
+		}
+		if holdsSuperblock(cfg.Volumes[0].RAID.Members[0]) {
+			t.Errorf("the refused start created an array on the blank members")
+		}
+	})
+	t.Run("replicated", func(t *testing.T) {
+		dir := t.TempDir()
+		secret := filepath.Join(dir, "secret")
+		if err := os.WriteFile(secret, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		addrs := freeAddrs(t, 2)
+		cfg := raidConfigWith(t, dir, `raid_rebuild_rate = 0
+role = "primary"
+
+[replication]
+cluster = "t"
+secret_file = "`+secret+`"
+listen = "`+addrs[0]+`"
+continue_alone = true
+
+[[peer]]
+name = "node2"
+address = "`+addrs[1]+`"`)
+		n, stop := startNode(t, cfg)
+		st, _ := n.Status(context.Background())
+		if r := st.Volumes[0].Replication; r.Disk != "UpToDate" {
+			t.Fatalf("first start: %s", r.Disk)
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		blank(t, cfg)
+		n, stop = startNode(t, cfg)
+		st, _ = n.Status(context.Background())
+		v := st.Volumes[0]
+		if v.Store.Opened != "Inconsistent" || v.Replication.Disk != "Inconsistent" || v.Replication.Role != "secondary" || !v.RAID.Recovery.Created {
+			t.Errorf("on blank members: store %s, replica %s %s, array created %v; want a new array, Inconsistent secondary",
+				v.Store.Opened, v.Replication.Role, v.Replication.Disk, v.RAID.Recovery.Created)
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
