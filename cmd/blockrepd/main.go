@@ -12,8 +12,11 @@
 //
 // SIGTERM or SIGINT shuts it down cleanly (NBD clients drain for up to 30 s,
 // volumes are flushed); a second signal exits at once. Exit status: 0 after a
-// clean shutdown, 1 on a runtime error, 2 on a bad command line or
-// configuration.
+// clean shutdown, 1 on a runtime error (a store refused because it is not
+// the one meta.db records among them), 2 on a bad command line or
+// configuration, including one its environment refuses (a missing or short
+// secret, a port in use, an existing backing file of another size): those
+// are found before anything is written, and the error names the key.
 package main
 
 import (
