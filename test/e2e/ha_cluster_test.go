@@ -73,6 +73,8 @@ type haOptions struct {
 	Size            int64
 	FailoverTimeout string
 	Fence           string
+	// ResyncRate is the data nodes' resync_rate.
+	ResyncRate string
 }
 
 // haCluster is a running HA cluster.
@@ -134,7 +136,7 @@ func startHA(t *testing.T, o haOptions) *haCluster {
 			}
 			spec.Peers = []peerSpec{peer}
 			// cluster and secret_file are left to default to [cluster]'s.
-			spec.Replication = &replicationSpec{Listen: replAddr(i), ConnectRetryMax: "1s", HA: ha(i)}
+			spec.Replication = &replicationSpec{Listen: replAddr(i), ConnectRetryMax: "1s", ResyncRate: o.ResyncRate, HA: ha(i)}
 		} else {
 			spec.Replication = &replicationSpec{HA: ha(i)}
 		}

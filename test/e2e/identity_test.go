@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestHABlankStoreNeverUpToDate runs issue 11's repro on a two-data-node +
@@ -191,4 +192,56 @@ func TestStandaloneStoreRecovery(t *testing.T) {
 		t.Errorf("after -forget-volume the store opened %q, want Initialise", st.Opened)
 	}
 	checkInt(t, "export-size after -forget-volume", nbdinfo(t, d.URI("vol0")).Size, 16*MiB)
+}
+
+// TestHABlankStoreFailoverDuringFullSync is the repro's order with the
+// primary killed while the blank store's full sync is still running (the
+// resync is capped at 2 MiB/s, so it takes about 4 s): the cluster promotes nobody — node2 is
+// Inconsistent — and node2's export serves no data rather than zeros.
+// node1 comes back as the primary, and the sync completes from it.
+func TestHABlankStoreFailoverDuringFullSync(t *testing.T) {
+	const size = 8 * MiB
+	c := startHA(t, haOptions{Size: size, ResyncRate: "2MiB"})
+	n1, n2 := c.N1, c.N2
+	data := randomBytes(4*MiB, 2222)
+	cl := dialNBD(t, n1)
+	if err := cl.WriteAt(data, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
+	c.waitPair(t, n1, n2)
+
+	n2.Stop()
+	path := n2.VolumePath(clusterVolume)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	must(t, "truncate", "-s", strconv.FormatInt(size, 10), path)
+	n2.Start()
+	waitHA(t, n2, "node2 a full-sync target of node1", func(s *haStatusJSON) bool {
+		p := s.repl().peer("node1")
+		return s.repl().Disk == "Inconsistent" && p != nil && p.Connection == "SyncTarget"
+	})
+	start := time.Now()
+	n1.Kill9()
+	s := waitHA(t, n2, "the cluster to see node1 lost", func(s *haStatusJSON) bool {
+		v := s.clusterVolume()
+		return v != nil && v.Lost == "node1"
+	})
+	if r, v := s.repl(), s.clusterVolume(); r.Role == "primary" || v.Primary == "node2" || r.Disk != "Inconsistent" {
+		t.Fatalf("node1 lost during node2's full sync: node2 %s %s, cluster primary %q; want node2 an Inconsistent secondary, not promoted", r.Role, r.Disk, v.Primary)
+	}
+	rc := dialNBD(t, n2)
+	buf := make([]byte, 1*MiB)
+	if err := rc.ReadAt(buf, 0); err == nil {
+		t.Errorf("node2's Inconsistent export served a read (all zeros: %v)", bytes.Count(buf, []byte{0}) == len(buf))
+	}
+	rc.Close()
+	t.Logf("%v after the kill: the cluster saw node1 lost, node2 stays an Inconsistent secondary", time.Since(start).Round(time.Millisecond))
+
+	n1.Start()
+	c.waitPair(t, n1, n2)
+	t.Logf("%v after the kill: node1 primary again, node2 in sync", time.Since(start).Round(time.Millisecond))
+	checkVolumeData(t, n2, data, "node2 after the sync from the returning node1")
+	checkVolumeData(t, n1, data, "node1 after its return")
 }
