@@ -70,10 +70,10 @@ type Config struct {
 	// maximal request (32 MiB) and lowered to what large requests may use
 	// (see Server).
 	MaxInFlightPerClient int64
-	// ReplyTimeout evicts a connection whose client reads none of its
-	// replies for this long: a client that stops reading would otherwise
-	// keep its request buffers forever. Zero selects 30 s; negative waits
-	// forever.
+	// ReplyTimeout evicts a connection whose client takes less than 1 MiB
+	// (fdconn.MinProgress) of its replies in this long, noticed within
+	// twice this: a client that stops reading would otherwise keep its
+	// request buffers forever. Zero selects 30 s; negative waits forever.
 	ReplyTimeout time.Duration
 	// HandshakeTimeout bounds the option phase of a connection. Zero
 	// selects 10 s.
