@@ -102,6 +102,7 @@ func wantClusterNode() *Config {
 			MaxInFlight:    256 * MiB,
 			MaxConnections: DefaultMaxConnections,
 			DefaultExport:  "vol0",
+			ReplyTimeout:   DefaultReplyTimeout, HandshakeTimeout: DefaultHandshakeTimeout, HandshakesPerAddress: DefaultHandshakesPerAddress,
 		},
 		Replication: repl,
 		Peers:       []Peer{{"node2", "10.0.0.2:7789"}, {"node3", "10.0.0.3:7789"}},

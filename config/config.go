@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -56,6 +57,17 @@ type NBD struct {
 	// MaxConnections bounds the NBD connections open at once; each holds
 	// about 1 MiB of buffers.
 	MaxConnections int
+	// MaxInFlightPerClient bounds the request buffers of one connection,
+	// in bytes; 0 selects a quarter of MaxInFlight (at least 32 MiB).
+	MaxInFlightPerClient int64
+	// ReplyTimeout evicts a client that reads (almost) none of its replies
+	// for this long.
+	ReplyTimeout time.Duration
+	// HandshakeTimeout bounds a connection's option phase.
+	HandshakeTimeout time.Duration
+	// HandshakesPerAddress bounds the unfinished handshakes from one
+	// source address.
+	HandshakesPerAddress int
 	// DefaultExport is the volume served to clients asking for the empty
 	// name; empty refuses the empty name.
 	DefaultExport string
@@ -147,8 +159,15 @@ const (
 	maxSocketPath = 107
 	// MinMaxInFlight is the smallest max_inflight accepted: one request of
 	// the largest block_size_max must fit (the NBD server enforces the same
-	// floor).
+	// floor). The same holds for max_inflight_per_client.
 	MinMaxInFlight = MaxBlockSizeLimit
+	// Defaults and bounds of the NBD server's client limits.
+	DefaultReplyTimeout         = 30 * time.Second
+	DefaultHandshakeTimeout     = 10 * time.Second
+	DefaultHandshakesPerAddress = 16
+	MinNBDTimeout               = 100 * time.Millisecond
+	MaxReplyTimeout             = time.Hour
+	MaxHandshakeTimeout         = 10 * time.Minute
 )
 
 var (
@@ -255,6 +274,13 @@ func decodeNBD(t *table, n *NBD) {
 	t.size("max_inflight", &n.MaxInFlight)
 	n.MaxConnections = DefaultMaxConnections
 	t.integer("max_connections", &n.MaxConnections, 1, MaxConnectionsLimit)
+	t.size("max_inflight_per_client", &n.MaxInFlightPerClient)
+	n.ReplyTimeout = DefaultReplyTimeout
+	t.duration("reply_timeout", &n.ReplyTimeout, MinNBDTimeout, MaxReplyTimeout)
+	n.HandshakeTimeout = DefaultHandshakeTimeout
+	t.duration("handshake_timeout", &n.HandshakeTimeout, MinNBDTimeout, MaxHandshakeTimeout)
+	n.HandshakesPerAddress = DefaultHandshakesPerAddress
+	t.integer("handshakes_per_address", &n.HandshakesPerAddress, 1, MaxConnectionsLimit)
 	t.str("default_export", &n.DefaultExport)
 	t.unknown()
 
@@ -300,6 +326,14 @@ func decodeNBD(t *table, n *NBD) {
 	}
 	if n.MaxInFlight < MinMaxInFlight && !t.p.bad[t.key("max_inflight")] {
 		t.p.add(t.key("max_inflight"), "nbd.max_inflight %s is too small: at least %s, so that a request of the largest block size fits", FormatSize(n.MaxInFlight), FormatSize(MinMaxInFlight))
+	}
+	if k := t.key("max_inflight_per_client"); n.MaxInFlightPerClient != 0 && !t.p.bad[k] && !t.p.bad[t.key("max_inflight")] {
+		switch {
+		case n.MaxInFlightPerClient < MinMaxInFlight:
+			t.p.add(k, "nbd.max_inflight_per_client %s is too small: at least %s, so that a request of the largest block size fits", FormatSize(n.MaxInFlightPerClient), FormatSize(MinMaxInFlight))
+		case n.MaxInFlightPerClient > n.MaxInFlight:
+			t.p.add(k, "nbd.max_inflight_per_client %s is larger than nbd.max_inflight %s", FormatSize(n.MaxInFlightPerClient), FormatSize(n.MaxInFlight))
+		}
 	}
 }
 

@@ -75,6 +75,10 @@ tls_client_ca = "/etc/blockrep/ca.pem"
 max_inflight = "64MiB"
 max_connections = 10
 default_export = "b"
+max_inflight_per_client = "32MiB"
+reply_timeout = "5s"
+handshake_timeout = "2s"
+handshakes_per_address = 4
 
 [[volume]]
 name = "a"
@@ -102,6 +106,7 @@ block_size_max = "32MiB"
 					},
 					TLSCert: "/etc/blockrep/cert.pem", TLSKey: "/etc/blockrep/key.pem", TLSClientCA: "/etc/blockrep/ca.pem",
 					MaxInFlight: 64 * MiB, MaxConnections: 10, DefaultExport: "b",
+					MaxInFlightPerClient: 32 * MiB, ReplyTimeout: 5 * time.Second, HandshakeTimeout: 2 * time.Second, HandshakesPerAddress: 4,
 				},
 				Replication: defaultReplication(),
 				Volumes: []Volume{
@@ -247,6 +252,7 @@ al_extent_size = "1GiB"
 					MaxInFlight:    256 * MiB,
 					MaxConnections: DefaultMaxConnections,
 					DefaultExport:  "vol0",
+					ReplyTimeout:   DefaultReplyTimeout, HandshakeTimeout: DefaultHandshakeTimeout, HandshakesPerAddress: DefaultHandshakesPerAddress,
 				},
 				Replication: defaultReplication(),
 				Volumes: []Volume{{
@@ -346,6 +352,11 @@ func TestParseBad(t *testing.T) {
 		{"relative cert", minimal + "[nbd]\ntls_cert = \"c.pem\"\ntls_key = \"/k.pem\"\n", []string{`nbd.tls_cert: "c.pem" is a relative path`}},
 		{"max_inflight too small", minimal + "[nbd]\nmax_inflight = \"16MiB\"\n", []string{`line 10: nbd.max_inflight 16MiB is too small: at least 32MiB`}},
 		{"max_connections zero", minimal + "[nbd]\nmax_connections = 0\n", []string{`line 10: nbd.max_connections: 0 is out of range: want 1 to 65536`}},
+		{"max_inflight_per_client too small", minimal + "[nbd]\nmax_inflight_per_client = \"16MiB\"\n", []string{`line 10: nbd.max_inflight_per_client 16MiB is too small: at least 32MiB`}},
+		{"max_inflight_per_client above max_inflight", minimal + "[nbd]\nmax_inflight = \"64MiB\"\nmax_inflight_per_client = \"128MiB\"\n", []string{`nbd.max_inflight_per_client 128MiB is larger than nbd.max_inflight 64MiB`}},
+		{"reply_timeout zero", minimal + "[nbd]\nreply_timeout = \"0s\"\n", []string{`nbd.reply_timeout: "0s" is out of range: want 100ms to 1h`}},
+		{"handshake_timeout too long", minimal + "[nbd]\nhandshake_timeout = \"1h\"\n", []string{`nbd.handshake_timeout: "1h" is out of range: want 100ms to 10m`}},
+		{"handshakes_per_address zero", minimal + "[nbd]\nhandshakes_per_address = 0\n", []string{`nbd.handshakes_per_address: 0 is out of range: want 1 to 65536`}},
 		{"max_connections not an integer", minimal + "[nbd]\nmax_connections = \"many\"\n", []string{`nbd.max_connections: want an integer, got string "many"`}},
 		{"max_inflight not a size", minimal + "[nbd]\nmax_inflight = true\n", []string{`nbd.max_inflight: want a size (4096 or "10GiB"), got boolean true`}},
 		{"nbd socket is the control socket", minimal + "[nbd]\nlisten = [\"unix:/var/lib/blockrep/node1/control.sock\"]\n",

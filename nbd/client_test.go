@@ -23,6 +23,12 @@ func dialTest(t *testing.T, addr string) *testClient {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return greet(t, c)
+}
+
+// greet reads the server's greeting on c and sends the client flags.
+func greet(t *testing.T, c net.Conn) *testClient {
+	t.Helper()
 	t.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
 	tc := &testClient{t: t, c: c}

@@ -8,12 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"time"
 )
-
-// handshakeTimeout bounds the whole option phase so that a silent or slow
-// client cannot hold a connection slot forever.
-const handshakeTimeout = 30 * time.Second
 
 // errAbort ends the handshake without error: the client sent NBD_OPT_ABORT
 // or closed the connection.
@@ -157,7 +152,7 @@ func (s *Server) option(ctx context.Context, n *negotiation, raw net.Conn, opt u
 			return false, err
 		}
 		tc := tls.Server(raw, s.cfg.TLS)
-		hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+		hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
 		defer cancel()
 		if err := tc.HandshakeContext(hctx); err != nil {
 			return false, fmt.Errorf("nbd: TLS handshake: %w", err)

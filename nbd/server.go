@@ -13,14 +13,10 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/blockrep/blockrep/internal/bufpool"
-
-	"golang.org/x/sync/semaphore"
-
 	"github.com/blockrep/blockrep/block"
+	"github.com/blockrep/blockrep/internal/bufpool"
 )
 
 // Export is one named device offered to clients.
@@ -68,6 +64,30 @@ type Config struct {
 	// MaxConnections bounds the connections open at once (each holds about
 	// 1 MiB of buffers); one more is closed at once. Zero selects 256.
 	MaxConnections int
+	// MaxInFlightPerClient bounds the request buffers one connection holds,
+	// so that one client, or a few, cannot take the whole MaxInFlightBytes.
+	// Zero selects a quarter of MaxInFlightBytes; it is raised to one
+	// maximal request (32 MiB) and lowered to what large requests may use
+	// (see Server).
+	MaxInFlightPerClient int64
+	// ReplyTimeout evicts a connection whose client takes less than 1 MiB
+	// (fdconn.MinProgress) of its replies in this long, noticed within
+	// twice this: a client that stops reading would otherwise keep its
+	// request buffers forever. Zero selects 30 s; negative waits forever.
+	ReplyTimeout time.Duration
+	// HandshakeTimeout bounds the option phase of a connection. Zero
+	// selects 10 s.
+	HandshakeTimeout time.Duration
+	// HandshakesPerAddress bounds the connections from one source address
+	// that are still in the handshake; one more is closed at once, so that
+	// one host cannot hold every MaxConnections slot with connections that
+	// never finish. Zero selects 16; negative removes the bound.
+	HandshakesPerAddress int
+	// LogInterval is the period of the rate-limited log lines (failed
+	// handshakes, refused connections, I/O errors): the first few of each
+	// period are logged, the rest are counted in one summary line. Zero
+	// selects 10 s.
+	LogInterval time.Duration
 	// Logger receives connection events. Nil discards them.
 	Logger *slog.Logger
 }
@@ -87,24 +107,47 @@ type ClientInfo struct {
 	Errors       uint64    `json:"errors"`
 }
 
+// Defaults of Config.
+const (
+	defaultReplyTimeout         = 30 * time.Second
+	defaultHandshakeTimeout     = 10 * time.Second
+	defaultHandshakesPerAddress = 16
+	defaultLogInterval          = 10 * time.Second
+)
+
+// Lines logged per LogInterval before the rest are only counted.
+const (
+	handshakeLogBurst = 5
+	refusedLogBurst   = 5
+	evictLogBurst     = 10
+	ioLogBurst        = 10
+)
+
 // Server serves exports over NBD. Create it with NewServer.
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
-	budget *semaphore.Weighted
+	budget *budget
 	pool   bufpool.Pool
 	// ctx is cancelled when Shutdown gives up waiting: blocked work stops.
 	ctx    context.Context
 	cancel context.CancelFunc
+	// stop is closed when Shutdown starts: accept loops stop backing off.
+	stop chan struct{}
 
-	mu        sync.Mutex
-	exports   map[string]*Export
-	listeners map[net.Listener]struct{}
-	conns     map[uint64]*clientConn
-	nextID    uint64
-	closing   bool
-	connWG    sync.WaitGroup
-	refused   atomic.Uint64 // connections closed for want of a slot
+	// Rate-limited log lines, shared by all connections.
+	handshakeLog, refusedLog, evictLog *rateLog
+
+	mu          sync.Mutex
+	exports     map[string]*Export
+	ioLogs      map[string]*rateLog // I/O error lines, per export name
+	listeners   map[net.Listener]struct{}
+	conns       map[uint64]*clientConn
+	handshaking map[string]int // connections in the handshake, per source address
+	nextID      uint64
+	closing     bool
+	connWG      sync.WaitGroup
+	refused     atomic.Uint64 // connections closed for want of a slot
 }
 
 // NewServer returns a server with no exports.
@@ -119,20 +162,38 @@ func NewServer(cfg Config) *Server {
 		// One maximal request must always fit.
 		cfg.MaxInFlightBytes = defaultMaxBlk
 	}
+	if cfg.ReplyTimeout == 0 {
+		cfg.ReplyTimeout = defaultReplyTimeout
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = defaultHandshakeTimeout
+	}
+	if cfg.HandshakesPerAddress == 0 {
+		cfg.HandshakesPerAddress = defaultHandshakesPerAddress
+	}
+	if cfg.LogInterval <= 0 {
+		cfg.LogInterval = defaultLogInterval
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
-		cfg:       cfg,
-		log:       log,
-		budget:    semaphore.NewWeighted(cfg.MaxInFlightBytes),
-		ctx:       ctx,
-		cancel:    cancel,
-		exports:   make(map[string]*Export),
-		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[uint64]*clientConn),
+		cfg:          cfg,
+		log:          log,
+		budget:       newBudget(cfg.MaxInFlightBytes, cfg.MaxInFlightPerClient, defaultMaxBlk),
+		ctx:          ctx,
+		cancel:       cancel,
+		stop:         make(chan struct{}),
+		handshakeLog: newRateLog(log, "handshake failures not logged", cfg.LogInterval, handshakeLogBurst),
+		refusedLog:   newRateLog(log, "refused connections not logged", cfg.LogInterval, refusedLogBurst),
+		evictLog:     newRateLog(log, "evictions not logged", cfg.LogInterval, evictLogBurst),
+		exports:      make(map[string]*Export),
+		ioLogs:       make(map[string]*rateLog),
+		listeners:    make(map[net.Listener]struct{}),
+		conns:        make(map[uint64]*clientConn),
+		handshaking:  make(map[string]int),
 	}
 }
 
@@ -157,7 +218,16 @@ func (s *Server) AddExport(e *Export) error {
 		return fmt.Errorf("nbd: export %q already exists", e.Name)
 	}
 	s.exports[e.Name] = e
+	s.ioLogs[e.Name] = newRateLog(s.log, "I/O errors not logged", s.cfg.LogInterval, ioLogBurst, "export", e.Name)
 	return nil
+}
+
+// ioLog returns the I/O error log limiter of an export: one per export, so
+// that many connections do not multiply its lines.
+func (s *Server) ioLog(name string) *rateLog {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ioLogs[name]
 }
 
 func (s *Server) lookup(name string) (*Export, bool) {
@@ -210,8 +280,10 @@ func (s *Server) isClosing() bool {
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("nbd: server closed")
 
-// Serve accepts connections on l until Shutdown. It returns
-// ErrServerClosed after Shutdown and the accept error otherwise.
+// Serve accepts connections on l until Shutdown. Temporary accept errors
+// (descriptors or memory exhausted, a connection that died before it was
+// accepted) are logged and retried after a growing pause. It returns
+// ErrServerClosed after Shutdown and any other accept error.
 func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
 	if s.closing {
@@ -232,24 +304,35 @@ func (s *Server) Serve(l net.Listener) error {
 			if s.isClosing() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed; retrying", "err", err, "in", backoff)
-				time.Sleep(backoff)
-				continue
+			if !temporaryAccept(err) {
+				s.log.Error("accept failed; no longer accepting on this listener", "addr", l.Addr().String(), "err", err)
+				return err
 			}
-			return err
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", "addr", l.Addr().String(), "err", err, "in", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-s.stop:
+				t.Stop()
+				return ErrServerClosed
+			}
+			continue
 		}
 		backoff = 0
-		switch s.track(c) {
+		switch res := s.track(c); res {
 		case trackClosing:
 			_ = c.Close()
 			return ErrServerClosed
-		case trackFull:
+		case trackFull, trackAddrFull:
 			_ = c.Close()
-			if k := s.refused.Add(1); k <= 10 || k%1000 == 0 {
-				s.log.Warn("connection refused: too many connections", "remote", c.RemoteAddr().String(), "max_connections", s.cfg.MaxConnections, "refused", k)
+			k := s.refused.Add(1)
+			if ok, _ := s.refusedLog.allow(); ok {
+				if res == trackFull {
+					s.log.Warn("connection refused: too many connections", "remote", c.RemoteAddr().String(), "max_connections", s.cfg.MaxConnections, "refused", k)
+				} else {
+					s.log.Warn("connection refused: too many unfinished handshakes from its address", "remote", c.RemoteAddr().String(), "handshakes_per_address", s.cfg.HandshakesPerAddress, "refused", k)
+				}
 			}
 		}
 	}
@@ -261,6 +344,7 @@ const (
 	trackOK trackResult = iota
 	trackClosing
 	trackFull
+	trackAddrFull // too many handshakes from the connection's address
 )
 
 // track registers c and starts serving it.
@@ -292,6 +376,10 @@ func (s *Server) register(c net.Conn) (*clientConn, trackResult) {
 	if len(s.conns) >= s.cfg.MaxConnections {
 		return nil, trackFull
 	}
+	host := hostOf(c.RemoteAddr())
+	if host != "" && s.cfg.HandshakesPerAddress > 0 && s.handshaking[host] >= s.cfg.HandshakesPerAddress {
+		return nil, trackAddrFull
+	}
 	s.nextID++
 	cc := &clientConn{id: s.nextID, raw: c, since: time.Now()}
 	if a := c.RemoteAddr(); a != nil && a.String() != "" && a.String() != "@" {
@@ -299,14 +387,41 @@ func (s *Server) register(c net.Conn) (*clientConn, trackResult) {
 	} else if a := c.LocalAddr(); a != nil {
 		cc.remote = a.Network() + ":" + a.String()
 	}
+	if host != "" {
+		cc.host = host
+		s.handshaking[host]++
+	}
 	s.conns[cc.id] = cc
 	s.connWG.Add(1)
 	return cc, trackOK
 }
 
+// hostOf returns the IP address of a TCP peer, "" for other networks (a
+// unix socket's clients are local and already trusted by its mode).
+func hostOf(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	return ""
+}
+
+// handshakeOver frees cc's place among its address's handshakes.
+func (s *Server) handshakeOver(cc *clientConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cc.host == "" {
+		return
+	}
+	if s.handshaking[cc.host]--; s.handshaking[cc.host] <= 0 {
+		delete(s.handshaking, cc.host)
+	}
+	cc.host = ""
+}
+
 func (s *Server) serveTracked(cc *clientConn) {
 	defer s.connWG.Done()
 	s.serveConn(cc)
+	s.handshakeOver(cc)
 	s.mu.Lock()
 	delete(s.conns, cc.id)
 	s.mu.Unlock()
@@ -315,13 +430,14 @@ func (s *Server) serveTracked(cc *clientConn) {
 func (s *Server) serveConn(cc *clientConn) {
 	defer cc.close()
 	log := s.log.With("client", cc.id, "remote", cc.remote)
-	_ = cc.raw.SetDeadline(time.Now().Add(handshakeTimeout))
+	_ = cc.raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	n, err := s.negotiate(s.ctx, cc.raw)
+	s.handshakeOver(cc)
 	if err != nil {
 		if err == errAbort {
 			log.Debug("handshake ended by client")
-		} else {
-			log.Info("handshake failed", "err", err)
+		} else if ok, k := s.handshakeLog.allow(); ok {
+			log.Info("handshake failed", "err", err, "failures", k)
 		}
 		return
 	}
@@ -353,6 +469,9 @@ func (s *Server) serveConn(cc *clientConn) {
 // remaining connections are cut.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.closing {
+		close(s.stop)
+	}
 	s.closing = true
 	for l := range s.listeners {
 		_ = l.Close()
@@ -369,6 +488,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 		s.cancel()
+		s.stopLogs()
 		return nil
 	case <-ctx.Done():
 	}
@@ -379,7 +499,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	<-done
+	s.stopLogs()
 	return ctx.Err()
+}
+
+// stopLogs writes the rate-limited logs' last summaries.
+func (s *Server) stopLogs() {
+	s.handshakeLog.stop()
+	s.refusedLog.stop()
+	s.evictLog.stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.ioLogs {
+		l.stop()
+	}
 }
 
 // Clients lists the connections in the transmission phase.
@@ -402,6 +535,7 @@ type clientConn struct {
 	raw    net.Conn
 	remote string
 	since  time.Time
+	host   string // counted in Server.handshaking until the handshake ends (guarded by Server.mu)
 
 	reads, writes, bytesRead, bytesWritten, flushes, errors atomic.Uint64
 

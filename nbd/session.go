@@ -1,14 +1,17 @@
 package nbd
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
-	"sync/atomic"
 	"syscall"
+
+	"golang.org/x/sync/semaphore"
 
 	"github.com/blockrep/blockrep/block"
 )
@@ -56,12 +59,18 @@ type session struct {
 	out     replyWriter
 	slots   chan struct{}
 	workers sync.WaitGroup
+	// quota is the connection's share of the server's budget.
+	quota *semaphore.Weighted
+	// ctx ends when the connection is evicted or the server gives up:
+	// the reader stops waiting for budget.
+	ctx     context.Context
+	cancel  context.CancelFunc
+	ioLog   *rateLog
 	extents []uint32 // BLOCK_STATUS descriptor scratch, reader only
 	// bulk is set after a write too large for the read buffer: the next
 	// one is likely as large, so its header is read alone and its payload
 	// straight into the request buffer.
-	bulk   bool
-	warned atomic.Uint64
+	bulk bool
 }
 
 func newSession(srv *Server, cc *clientConn, t transport, n *negotiation) *session {
@@ -79,7 +88,10 @@ func newSession(srv *Server, cc *clientConn, t transport, n *negotiation) *sessi
 		maxPayload: maxBlk,
 		log:        srv.log.With("client", cc.id, "remote", cc.remote, "export", e.Name),
 		slots:      make(chan struct{}, slotsPerConn),
+		quota:      srv.budget.newQuota(),
+		ioLog:      srv.ioLog(e.Name),
 	}
+	s.ctx, s.cancel = context.WithCancel(srv.ctx)
 	if n.blockSizes {
 		s.align = minBlk
 	}
@@ -89,9 +101,24 @@ func newSession(srv *Server, cc *clientConn, t transport, n *negotiation) *sessi
 	if e.InlineMax > 0 {
 		s.inlineMax = uint32(min(e.InlineMax, defaultMaxBlk))
 	}
-	s.out.t = t
-	s.out.buf = make([]byte, 0, replyBufSize)
+	s.out.init(t, replyBufSize)
 	s.out.busy = true
+	if d := srv.cfg.ReplyTimeout; d > 0 {
+		if err := t.setWriteTimeout(d); err != nil {
+			s.log.Warn("cannot set the reply timeout; a client that stops reading is not evicted", "reply_timeout", d, "err", err)
+		}
+	}
+	s.out.failed = func(err error) {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			if ok, k := srv.evictLog.allow(); ok {
+				s.log.Warn("evicting client: it read no reply for nbd.reply_timeout", "reply_timeout", srv.cfg.ReplyTimeout, "evictions", k)
+			}
+		}
+		// Wake the reader: a client whose replies cannot be sent is gone.
+		s.cancel()
+		t.abort()
+	}
 	s.in = inbuf{src: t, buf: make([]byte, inbufSize), idle: s.idle, busy: s.out.readerBusy}
 	return s
 }
@@ -99,10 +126,14 @@ func newSession(srv *Server, cc *clientConn, t transport, n *negotiation) *sessi
 // run serves requests until the client disconnects or the stream breaks,
 // then waits for the requests still at workers and sends their replies.
 func (s *session) run() error {
+	defer s.cancel()
 	err := s.loop()
 	s.idle()
 	s.workers.Wait()
-	s.idle()
+	if s.async != nil {
+		s.async.Unplug()
+	}
+	s.out.drain()
 	if err == io.EOF {
 		err = nil
 	}
@@ -288,7 +319,9 @@ func (s *session) writeAsync(r *request, n int) error {
 	s.workers.Add(1)
 	req := *r
 	s.async.WriteAtAsync(*buf, int64(r.off), false, func(err error) {
-		s.finish(&req, err)
+		// On the device's goroutine: the reply must not wait for
+		// this client's socket.
+		s.reply(&req, err, false)
 		<-s.slots
 		s.release(buf, weight)
 		s.workers.Done()
@@ -316,7 +349,7 @@ func (s *session) read(r *request) error {
 	hl := s.readHdrLen()
 	w := &s.out
 	w.mu.Lock()
-	p := w.reserveLocked(hl + n)
+	p := w.reserveLocked(hl+n, true)
 	if err := s.dev.ReadAt(p[hl:], int64(r.off)); err != nil {
 		w.unreserveLocked(hl + n)
 		w.mu.Unlock()
@@ -324,19 +357,20 @@ func (s *session) read(r *request) error {
 		return nil
 	}
 	s.putReadHdr(p[:hl], r, n)
-	w.doneLocked()
+	w.doneLocked(true)
 	w.mu.Unlock()
 	return nil
 }
 
-// acquire takes n bytes of the server's in-flight budget and, for n > 0, a
-// pooled buffer of that size. Requests without a payload still weigh a page,
-// which bounds how many can be in flight.
+// acquire takes n bytes of the connection's quota and the server's
+// in-flight budget (see budget) and, for n > 0, a pooled buffer of that
+// size. Requests without a payload still weigh a page, which bounds how
+// many can be in flight.
 func (s *session) acquire(n int) (*[]byte, int64, error) {
 	weight := int64(max(n, 4096))
-	if !s.srv.budget.TryAcquire(weight) {
+	if !s.srv.budget.tryTake(s.quota, weight) {
 		s.idle()
-		err := s.srv.budget.Acquire(s.srv.ctx, weight)
+		err := s.srv.budget.take(s.ctx, s.quota, weight)
 		s.out.readerBusy()
 		if err != nil {
 			return nil, 0, err
@@ -352,7 +386,7 @@ func (s *session) release(buf *[]byte, weight int64) {
 	if buf != nil {
 		s.srv.pool.Put(buf)
 	}
-	s.srv.budget.Release(weight)
+	s.srv.budget.give(s.quota, weight)
 }
 
 // takeSlot waits for one of the connection's worker slots; while it waits
@@ -406,17 +440,28 @@ func (s *session) work(r request, buf *[]byte, weight int64) {
 	s.release(buf, weight)
 }
 
-// readDone serves a READ at a worker and sends the data without copying it
-// into the reply queue.
+// readDone serves a READ at a worker and sends the data, without copying it
+// into the reply queue when it is large.
 func (s *session) readDone(r *request, buf *[]byte) {
 	if err := s.dev.ReadAt(*buf, int64(r.off)); err != nil {
 		s.finish(r, err)
 		return
 	}
-	var hdr [structHdrLen + 8]byte
 	hl := s.readHdrLen()
-	s.putReadHdr(hdr[:hl], r, len(*buf))
 	w := &s.out
+	if n := len(*buf); n <= smallRequest {
+		// Copied into the queue, so that the buffer (from the budget's
+		// reserve) is not held while the client is slow to read.
+		w.mu.Lock()
+		p := w.reserveLocked(hl+n, true)
+		s.putReadHdr(p[:hl], r, n)
+		copy(p[hl:], *buf)
+		w.doneLocked(true)
+		w.mu.Unlock()
+		return
+	}
+	var hdr [structHdrLen + 8]byte
+	s.putReadHdr(hdr[:hl], r, len(*buf))
 	w.mu.Lock()
 	w.sendLocked(hdr[:hl], *buf)
 	w.mu.Unlock()
@@ -495,7 +540,7 @@ func (s *session) blockStatus(r *request) {
 	}
 	w := &s.out
 	w.mu.Lock()
-	p := w.reserveLocked(structHdrLen + 4 + 4*len(desc))
+	p := w.reserveLocked(structHdrLen+4+4*len(desc), true)
 	binary.BigEndian.PutUint32(p[0:], structMagic)
 	binary.BigEndian.PutUint16(p[4:], replyFlagDone)
 	binary.BigEndian.PutUint16(p[6:], replyTypeBlockStatus)
@@ -505,7 +550,7 @@ func (s *session) blockStatus(r *request) {
 	for i, v := range desc {
 		binary.BigEndian.PutUint32(p[24+4*i:], v)
 	}
-	w.doneLocked()
+	w.doneLocked(true)
 	w.mu.Unlock()
 }
 
@@ -532,41 +577,49 @@ func (s *session) putReadHdr(p []byte, r *request, n int) {
 }
 
 // finish sends the reply of a request without payload, or the error reply
-// of any request.
-func (s *session) finish(r *request, err error) {
+// of any request, from the reader or a worker.
+func (s *session) finish(r *request, err error) { s.reply(r, err, true) }
+
+// reply is finish for any goroutine: with mayBlock false (a device's
+// completion callback) it never waits for the client's socket.
+func (s *session) reply(r *request, err error, mayBlock bool) {
 	if err == nil {
 		w := &s.out
 		w.mu.Lock()
-		p := w.reserveLocked(simpleHdrLen)
+		p := w.reserveLocked(simpleHdrLen, mayBlock)
 		binary.BigEndian.PutUint32(p[0:], simpleMagic)
 		binary.BigEndian.PutUint32(p[4:], 0)
 		binary.BigEndian.PutUint64(p[8:], r.cookie)
-		w.doneLocked()
+		w.doneLocked(mayBlock)
 		w.mu.Unlock()
 		return
 	}
 	errno := errnoOf(err)
 	s.cc.errors.Add(1)
 	if errno == errIO {
-		// A failing disk fails every request: log the first few and then
-		// one in a thousand.
-		if k := s.warned.Add(1); k <= 10 || k%1000 == 0 {
+		// A failing disk fails every request on every connection: the
+		// export's log limiter keeps a few lines and counts the rest.
+		if ok, k := s.ioLog.allow(); ok {
 			s.log.Warn("I/O error", "cmd", cmdName(r.cmd), "offset", r.off, "length", r.length, "err", err, "count", k)
 		}
 	}
-	s.replyErr(r, errno, err.Error())
+	s.replyErrMay(r, errno, err.Error(), mayBlock)
 }
 
 // replyErr sends an error reply. READs and BLOCK_STATUS with structured
 // replies must get a structured error chunk.
 func (s *session) replyErr(r *request, errno uint32, msg string) {
+	s.replyErrMay(r, errno, msg, true)
+}
+
+func (s *session) replyErrMay(r *request, errno uint32, msg string, mayBlock bool) {
 	if len(msg) > 4096 {
 		msg = msg[:4096]
 	}
 	w := &s.out
 	w.mu.Lock()
 	if s.structured && (r.cmd == cmdRead || r.cmd == cmdBlockStatus) {
-		p := w.reserveLocked(structHdrLen + 6 + len(msg))
+		p := w.reserveLocked(structHdrLen+6+len(msg), mayBlock)
 		binary.BigEndian.PutUint32(p[0:], structMagic)
 		binary.BigEndian.PutUint16(p[4:], replyFlagDone)
 		binary.BigEndian.PutUint16(p[6:], replyTypeError)
@@ -576,12 +629,12 @@ func (s *session) replyErr(r *request, errno uint32, msg string) {
 		binary.BigEndian.PutUint16(p[24:], uint16(len(msg)))
 		copy(p[26:], msg)
 	} else {
-		p := w.reserveLocked(simpleHdrLen)
+		p := w.reserveLocked(simpleHdrLen, mayBlock)
 		binary.BigEndian.PutUint32(p[0:], simpleMagic)
 		binary.BigEndian.PutUint32(p[4:], errno)
 		binary.BigEndian.PutUint64(p[8:], r.cookie)
 	}
-	w.doneLocked()
+	w.doneLocked(mayBlock)
 	w.mu.Unlock()
 }
 

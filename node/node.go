@@ -313,6 +313,11 @@ func nbdConfig(cfg *config.Config, tlsCfg *tls.Config, logger *slog.Logger) nbd.
 		MaxInFlightBytes: cfg.NBD.MaxInFlight,
 		MaxConnections:   cfg.NBD.MaxConnections,
 		Logger:           logger,
+
+		MaxInFlightPerClient: cfg.NBD.MaxInFlightPerClient,
+		ReplyTimeout:         cfg.NBD.ReplyTimeout,
+		HandshakeTimeout:     cfg.NBD.HandshakeTimeout,
+		HandshakesPerAddress: cfg.NBD.HandshakesPerAddress,
 	}
 }
 

@@ -37,9 +37,19 @@ const (
 // with SetReadTimeout. It satisfies net.Error with Timeout() true.
 var ErrTimeout error = timeoutError{}
 
-type timeoutError struct{}
+// ErrWriteTimeout is returned by a write that could send nothing for longer
+// than the timeout set with SetWriteTimeout: the peer does not read. It
+// satisfies net.Error with Timeout() true.
+var ErrWriteTimeout error = timeoutError{write: true}
 
-func (timeoutError) Error() string   { return "fdconn: read timed out" }
+type timeoutError struct{ write bool }
+
+func (e timeoutError) Error() string {
+	if e.write {
+		return "fdconn: write timed out: the peer reads nothing"
+	}
+	return "fdconn: read timed out"
+}
 func (timeoutError) Timeout() bool   { return true }
 func (timeoutError) Temporary() bool { return true }
 
@@ -49,6 +59,7 @@ func (timeoutError) Temporary() bool { return true }
 type Conn struct {
 	fd   int
 	spin bool // the last read waited only briefly
+	wto  time.Duration
 
 	closeOnce sync.Once
 }
@@ -88,6 +99,34 @@ func Take(conn net.Conn) *Conn {
 func (c *Conn) SetReadTimeout(d time.Duration) error {
 	tv := unix.NsecToTimeval(d.Nanoseconds())
 	return os.NewSyscallError("setsockopt", unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv))
+}
+
+// MinProgress is the least a peer must take of a write within the write
+// timeout. A peer that reads nothing still takes a trickle (its kernel
+// compacts the receive queue and reopens the window: a few hundred KiB on
+// loopback), which must not count as reading.
+const MinProgress = 1 << 20
+
+// SetWriteTimeout makes a write fail with ErrWriteTimeout when the peer
+// takes less than MinProgress of it (or of what is left) within d; zero
+// waits forever. Each system call waits at most d (SO_SNDTIMEO), so a peer
+// that stops reading is noticed between d and 2d after its buffers fill.
+// Writes must come from one goroutine at a time.
+func (c *Conn) SetWriteTimeout(d time.Duration) error {
+	tv := unix.NsecToTimeval(d.Nanoseconds())
+	if err := unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+		return os.NewSyscallError("setsockopt", err)
+	}
+	c.wto = d
+	return nil
+}
+
+// stalled reports whether a system call that sent n bytes, short of the
+// want it was asked for, ended by the write timeout with too little
+// progress. A short write after less than the timeout was interrupted and
+// is simply continued.
+func (c *Conn) stalled(n, want int, start time.Time) bool {
+	return c.wto > 0 && n < want && n < MinProgress && time.Since(start) >= c.wto
 }
 
 // poll reads what has arrived without waiting; ok is false when nothing has.
@@ -138,11 +177,39 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) Write(p []byte) (int, error) {
 	done := 0
 	for done < len(p) {
+		start := time.Now()
 		n, err := unix.Write(c.fd, p[done:])
 		if err == unix.EINTR {
 			continue
 		}
+		if err == unix.EAGAIN {
+			return done, ErrWriteTimeout
+		}
 		if err != nil {
+			return done, err
+		}
+		if c.stalled(n, len(p)-done, start) {
+			return done + n, ErrWriteTimeout
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// TryWrite writes as much of p as the socket takes without waiting and
+// returns how much that was; n < len(p) with a nil error means the socket's
+// buffer is full. For callers that must not block (a completion callback
+// running on another component's goroutine).
+func (c *Conn) TryWrite(p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		n, err := unix.SendmsgN(c.fd, p[done:], nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return done, nil
+		case err != nil:
 			return done, err
 		}
 		done += n
@@ -174,15 +241,26 @@ func (c *Conn) Writev(bufs [][]byte) (int64, error) {
 		if n == 0 {
 			return total, nil
 		}
+		want := 0
+		for _, v := range iov[:n] {
+			want += int(v.Len)
+		}
+		start := time.Now()
 		r, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(c.fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
 		if e == unix.EINTR {
 			continue
+		}
+		if e == unix.EAGAIN {
+			return total, ErrWriteTimeout
 		}
 		if e != 0 {
 			return total, e
 		}
 		done := int(r)
 		total += int64(done)
+		if c.stalled(done, want, start) {
+			return total, ErrWriteTimeout
+		}
 		for len(bufs) > 0 && done >= len(bufs[0]) {
 			done -= len(bufs[0])
 			bufs = bufs[1:]

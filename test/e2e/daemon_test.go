@@ -58,6 +58,8 @@ type daemonSpec struct {
 	// as [[peer]] tables (see cluster_test.go).
 	Replication *replicationSpec
 	Peers       []peerSpec
+	// NBDExtra is appended to the [nbd] table as is (TOML lines).
+	NBDExtra string
 }
 
 // daemon is one blockrepd process and the state it keeps across restarts:
@@ -177,6 +179,7 @@ func (d *daemon) config() string {
 	if d.spec.TLSClientCA != "" {
 		fmt.Fprintf(&b, "tls_client_ca = %s\n", q(d.spec.TLSClientCA))
 	}
+	b.WriteString(d.spec.NBDExtra)
 	for _, v := range d.spec.Volumes {
 		fmt.Fprintf(&b, "\n[[volume]]\nname = %s\npath = %s\n", q(v.Name), q(v.Path))
 		if v.Size != 0 {
