@@ -178,6 +178,7 @@ func TestClusterPrimaryDiskFailure(t *testing.T) {
 	if err := p.vol.WriteAt(data, 0, false); err != nil {
 		t.Fatal(err)
 	}
+	committed := len(auths["n1"].commitsFor("n2"))
 	p.store.FailNext(blocktest.OpFlush, syscall.EIO, 1<<20)
 	if err := p.vol.Flush(); err == nil {
 		t.Fatal("a flush the local store failed was acknowledged")
@@ -187,6 +188,19 @@ func TestClusterPrimaryDiskFailure(t *testing.T) {
 	}
 	if err := p.vol.WriteAt(data, 0, true); !errors.Is(err, ErrDiskFailed) {
 		t.Fatalf("a write after the failure: %v, want ErrDiskFailed", err)
+	}
+	// The failed primary acknowledges nothing, so it must not take the
+	// peer that is to replace it out of the UpToDate set: its reporter
+	// has nothing to commit once the link is down.
+	waitFor(t, "the failed primary's link down", func() bool { return peerConn(p, "n2") != Connected })
+	p.vol.mu.Lock()
+	want, _, due := p.vol.reportDueLocked(p.vol.peers[0])
+	p.vol.mu.Unlock()
+	if due {
+		t.Fatalf("the failed primary's reporter would commit n2 %v: the peer would no longer be promotable", want)
+	}
+	if cs := auths["n1"].commitsFor("n2")[committed:]; len(cs) > 0 {
+		t.Fatalf("the failed primary committed n2 %v", cs)
 	}
 	// What the cluster does on that report: demote it, promote the peer.
 	if err := p.vol.Demote(false); err != nil {
