@@ -547,11 +547,16 @@ func (s *session) finish(r *request, err error) {
 	}
 	errno := errnoOf(err)
 	s.cc.errors.Add(1)
-	if errno == errIO {
-		// A failing disk fails every request: log the first few and then
-		// one in a thousand.
+	if errno == errIO || errno == errNoSpc {
+		// A failing disk fails every request, a full file system every
+		// write: log the first few and then one in a thousand. The
+		// store's error names its path.
 		if k := s.warned.Add(1); k <= 10 || k%1000 == 0 {
-			s.log.Warn("I/O error", "cmd", cmdName(r.cmd), "offset", r.off, "length", r.length, "err", err, "count", k)
+			msg := "I/O error"
+			if errno == errNoSpc {
+				msg = "no space left on the file system under the store"
+			}
+			s.log.Warn(msg, "cmd", cmdName(r.cmd), "offset", r.off, "length", r.length, "err", err, "count", k)
 		}
 	}
 	s.replyErr(r, errno, err.Error())

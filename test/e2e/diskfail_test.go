@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/blockrep/blockrep/internal/nbdclient"
 	"github.com/blockrep/blockrep/internal/syncbuf"
 )
 
@@ -337,4 +339,57 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(fmt.Errorf("reading %s: %w", path, err))
 	}
 	return b
+}
+
+// TestENOSPCLogged fills the small file system under a sparse volume's
+// backing file through NBD: the writes that do not fit get ENOSPC (the
+// connection keeps working), and the daemon's log says so, naming the
+// backing file, a bounded number of times.
+func TestENOSPCLogged(t *testing.T) {
+	fs := newLoopExt4(t, 16*MiB)
+	path := filepath.Join(fs.Mnt, "vol0.img")
+	d := startDaemon(t, daemonSpec{Volumes: []volumeSpec{{Name: "vol0", Size: 64 * MiB, Path: path}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := nbdclient.Dial(ctx, d.Addr(), "vol0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := bytes.Repeat([]byte{0xa5}, 1*MiB)
+	full := 0
+	for off := int64(0); off < 48*MiB; off += int64(len(buf)) {
+		err := c.WriteAt(buf, off, false)
+		var e nbdclient.Errno
+		switch {
+		case err == nil:
+		case errors.As(err, &e) && e == 28:
+			full++
+		default:
+			t.Fatalf("write at %d: %v, want success or ENOSPC", off, err)
+		}
+	}
+	if full == 0 {
+		t.Fatal("48 MiB fit on a 16 MiB file system: the test did not fill it")
+	}
+	if err := c.ReadAt(buf, 0); err != nil {
+		t.Fatalf("a read after ENOSPC: %v", err)
+	}
+	log, err := os.ReadFile(d.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(log), "\n") {
+		if strings.Contains(l, "no space left on the file system under the store") {
+			lines = append(lines, l)
+		}
+	}
+	t.Logf("%d writes of 1 MiB got ENOSPC; %d log lines about it", full, len(lines))
+	if len(lines) == 0 || !strings.Contains(lines[0], path) {
+		t.Fatalf("no log line about ENOSPC naming %s:\n%s", path, log)
+	}
+	if len(lines) > full || len(lines) > 10 {
+		t.Errorf("%d log lines for %d failed writes: not rate-limited", len(lines), full)
+	}
 }
