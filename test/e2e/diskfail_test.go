@@ -393,3 +393,61 @@ func TestENOSPCLogged(t *testing.T) {
 		t.Errorf("%d log lines for %d failed writes: not rate-limited", len(lines), full)
 	}
 }
+
+// TestHASecondaryDiskFails shuts down the file system under the
+// secondary's store while eight writers send FUA writes to the primary.
+// The secondary detaches its disk, the cluster records it Diskless (it is
+// never promoted), and the primary goes on: every write keeps being
+// acknowledged (after the primary committed the peer below UpToDate), and
+// the primary holds all of them.
+func TestHASecondaryDiskFails(t *testing.T) {
+	const extent = 4 * MiB
+	fs := newLoopExt4(t, 128*MiB)
+	c := startHA(t, haOptions{Size: 64 * MiB, Paths: map[string]string{"node2": filepath.Join(fs.Mnt, "vol0.img")}})
+	n1, n2 := c.N1, c.N2
+	e0 := c.waitPair(t, n1, n2).repl().Epoch
+	var offsets []int64
+	for _, e := range []int64{2, 9} {
+		for o := int64(0); o < extent; o += 16 * 1024 {
+			offsets = append(offsets, e*extent+o)
+		}
+	}
+	client := dialNBD(t, n1)
+	stop := make(chan struct{})
+	w := startStampWriter(client, offsets, 8, true, stop)
+	waitWrites := func(n int64) {
+		t.Helper()
+		deadline := time.Now().Add(haWait)
+		for w.acks.Load() < n {
+			w.mu.Lock()
+			errs := w.errs
+			w.mu.Unlock()
+			if len(errs) > 0 || time.Now().After(deadline) {
+				close(stop)
+				w.wg.Wait()
+				t.Fatalf("waiting for %d acknowledged writes: %d, errors %v", n, w.acks.Load(), errs)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitWrites(300)
+	shutdownExt4(t, fs.Mnt)
+	at := w.acks.Load()
+	waitWrites(at + 300)
+	close(stop)
+	w.wg.Wait()
+	if len(w.errs) > 0 {
+		t.Fatalf("the primary failed writes after the secondary's disk failed: %v", w.errs)
+	}
+	s := waitHA(t, n1, "node2 Diskless in the cluster, node1 still primary", func(s *haStatusJSON) bool {
+		v := s.clusterVolume()
+		return v != nil && v.Disks["node2"] == "Diskless" && v.Primary == "node1" && v.Epoch == e0 && s.repl().Role == "primary"
+	})
+	t.Logf("%d writes acknowledged, %d after the shutdown; cluster disks %v", w.acks.Load(), w.acks.Load()-at, s.clusterVolume().Disks)
+	waitHA(t, n2, "node2 Diskless", func(s *haStatusJSON) bool {
+		return s.repl().Disk == "Diskless" && strings.Contains(s.repl().DiskFailed, fs.Mnt)
+	})
+	if n := checkStamps(t, dialNBD(t, n1), w, "the primary node1"); n != 0 {
+		t.Errorf("%d offsets hold a write that was in flight: every write was acknowledged", n)
+	}
+}
