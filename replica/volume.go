@@ -511,6 +511,9 @@ func (v *Volume) Invalidate() error {
 	if v.role == Primary {
 		return fmt.Errorf("%w: invalidate needs a secondary (this node is primary)", ErrState)
 	}
+	if v.failed != "" {
+		return fmt.Errorf("%w: the local disk failed (%s): it is resynced in full after a restart anyway", ErrState, v.failed)
+	}
 	for _, p := range v.peers {
 		if p.conn == SyncSource || p.conn == SyncTarget {
 			return fmt.Errorf("%w: a resync with %s is running", ErrState, p.name)
@@ -606,9 +609,12 @@ func (v *Volume) anyPrimaryPeerLocked() bool {
 // and VolumeConfig.Fence).
 func (v *Volume) ReadAt(p []byte, off int64) error {
 	v.mu.Lock()
-	err := v.fenceLocked()
-	if err == nil && v.failed != "" {
+	var err error
+	if v.failed != "" {
+		// Before the fence: a failed disk answers at once, lease or not.
 		err = v.errDiskFailed()
+	} else {
+		err = v.fenceLocked()
 	}
 	d := v.disk
 	v.mu.Unlock()
