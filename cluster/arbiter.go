@@ -88,6 +88,11 @@ type Arbiter struct {
 	since   time.Time
 	heard   map[string]time.Time
 	reports map[string]Report
+	// unjudged are the nodes whose last report Decide has not looked at
+	// for failed disks: each report is judged once, so that the last
+	// report of a node that restarted since cannot record its old failure
+	// again over what the primary committed after.
+	unjudged map[string]bool
 	// lost maps a volume to the epoch whose primary was declared lost.
 	lost map[string]uint64
 	// switchovers are the graceful moves asked for, by volume.
@@ -119,6 +124,7 @@ func NewArbiter(t Timing, since time.Time) *Arbiter {
 		timing: t, since: since,
 		heard:       map[string]time.Time{},
 		reports:     map[string]Report{},
+		unjudged:    map[string]bool{},
 		lost:        map[string]uint64{},
 		switchovers: map[string]*Switchover{},
 	}
@@ -132,6 +138,7 @@ func (a *Arbiter) Heartbeat(r Report, at time.Time, s *State) map[string]uint64 
 		a.heard[r.Node] = at
 	}
 	a.reports[r.Node] = r
+	a.unjudged[r.Node] = true
 	granted := map[string]uint64{}
 	for name, v := range s.Volumes {
 		if v.Primary == r.Node {
@@ -225,6 +232,9 @@ func (a *Arbiter) Switchover(now time.Time, s *State, volume, target string, wai
 // is called again after they were applied (or failed), with the new state.
 func (a *Arbiter) Decide(now time.Time, s *State) []Command {
 	alive := a.Alive(now, s)
+	// A failure whose command fails to apply is proposed again from the
+	// node's next heartbeat.
+	defer clear(a.unjudged)
 	var cmds []Command
 	for _, name := range slices.Sorted(maps.Keys(s.Volumes)) {
 		v := s.Volumes[name]
@@ -304,13 +314,13 @@ func (a *Arbiter) Decide(now time.Time, s *State) []Command {
 }
 
 // diskFailures returns a DiskFailed command for each alive node whose last
-// heartbeat says its disk of v failed, unless the state already records
-// it (Diskless, and not primary).
+// heartbeat, not judged yet, says its disk of v failed, unless the state
+// already records it (Diskless, and not primary).
 func (a *Arbiter) diskFailures(v *VolumeState, alive map[string]bool) []Command {
 	var cmds []Command
 	for _, node := range slices.Sorted(maps.Keys(v.Disks)) {
 		lr, ok := a.reports[node].Volumes[v.Name]
-		if !ok || lr.Failed == "" || !alive[node] || v.Disks[node] == replica.Diskless && v.Primary != node {
+		if !ok || !a.unjudged[node] || lr.Failed == "" || !alive[node] || v.Disks[node] == replica.Diskless && v.Primary != node {
 			continue
 		}
 		cmds = append(cmds, Command{Op: OpDiskFailed, Volume: v.Name, Node: node, Epoch: v.Epoch,
