@@ -218,7 +218,11 @@ func (v *Volume) Flush() error {
 	}
 	if v.role != Primary {
 		v.mu.Unlock()
-		return v.store.Flush()
+		err := v.store.Flush()
+		if err != nil {
+			v.localError(err)
+		}
+		return err
 	}
 	ch := make(chan error, 1)
 	o := newOp(v, func(err error) { ch <- err })
