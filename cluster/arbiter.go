@@ -61,6 +61,12 @@ type LocalReport struct {
 	Primary bool              `json:"primary"`
 	Epoch   uint64            `json:"epoch"`
 	Disk    replica.DiskState `json:"disk"`
+	// Failed is set, to the store's error, once the replica's local disk
+	// failed and was detached (Disk is then Diskless): the replica refuses
+	// I/O and holds no data the cluster may rely on. Left out of the JSON
+	// while the disk works, so that a heartbeat is what older versions
+	// read.
+	Failed string `json:"failed,omitempty"`
 }
 
 // Arbiter is the leader's failover logic. It is pure: time comes in as
@@ -82,6 +88,11 @@ type Arbiter struct {
 	since   time.Time
 	heard   map[string]time.Time
 	reports map[string]Report
+	// unjudged are the nodes whose last report Decide has not looked at
+	// for failed disks: each report is judged once, so that the last
+	// report of a node that restarted since cannot record its old failure
+	// again over what the primary committed after.
+	unjudged map[string]bool
 	// lost maps a volume to the epoch whose primary was declared lost.
 	lost map[string]uint64
 	// switchovers are the graceful moves asked for, by volume.
@@ -113,6 +124,7 @@ func NewArbiter(t Timing, since time.Time) *Arbiter {
 		timing: t, since: since,
 		heard:       map[string]time.Time{},
 		reports:     map[string]Report{},
+		unjudged:    map[string]bool{},
 		lost:        map[string]uint64{},
 		switchovers: map[string]*Switchover{},
 	}
@@ -126,6 +138,7 @@ func (a *Arbiter) Heartbeat(r Report, at time.Time, s *State) map[string]uint64 
 		a.heard[r.Node] = at
 	}
 	a.reports[r.Node] = r
+	a.unjudged[r.Node] = true
 	granted := map[string]uint64{}
 	for name, v := range s.Volumes {
 		if v.Primary == r.Node {
@@ -219,9 +232,33 @@ func (a *Arbiter) Switchover(now time.Time, s *State, volume, target string, wai
 // is called again after they were applied (or failed), with the new state.
 func (a *Arbiter) Decide(now time.Time, s *State) []Command {
 	alive := a.Alive(now, s)
+	// A failure whose command fails to apply is proposed again from the
+	// node's next heartbeat.
+	defer clear(a.unjudged)
 	var cmds []Command
 	for _, name := range slices.Sorted(maps.Keys(s.Volumes)) {
 		v := s.Volumes[name]
+		if failed := a.diskFailures(v, alive); len(failed) > 0 {
+			cmds = append(cmds, failed...)
+			// A primary whose disk failed acknowledges nothing any more
+			// (it detached the disk before it said so), so, as after a
+			// lost primary, the promotion follows in the same round,
+			// judged on the state with the failures recorded.
+			after := s.Clone()
+			for _, c := range failed {
+				if _, err := after.Apply(c); err != nil {
+					after = nil
+					break
+				}
+			}
+			if after != nil && v.Primary != "" && after.Volumes[name].Primary == "" && v.Failover != FailoverManual {
+				if node, ok, reason := ChooseFailover(after, name, alive); ok {
+					cmds = append(cmds, Command{Op: OpPromote, Volume: name, Node: node, Epoch: v.Epoch + 1,
+						Reason: "the primary's disk failed; " + reason})
+				}
+			}
+			continue
+		}
 		if sw := a.switchovers[name]; sw != nil && !sw.Done && sw.Err == nil {
 			if c, ok := a.switchover(now, s, v, sw, alive); ok {
 				cmds = append(cmds, c)
@@ -272,6 +309,22 @@ func (a *Arbiter) Decide(now time.Time, s *State) []Command {
 		if node, ok, reason := ChooseFailover(s, name, alive); ok {
 			cmds = append(cmds, Command{Op: OpPromote, Volume: name, Node: node, Epoch: v.Epoch + 1, Reason: reason})
 		}
+	}
+	return cmds
+}
+
+// diskFailures returns a DiskFailed command for each alive node whose last
+// heartbeat, not judged yet, says its disk of v failed, unless the state
+// already records it (Diskless, and not primary).
+func (a *Arbiter) diskFailures(v *VolumeState, alive map[string]bool) []Command {
+	var cmds []Command
+	for _, node := range slices.Sorted(maps.Keys(v.Disks)) {
+		lr, ok := a.reports[node].Volumes[v.Name]
+		if !ok || !a.unjudged[node] || lr.Failed == "" || !alive[node] || v.Disks[node] == replica.Diskless && v.Primary != node {
+			continue
+		}
+		cmds = append(cmds, Command{Op: OpDiskFailed, Volume: v.Name, Node: node, Epoch: v.Epoch,
+			Reason: node + "'s disk failed: " + lr.Failed})
 	}
 	return cmds
 }

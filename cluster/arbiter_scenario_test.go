@@ -22,10 +22,11 @@ import (
 // state:
 //
 //	at MS                 set the clock; no output
-//	heartbeat NODE [VOL=primary|secondary:EPOCH[:DISK] ...]
+//	heartbeat NODE [VOL=primary|secondary:EPOCH[:DISK|:failed] ...]
 //	                      a heartbeat from NODE arriving now, with what it
-//	                      reports (disk: Diskless when left out); prints
-//	                      the leases granted
+//	                      reports (disk: Diskless when left out; failed:
+//	                      Diskless, its disk failed with "I/O error");
+//	                      prints the leases granted
 //	decide                what the arbiter proposes now; each command is
 //	                      applied to the state as the leader would, and
 //	                      printed with its result ("-" when none)
@@ -91,7 +92,9 @@ func (w *arbiterWorld) step(line string) ([]string, error) {
 				return nil, fmt.Errorf("%q: want VOL=primary|secondary:EPOCH[:DISK]", kv)
 			}
 			lr := LocalReport{Primary: role == "primary", Epoch: epoch}
-			if len(parts) == 3 {
+			if len(parts) == 3 && parts[2] == "failed" {
+				lr.Failed = "I/O error"
+			} else if len(parts) == 3 {
 				if lr.Disk, err = parseDisk(parts[2]); err != nil {
 					return nil, err
 				}

@@ -53,6 +53,12 @@ const (
 	OpRaiseEpoch
 	// OpSetFailover sets Volume's failover policy to Policy.
 	OpSetFailover
+	// OpDiskFailed: Node's local disk failed at the current Epoch (the
+	// node detached it: on_io_error = "detach"), so its replica of Volume
+	// is Diskless from now on; if Node is the primary its term ends with
+	// it, as with Demote, and the arbiter promotes another node. The
+	// arbiter proposes it when the node's heartbeat says so.
+	OpDiskFailed
 )
 
 // Failover policies of a volume.
@@ -78,6 +84,7 @@ var opNames = [...]string{
 	OpPrimaryLost:  "primary-lost",
 	OpRaiseEpoch:   "raise-epoch",
 	OpSetFailover:  "set-failover",
+	OpDiskFailed:   "disk-failed",
 }
 
 // String returns the op's name ("promote", "set-disk", …).
@@ -332,6 +339,32 @@ func (s *State) Apply(c Command) (Result, error) {
 
 	case OpOutdate, OpSetDisk:
 		return s.setDisk(c, refuse)
+
+	case OpDiskFailed:
+		// Whatever the role: a failed disk serves nothing, so the rule
+		// that a primary's own disk cannot change does not apply; its
+		// term ends instead.
+		v, ok := s.Volumes[c.Volume]
+		if !ok {
+			return refuse(RuleUnknownVolume, "no volume %q", c.Volume)
+		}
+		if c.Epoch != v.Epoch {
+			return refuse(RuleStaleEpoch, "epoch %d is not the current epoch %d", c.Epoch, v.Epoch)
+		}
+		old, ok := v.Disks[c.Node]
+		if !ok {
+			return refuse(RuleNoReplica, "%s holds no replica of %s", nodeDesc(s, c.Node), c.Volume)
+		}
+		var res Result
+		switch {
+		case v.Primary == c.Node:
+			v.Primary = ""
+			res.Note = fmt.Sprintf("%s gave up the primary role of %s at epoch %d: its disk failed", c.Node, c.Volume, v.Epoch)
+		case old == replica.Diskless:
+			res.Note = c.Node + " is Diskless already"
+		}
+		v.Disks[c.Node] = replica.Diskless
+		return res, nil
 
 	case OpSetFailover:
 		v, ok := s.Volumes[c.Volume]

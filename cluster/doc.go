@@ -67,6 +67,18 @@
 // volume, reports UpToDate; that is how a new cluster gets its first
 // primary).
 //
+// Failed disks (on_io_error = "detach"). DiskFailed(volume, node, E) at the
+// current epoch records that node's local disk failed: its replica becomes
+// Diskless, whatever its role, and if node is the primary its term ends
+// (no primary at E). The arbiter proposes it when a node's heartbeat says
+// its disk failed (LocalReport.Failed), and for a primary proposes the
+// promotion of an alive UpToDate replica at E+1 in the same round: the
+// failed primary detached its disk before it said so and acknowledges
+// nothing any more, so there is no lease to wait out. A Diskless replica is
+// never promoted; the node, restarted with its disk repaired, reports
+// itself Inconsistent (downward only, so it stays Diskless in the state)
+// and the primary raises it after a full resync.
+//
 // Nodes. A node that is some volume's primary cannot be removed. Removing a
 // node drops its replicas (and clears a preference for it); removing the
 // last UpToDate replica of a volume needs Force and a Reason, because the

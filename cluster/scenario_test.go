@@ -52,6 +52,7 @@ import (
 //	outdate VOL PEER epoch=N by=NODE
 //	set-disk VOL NODE STATE epoch=N by=NODE
 //	primary-lost VOL epoch=N
+//	disk-failed VOL NODE epoch=N
 //	raise-epoch VOL NODE epoch=N
 //	set-failover VOL auto|manual
 //
@@ -184,6 +185,7 @@ var positional = map[Op][]string{
 	OpPrimaryLost:  {"volume"},
 	OpRaiseEpoch:   {"volume", "node"},
 	OpSetFailover:  {"volume", "policy"},
+	OpDiskFailed:   {"volume", "node"},
 }
 
 func parseCommand(line string) (Command, error) {

@@ -50,6 +50,7 @@ func defaultReplication() Replication {
 		ALExtents:       1237,
 		ALExtentSize:    4 * MiB,
 		SecondaryNBD:    "read-only",
+		OnIOError:       "detach",
 	}
 }
 
@@ -173,6 +174,7 @@ al_extents = 100
 al_extent_size = "16MiB"
 resync_rate = "100MiB"
 secondary_nbd = "refuse"
+on_io_error = "pass_on"
 
 [[peer]]
 name = "node2"
@@ -187,7 +189,7 @@ address = "[fd00::3]:7790"
 				Protocol: "A", Timeout: 500 * time.Millisecond, ConnectRetryMax: 90 * time.Second,
 				SplitBrain: replica.PolicyDiscardLeastChanges, ContinueAlone: true, DataIntegrity: true,
 				BitmapBlockSize: 64 * KiB, ALExtents: 100, ALExtentSize: 16 * MiB, ResyncRate: 100 * MiB,
-				SecondaryNBD: "refuse",
+				SecondaryNBD: "refuse", OnIOError: "pass_on",
 			}
 			c.Peers = []Peer{{Name: "node2", Address: "10.0.0.2:7789"}, {Name: "node-3", Address: "[fd00::3]:7790"}}
 			v := c.Volumes[0]
@@ -416,6 +418,7 @@ func TestParseBad(t *testing.T) {
 		{"resync_rate negative", repl(`resync_rate = -1`), []string{`replication.resync_rate: size -1 is negative`}},
 		{"resync_rate bad size", repl(`resync_rate = "100MB/s"`), []string{`replication.resync_rate: invalid size "100MB/s"`}},
 		{"bad secondary_nbd", repl(`secondary_nbd = "readonly"`), []string{`line 13: replication.secondary_nbd: "readonly" is not one of "read-only", "refuse"`}},
+		{"bad on_io_error", repl(`on_io_error = "detatch"`), []string{`line 13: replication.on_io_error: "detatch" is not one of "detach", "pass_on"`}},
 		{"bad value without peers", minimal + "[replication]\nprotocol = \"D\"\n", []string{`line 10: replication.protocol: "D" is not one of`}},
 
 		{"peer not an array of tables", "peer = \"node2\"\n" + minimal, []string{`line 1: peer: want an array of tables ([[peer]]), got string "node2"`}},

@@ -51,6 +51,7 @@
 //	al_extent_size = "4MiB"  # power of two, 1MiB to 1GiB
 //	resync_rate = 0      # bytes per second; 0: the dynamic controller decides
 //	secondary_nbd = "read-only"  # or "refuse"
+//	on_io_error = "detach"  # or "pass_on": what a failed local disk does
 //
 //	[[peer]]             # zero or more; with peers this node replicates
 //	name = "node2"       # required, unique; the peer's node.name, not ours

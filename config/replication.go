@@ -55,7 +55,23 @@ type Replication struct {
 	// SecondaryNBD is what the NBD export of a volume does while this node
 	// is its secondary.
 	SecondaryNBD SecondaryNBD
+	// OnIOError is what a replicated volume does when its local store
+	// fails a write or a flush.
+	OnIOError OnIOError
 }
+
+// OnIOError says what a replicated volume does when its local store fails.
+type OnIOError string
+
+// The on_io_error policies (replica.IOErrorPolicy).
+const (
+	// OnIOErrorDetach detaches the failed disk: the replica becomes
+	// Diskless and refuses I/O; with a cluster a primary hands the volume
+	// to an UpToDate peer.
+	OnIOErrorDetach OnIOError = "detach"
+	// OnIOErrorPassOn passes the error to the client and keeps the disk.
+	OnIOErrorPassOn OnIOError = "pass_on"
+)
 
 // Protocol says when the primary acknowledges a replicated write.
 type Protocol string
@@ -139,6 +155,7 @@ const (
 	MinALExtentSize           = replica.MinExtentSize
 	MaxALExtentSize     int64 = GiB
 	DefaultSecondaryNBD       = SecondaryReadOnly
+	DefaultOnIOError          = OnIOErrorDetach
 )
 
 // decodeReplication decodes the [replication] table; replicated says whether
@@ -154,6 +171,7 @@ func decodeReplication(t *table, r *Replication, replicated, clustered bool) {
 		ALExtents:       DefaultALExtents,
 		ALExtentSize:    DefaultALExtentSize,
 		SecondaryNBD:    DefaultSecondaryNBD,
+		OnIOError:       DefaultOnIOError,
 	}
 	var splitBrain string
 	_, splitBrainSet := t.m["split_brain"]
@@ -171,6 +189,7 @@ func decodeReplication(t *table, r *Replication, replicated, clustered bool) {
 	t.size("al_extent_size", &r.ALExtentSize)
 	t.size("resync_rate", &r.ResyncRate)
 	oneOf(t, "secondary_nbd", &r.SecondaryNBD, SecondaryReadOnly, SecondaryRefuse)
+	oneOf(t, "on_io_error", &r.OnIOError, OnIOErrorDetach, OnIOErrorPassOn)
 	t.unknown()
 
 	// A node without peers may keep a [replication] table for later, so

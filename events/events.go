@@ -76,6 +76,11 @@ const (
 	// like the previous one (same operation, same outcome) shows not at
 	// all: watch KindRAIDHealth and KindRAIDMember for what it changed.
 	KindRAIDOp = "raid-op"
+	// KindIOError is the state of a replicated volume's local disk as
+	// on_io_error sees it: "ok", or "failed" once a write or flush error
+	// made the volume detach it (Diskless; with a cluster a primary hands
+	// the volume over). Detail is the store's error, which names the path.
+	KindIOError = "io-error"
 	// KindLost is a synthetic event a subscriber receives when it fell so
 	// far behind that the bus dropped events it had not read; Detail says
 	// how many.
@@ -91,7 +96,7 @@ func Kinds() []string {
 	return []string{
 		KindRole, KindDisk, KindConnection, KindPeerDisk, KindLeader,
 		KindPrimary, KindEpoch, KindLease, KindSplitBrain, KindResync,
-		KindMember, KindRAIDHealth, KindRAIDMember, KindRAIDOp, KindLost,
+		KindMember, KindRAIDHealth, KindRAIDMember, KindRAIDOp, KindIOError, KindLost,
 	}
 }
 

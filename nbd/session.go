@@ -596,11 +596,16 @@ func (s *session) reply(r *request, err error, mayBlock bool) {
 	}
 	errno := errnoOf(err)
 	s.cc.errors.Add(1)
-	if errno == errIO {
-		// A failing disk fails every request on every connection: the
-		// export's log limiter keeps a few lines and counts the rest.
+	if errno == errIO || errno == errNoSpc {
+		// A failing disk fails every request on every connection, a full
+		// file system every write: the export's log limiter keeps a few
+		// lines and counts the rest. The store's error names its path.
 		if ok, k := s.ioLog.allow(); ok {
-			s.log.Warn("I/O error", "cmd", cmdName(r.cmd), "offset", r.off, "length", r.length, "err", err, "count", k)
+			msg := "I/O error"
+			if errno == errNoSpc {
+				msg = "no space left on the file system under the store"
+			}
+			s.log.Warn(msg, "cmd", cmdName(r.cmd), "offset", r.off, "length", r.length, "err", err, "count", k)
 		}
 	}
 	s.replyErrMay(r, errno, err.Error(), mayBlock)

@@ -64,14 +64,11 @@ type clusterVolume struct {
 func (c clusterVolume) Name() string { return c.name }
 
 func (c clusterVolume) Report() cluster.LocalReport {
-	role, epoch, disk, _ := c.v.Local()
-	return cluster.LocalReport{Primary: role == replica.Primary, Epoch: epoch, Disk: disk}
+	l := c.v.Local()
+	return cluster.LocalReport{Primary: l.Role == replica.Primary, Epoch: l.Epoch, Disk: l.Disk, Failed: l.Failed}
 }
 
-func (c clusterVolume) Fresh() bool {
-	_, _, _, fresh := c.v.Local()
-	return fresh
-}
+func (c clusterVolume) Fresh() bool { return c.v.Local().Fresh }
 
 // Promote runs on the cluster's word, which may promote an Outdated disk
 // (an operator's forced promotion): force follows it.

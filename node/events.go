@@ -86,7 +86,12 @@ func statusFacts(me string, st api.Status) []events.Fact {
 			continue
 		}
 		add(events.KindRole, v.Name, "", r.Role, "epoch "+strconv.FormatUint(r.Epoch, 10))
-		add(events.KindDisk, v.Name, "", r.Disk, "")
+		add(events.KindDisk, v.Name, "", r.Disk, r.DiskFailed)
+		if r.DiskFailed != "" {
+			add(events.KindIOError, v.Name, "", "failed", r.DiskFailed)
+		} else {
+			add(events.KindIOError, v.Name, "", "ok", "")
+		}
 		add(events.KindEpoch, v.Name, "", strconv.FormatUint(r.Epoch, 10), "")
 		if r.Role == "primary" && st.Cluster != nil {
 			lease := "held"

@@ -535,6 +535,12 @@ func (n *Node) Close() error {
 			}
 		}
 		for _, v := range n.volumes {
+			if v.repl != nil && v.repl.DiskFailed() != "" {
+				// Detached after it failed: nothing on it is to be
+				// made durable, and it would only fail again.
+				n.log.Warn("not flushing the failed store of a detached volume", "volume", v.cfg.Name, "path", v.rec.Path)
+				continue
+			}
 			if !v.cfg.ReadOnly {
 				if err := v.store.Flush(); err != nil {
 					errs = append(errs, fmt.Errorf("volume %q: %w", v.cfg.Name, err))

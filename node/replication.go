@@ -73,6 +73,7 @@ func (n *Node) openReplica(v *volume) (*replica.Volume, error) {
 		Protocol:        rc.Protocol[0],
 		SplitBrain:      rc.SplitBrain,
 		ContinueAlone:   rc.ContinueAlone,
+		OnIOError:       ioErrorPolicy(rc.OnIOError),
 		DataIntegrity:   rc.DataIntegrity,
 		BitmapBlockSize: int(rc.BitmapBlockSize),
 		ALExtents:       rc.ALExtents,
@@ -83,6 +84,15 @@ func (n *Node) openReplica(v *volume) (*replica.Volume, error) {
 		Fence:           fence,
 		Logger:          n.log,
 	})
+}
+
+// ioErrorPolicy maps replication.on_io_error (validated by config) to the
+// replica's policy.
+func ioErrorPolicy(p config.OnIOError) replica.IOErrorPolicy {
+	if p == config.OnIOErrorPassOn {
+		return replica.IOErrorPassOn
+	}
+	return replica.IOErrorDetach
 }
 
 // closeReplicas closes every replicated volume once.

@@ -396,9 +396,12 @@ func (v *Volume) awaitPeersLocked(mask uint32) error {
 
 // reportDueLocked returns the state to commit for p, if one is due: the
 // volume is primary and the state differs from what was last committed at
-// this epoch. Caller holds v.mu.
+// this epoch. A primary whose disk failed reports nothing: it
+// acknowledges nothing any more, so it never needs a peer out of the
+// UpToDate set, and outdating the peers that lost their link to it would
+// leave the cluster no replica to hand the volume to. Caller holds v.mu.
 func (v *Volume) reportDueLocked(p *peer) (DiskState, uint64, bool) {
-	if v.role != Primary || v.closing {
+	if v.role != Primary || v.closing || v.failed != "" {
 		return 0, 0, false
 	}
 	want := v.clusterDiskLocked(p)

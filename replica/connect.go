@@ -83,6 +83,13 @@ func (v *Volume) Attach(peerName string, conn net.Conn, version uint8, first []b
 	}
 	l := newLink(v, p, conn, version)
 	v.mu.Lock()
+	if v.failed != "" {
+		reason := v.failed
+		v.mu.Unlock()
+		sendError(l.w, conn, v.cfg.ID, "volume "+v.cfg.Name+" on this node is Diskless: its local disk failed ("+reason+")")
+		_ = conn.Close()
+		return fmt.Errorf("%w: refused connection from %s: the local disk failed", errStandAlone, p.name)
+	}
 	if p.standalone {
 		reason := p.lastErr
 		v.mu.Unlock()

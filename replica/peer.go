@@ -154,6 +154,11 @@ func (v *Volume) Connect(name string, discardMyData bool) error {
 		return err
 	}
 	v.mu.Lock()
+	if v.failed != "" {
+		err := fmt.Errorf("%w: the local disk failed (%s): a Diskless replica does not connect; restart the node once the disk is repaired", ErrState, v.failed)
+		v.mu.Unlock()
+		return err
+	}
 	for _, p := range ps {
 		p.standalone = false
 		p.discardMyData = discardMyData
@@ -205,6 +210,7 @@ func (v *Volume) Status() Status {
 	st := Status{
 		Role:          v.role.String(),
 		Disk:          v.disk.String(),
+		DiskFailed:    v.failed,
 		Epoch:         v.epoch,
 		Generation:    v.gens.Current.String(),
 		Protocol:      string(v.cfg.Protocol),

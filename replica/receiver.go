@@ -244,8 +244,12 @@ func (l *link) applyAside(in incoming, id uint64) {
 	l.applied(&in, err, true)
 }
 
-// apply writes one frame to the local store.
+// apply writes one frame to the local store; a detached one gets nothing
+// more.
 func (l *link) apply(in *incoming) error {
+	if f := l.v.DiskFailed(); f != "" {
+		return fmt.Errorf("%w (%s)", ErrDiskFailed, f)
+	}
 	st := l.v.store
 	switch in.h.Type {
 	case wire.TypeWrite:
@@ -273,6 +277,11 @@ func (l *link) release(in *incoming) {
 func (l *link) applied(in *incoming, err error, now bool) {
 	h := in.h
 	if err != nil {
+		if l.v.localError(err) {
+			// Detached: the volume tells the peer this replica is
+			// Diskless, then takes the link down. Nothing is acked.
+			return
+		}
 		l.v.log.Error("applying a replicated write failed: dropping the link", "peer", l.p.name, "type", h.Type, "off", in.off, "len", in.n, "err", err)
 		l.fail(fmt.Errorf("local %v failed: %w", h.Type, err))
 		return
@@ -381,12 +390,17 @@ func (l *link) applyFlush(h wire.Header) error {
 	go func() {
 		l.waitApplied(h.Seq)
 		err := l.v.store.Flush()
+		if f := l.v.DiskFailed(); err == nil && f != "" {
+			err = fmt.Errorf("%w (%s)", ErrDiskFailed, f)
+		}
 		l.amu.Lock()
 		delete(l.applying, h.Seq)
 		l.acond.Broadcast()
 		l.amu.Unlock()
 		if err != nil {
-			l.fail(fmt.Errorf("local flush failed: %w", err))
+			if !l.v.localError(err) {
+				l.fail(fmt.Errorf("local flush failed: %w", err))
+			}
 			return
 		}
 		l.ack(wire.TypeFlushAck, h)
@@ -415,6 +429,15 @@ func (l *link) applyResyncDone(h wire.Header, b []byte) error {
 		l.waitApplied(h.Seq)
 		err := v.store.Flush()
 		v.mu.Lock()
+		if err != nil && v.localErrorLocked(err) || v.failed != "" {
+			// Detached: the resync never finishes here.
+			v.mu.Unlock()
+			l.amu.Lock()
+			delete(l.applying, h.Seq)
+			l.acond.Broadcast()
+			l.amu.Unlock()
+			return
+		}
 		if err == nil {
 			v.gens = v.gens.ResyncDone(src)
 			v.disk = p.peerDisk

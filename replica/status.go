@@ -54,8 +54,12 @@ const (
 type Status struct {
 	// Role is "primary" or "secondary".
 	Role string `json:"role"`
-	// Disk is the local disk state: UpToDate, Outdated, Inconsistent.
+	// Disk is the local disk state: UpToDate, Outdated, Inconsistent, or
+	// Diskless once the disk failed.
 	Disk string `json:"disk"`
+	// DiskFailed is the error that made the volume detach its local disk
+	// (on_io_error = "detach"); empty while the disk is attached.
+	DiskFailed string `json:"disk_failed,omitempty"`
 	// Epoch is the highest epoch this node knows for the volume.
 	Epoch uint64 `json:"epoch"`
 	// Generation is the current generation identifier (hex).

@@ -54,6 +54,10 @@ type VolumeConfig struct {
 	// lease ran out: FenceSuspend (the default) holds it, FenceError fails
 	// it with ErrFenced.
 	Fence FenceMode
+	// OnIOError is what the volume does when its local store fails a
+	// write or a flush (see "A failed local disk"): IOErrorDetach (the
+	// default) or IOErrorPassOn.
+	OnIOError IOErrorPolicy
 	// DataIntegrity checksums every data frame's payload.
 	DataIntegrity bool
 	// BitmapBlockSize, ALExtents and ALExtentSize: the bitmap and activity
@@ -114,6 +118,9 @@ type Volume struct {
 	peers        []*peer
 	closing      bool
 	lastAppIO    atomic.Int64 // unix nanos of the last application write
+	// failed is the error that made the volume detach its local disk
+	// ("" while attached); it is set once and never cleared.
+	failed string
 
 	// With an Authority (auth, set once at Open): leaseUntil is the end
 	// of the lease (zero: none); leaseTimer wakes waiters when it runs
@@ -151,6 +158,9 @@ func Open(cfg VolumeConfig) (*Volume, error) {
 	}
 	if cfg.Fence > FenceError {
 		return nil, fmt.Errorf("replica: volume %q: unknown fence mode %v", cfg.Name, cfg.Fence)
+	}
+	if cfg.OnIOError > IOErrorPassOn {
+		return nil, fmt.Errorf("replica: volume %q: unknown on_io_error policy %v", cfg.Name, cfg.OnIOError)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -315,6 +325,8 @@ func (v *Volume) becomePrimary(force bool, epoch uint64) error {
 	}
 	fresh := v.gens.Current == 0 && v.gens.History == [HistoryLen]GenID{}
 	switch {
+	case v.failed != "":
+		return fmt.Errorf("%w: the local disk failed (%s): a Diskless replica cannot be primary", ErrState, v.failed)
 	case fresh:
 		// A volume that never held data: its contents become the
 		// initial data of the cluster, as drbdadm primary --force does
@@ -402,7 +414,7 @@ func (v *Volume) newCurrentLocked() {
 // persistAll writes generations, disk state, role and peer records. Caller
 // holds v.mu.
 func (v *Volume) persistAll() error {
-	if err := v.state.SaveGenerations(v.gens, v.disk); err != nil {
+	if err := v.state.SaveGenerations(v.gens, v.persistedDisk()); err != nil {
 		return err
 	}
 	if err := v.persistRole(); err != nil {
@@ -453,12 +465,16 @@ func (v *Volume) demoteLocked(deposed bool) error {
 	for _, p := range v.peers {
 		p.replicating = false
 	}
-	v.mu.Unlock()
-	err := v.store.Flush()
-	v.mu.Lock()
-	if err != nil {
-		v.role = Primary
-		return fmt.Errorf("demote: flush: %w", err)
+	if v.failed == "" {
+		v.mu.Unlock()
+		err := v.store.Flush()
+		v.mu.Lock()
+		// A failed disk has nothing left to make durable: the demotion
+		// goes on once it is detached.
+		if err != nil && !v.localErrorLocked(err) {
+			v.role = Primary
+			return fmt.Errorf("demote: flush: %w", err)
+		}
 	}
 	if err := v.saveBitmapsLocked(); err != nil {
 		v.role = Primary
@@ -494,6 +510,9 @@ func (v *Volume) Invalidate() error {
 	defer v.mu.Unlock()
 	if v.role == Primary {
 		return fmt.Errorf("%w: invalidate needs a secondary (this node is primary)", ErrState)
+	}
+	if v.failed != "" {
+		return fmt.Errorf("%w: the local disk failed (%s): it is resynced in full after a restart anyway", ErrState, v.failed)
 	}
 	for _, p := range v.peers {
 		if p.conn == SyncSource || p.conn == SyncTarget {
@@ -554,7 +573,10 @@ func (v *Volume) Close() error {
 		p.stopLink(errors.New("volume closing"))
 	}
 	v.wg.Wait()
-	err := v.store.Flush()
+	var err error
+	if v.DiskFailed() == "" {
+		err = v.store.Flush()
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if err == nil {
@@ -583,7 +605,13 @@ func (v *Volume) anyPrimaryPeerLocked() bool {
 // and VolumeConfig.Fence).
 func (v *Volume) ReadAt(p []byte, off int64) error {
 	v.mu.Lock()
-	err := v.fenceLocked()
+	var err error
+	if v.failed != "" {
+		// Before the fence: a failed disk answers at once, lease or not.
+		err = v.errDiskFailed()
+	} else {
+		err = v.fenceLocked()
+	}
 	d := v.disk
 	v.mu.Unlock()
 	if err != nil {

@@ -101,6 +101,9 @@ func (o *op) finish() {
 			for _, pe := range v.peers {
 				pe.bitmap.SetRange(o.off, o.n)
 			}
+			// A failed disk is detached (and recorded so in meta)
+			// before the caller hears of the failure.
+			v.localErrorLocked(lerr)
 		}
 		if failed != 0 {
 			var wait bool
@@ -198,6 +201,11 @@ func (v *Volume) WriteZeroes(off, length int64, flags block.ZeroFlags) error {
 // write, and waits like one for an UpToDate peer it cannot reach.
 func (v *Volume) Flush() error {
 	v.mu.Lock()
+	if v.failed != "" {
+		err := v.errDiskFailed()
+		v.mu.Unlock()
+		return err
+	}
 	if v.auth != nil {
 		err := v.fenceLocked()
 		if err == nil && v.role == Primary {
@@ -210,7 +218,11 @@ func (v *Volume) Flush() error {
 	}
 	if v.role != Primary {
 		v.mu.Unlock()
-		return v.store.Flush()
+		err := v.store.Flush()
+		if err != nil {
+			v.localError(err)
+		}
+		return err
 	}
 	ch := make(chan error, 1)
 	o := newOp(v, func(err error) { ch <- err })
@@ -302,6 +314,11 @@ func (v *Volume) begin(off, n int64) (uint64, error) {
 			v.mu.Unlock()
 			return 0, v.errNotPrimary()
 		}
+		if v.failed != "" {
+			err := v.errDiskFailed()
+			v.mu.Unlock()
+			return 0, err
+		}
 		if !v.leaseValid() {
 			if err := v.leaseWaitLocked(); err != nil {
 				v.mu.Unlock()
@@ -374,6 +391,7 @@ func (v *Volume) commitAL(seq uint64) error {
 	if evicts {
 		if err := v.store.Flush(); err != nil {
 			v.requeueAL(batch)
+			v.localError(err)
 			return err
 		}
 	}

@@ -101,6 +101,9 @@ const barWidth = 20
 // connect, last error, failed resync and verify.
 func writeReplication(w io.Writer, name string, rs *replica.Status, now time.Time) error {
 	fmt.Fprintf(w, "%s  role %s  disk %s  epoch %d  protocol %s  gen %s\n", name, rs.Role, rs.Disk, rs.Epoch, rs.Protocol, rs.Generation)
+	if rs.DiskFailed != "" {
+		fmt.Fprintf(w, "  local disk failed, detached (on_io_error): %s\n", rs.DiskFailed)
+	}
 	if rs.ContinueAlone {
 		// The one setting that trades safety for availability: say so on
 		// every status, not only in the configuration.

@@ -220,3 +220,18 @@ func TestWriteTableStore(t *testing.T) {
 		t.Errorf("the table names a store in order:\n%s", out)
 	}
 }
+
+func TestWriteReplicationDiskFailed(t *testing.T) {
+	var buf bytes.Buffer
+	rs := &replica.Status{Role: "secondary", Disk: "Diskless", Epoch: 4, Generation: "0", Protocol: "C",
+		DiskFailed: "write /srv/vol0.img at 4096: input/output error"}
+	if err := writeReplication(&buf, "vol0", rs, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	want := "vol0  role secondary  disk Diskless  epoch 4  protocol C  gen 0\n" +
+		"  local disk failed, detached (on_io_error): write /srv/vol0.img at 4096: input/output error\n" +
+		"  no peers\n"
+	if buf.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", buf.String(), want)
+	}
+}

@@ -75,6 +75,9 @@ type haOptions struct {
 	Fence           string
 	// ResyncRate is the data nodes' resync_rate.
 	ResyncRate string
+	// Paths maps a data node's name to the backing file of its
+	// clusterVolume (default: in the daemon's directory).
+	Paths map[string]string
 }
 
 // haCluster is a running HA cluster.
@@ -129,7 +132,7 @@ func startHA(t *testing.T, o haOptions) *haCluster {
 	for i, n := range names {
 		spec := daemonSpec{Name: n}
 		if i < 2 {
-			spec.Volumes = []volumeSpec{{Name: clusterVolume, Size: o.Size}}
+			spec.Volumes = []volumeSpec{{Name: clusterVolume, Size: o.Size, Path: o.Paths[n]}}
 			peer := peerSpec{Name: "node2", Address: c.Repl.Addr()}
 			if i == 1 {
 				peer = peerSpec{Name: "node1", Address: replAddr(0)}
@@ -187,6 +190,7 @@ type haStatusJSON struct {
 type haReplJSON struct {
 	Role             string       `json:"role"`
 	Disk             string       `json:"disk"`
+	DiskFailed       string       `json:"disk_failed"`
 	Epoch            uint64       `json:"epoch"`
 	Fenced           bool         `json:"fenced"`
 	LeaseRemainingMS int64        `json:"lease_remaining_ms"`
