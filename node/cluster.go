@@ -160,11 +160,21 @@ func initialPrimary(cfg *config.Config, v config.Volume) string {
 }
 
 // runCluster serves the cluster until ctx ends; it returns when everything
-// it started has stopped.
-func (n *Node) runCluster(ctx context.Context) error {
+// it started has stopped. If the cluster port's listener fails for good
+// before, its error goes to failed at once (and not into the result), so
+// that the node can stop in order.
+func (n *Node) runCluster(ctx context.Context, failed chan<- error) error {
 	ms := n.membership
 	errs := make(chan error, 3)
-	go func() { errs <- ms.mux.Serve(ctx) }()
+	go func() {
+		err := ms.mux.Serve(ctx)
+		if err != nil && ctx.Err() == nil {
+			n.log.Error("cluster listener failed: other nodes cannot reach this one", "addr", ms.mux.Addr().String(), "err", err)
+			failed <- fmt.Errorf("cluster.listen: %w", err)
+			err = nil
+		}
+		errs <- err
+	}()
 	go func() { errs <- ms.member.Run(ctx) }()
 	go func() {
 		err := ms.ctl.Serve(ms.mux.Listener(authnet.ServiceControl))

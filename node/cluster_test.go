@@ -14,6 +14,7 @@ import (
 	"github.com/blockrep/blockrep/api"
 	"github.com/blockrep/blockrep/config"
 	"github.com/blockrep/blockrep/events"
+	"github.com/blockrep/blockrep/internal/authnet"
 	"github.com/blockrep/blockrep/replica"
 )
 
@@ -214,5 +215,49 @@ func TestClusterSecretErrorNamesKey(t *testing.T) {
 	var cerr *config.Error
 	if !errors.As(err, &cerr) || cerr.Key != "cluster.secret_file" || !strings.Contains(err.Error(), "cluster.secret_file: ") {
 		t.Fatalf("New with a missing cluster secret: %v, want an error naming cluster.secret_file", err)
+	}
+}
+
+// TestPeerListenerFailureStopsNode: when the replication listener or the
+// cluster port's listener fails for good, Run stops the node at once and
+// returns the error, naming the listener, instead of running on
+// unreachable.
+func TestPeerListenerFailureStopsNode(t *testing.T) {
+	for _, which := range []string{"replication", "cluster"} {
+		t.Run(which, func(t *testing.T) {
+			cfg := trioConfigs(t, t.TempDir())["b"]
+			n, err := New(cfg, testLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := "replication listen"
+			if which == "replication" {
+				// Closed under Run's feet: Accept fails with an error
+				// that is not temporary.
+				_ = n.transport.Close()
+			} else {
+				want = "cluster.listen"
+				old := n.membership.mux
+				_ = old.Close()
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n.membership.mux, err = authnet.NewMux(brokenListener{ln}, n.membership.auth); err != nil {
+					t.Fatal(err)
+				}
+			}
+			done := make(chan error, 1)
+			go func() { done <- n.Run(context.Background()) }()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), want) || strings.Count(err.Error(), want) != 1 {
+					t.Fatalf("Run: %v, want one error naming %q", err, want)
+				}
+				t.Logf("Run: %v", err)
+			case <-time.After(40 * time.Second):
+				t.Fatal("Run did not stop after the listener failed")
+			}
+		})
 	}
 }

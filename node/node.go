@@ -26,6 +26,7 @@ import (
 	"github.com/blockrep/blockrep/block"
 	"github.com/blockrep/blockrep/config"
 	"github.com/blockrep/blockrep/events"
+	"github.com/blockrep/blockrep/internal/acceptloop"
 	"github.com/blockrep/blockrep/internal/buildinfo"
 	"github.com/blockrep/blockrep/internal/unixsock"
 	"github.com/blockrep/blockrep/meta"
@@ -421,19 +422,34 @@ func (n *Node) Run(ctx context.Context) error {
 	tctx, stopTransport := context.WithCancel(context.Background())
 	defer stopTransport()
 	transportDone := make(chan error, 1)
+	var transportFailed <-chan error // nil: never
 	if n.transport != nil {
 		go func() { transportDone <- n.transport.Run(tctx) }()
+		transportFailed = n.transport.Failed()
 	} else {
 		transportDone <- nil
 	}
 	cctx, stopCluster := context.WithCancel(context.Background())
 	defer stopCluster()
 	clusterDone := make(chan error, 1)
+	clusterFailed := make(chan error, 1)
 	if n.membership != nil {
-		go func() { clusterDone <- n.runCluster(cctx) }()
+		go func() { clusterDone <- n.runCluster(cctx, clusterFailed) }()
 	} else {
 		clusterDone <- nil
 	}
+	// A listener that fails for good stops the node: peers could no
+	// longer reach it, and half a node is worse than none.
+	g.Go(func() error {
+		select {
+		case err := <-transportFailed:
+			return err
+		case err := <-clusterFailed:
+			return err
+		case <-gctx.Done():
+			return nil
+		}
+	})
 	ectx, stopEvents := context.WithCancel(context.Background())
 	defer stopEvents()
 	eventsDone := make(chan struct{})
@@ -450,7 +466,9 @@ func (n *Node) Run(ctx context.Context) error {
 	}()
 	n.log.Info("control API listening", "socket", n.ctlListener.Path())
 	g.Go(func() error {
-		err := n.ctl.Serve(n.ctlListener)
+		// net/http retries only some temporary accept errors (not ENOBUFS
+		// or ENOMEM); Retry handles them all, with a rate-limited log.
+		err := n.ctl.Serve(acceptloop.Retry(n.ctlListener, n.log.With("listener", "control socket"), nil))
 		if errors.Is(err, http.ErrServerClosed) {
 			return nil
 		}
@@ -473,6 +491,9 @@ func (n *Node) Run(ctx context.Context) error {
 	replErr := n.closeReplicas()
 	stopTransport()
 	transportErr := <-transportDone
+	if transportErr != nil && errors.Is(serveErr, transportErr) {
+		transportErr = nil // already in serveErr, through Failed
+	}
 	stopCluster()
 	clusterErr := <-clusterDone
 	stopEvents()

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/blockrep/blockrep/internal/acceptloop"
+	"github.com/blockrep/blockrep/internal/lograte"
 	"github.com/blockrep/blockrep/replica/wire"
 )
 
@@ -33,12 +35,23 @@ type TransportConfig struct {
 // accepts, so two nodes never race two connections for one volume; the
 // accepting one knocks when it starts, so the dialer does not wait out its
 // backoff. One TCP connection carries one volume.
+//
+// The listener survives temporary accept errors (out of descriptors,
+// buffers or memory: see acceptloop.Retry), admits at most
+// acceptloop.DefaultMaxPending unauthenticated connections at a time
+// (DefaultMaxPendingPerSource from one IP; others are closed at once),
+// each with a deadline, and logs failed handshakes at most once a minute
+// per source IP.
 type Transport struct {
 	cfg     TransportConfig
 	log     *slog.Logger
 	ln      net.Listener
 	volumes map[[16]byte]*Volume
 	list    []*Volume
+
+	gate    *acceptloop.Gate
+	failLog *lograte.Limiter // failed handshakes, per remote IP
+	failed  chan error       // the listener's fatal error, once
 }
 
 // NewTransport validates the configuration and listens.
@@ -56,7 +69,13 @@ func NewTransport(cfg TransportConfig, volumes []*Volume) (*Transport, error) {
 	if cfg.RetryMax < cfg.RetryMin {
 		cfg.RetryMax = cfg.RetryMin
 	}
-	t := &Transport{cfg: cfg, log: cfg.Logger.With("component", "replication"), volumes: map[[16]byte]*Volume{}, list: volumes}
+	log := cfg.Logger.With("component", "replication")
+	t := &Transport{
+		cfg: cfg, log: log, volumes: map[[16]byte]*Volume{}, list: volumes,
+		gate:    acceptloop.NewGate(acceptloop.DefaultMaxPending, acceptloop.DefaultMaxPendingPerSource, log),
+		failLog: lograte.New(acceptloop.LogEvery, acceptloop.MaxLogSources),
+		failed:  make(chan error, 1),
+	}
 	for _, v := range volumes {
 		t.volumes[v.ID()] = v
 	}
@@ -74,8 +93,15 @@ func (t *Transport) Addr() net.Addr { return t.ln.Addr() }
 // Close stops listening; Run does it too.
 func (t *Transport) Close() error { return t.ln.Close() }
 
+// Failed receives, once, the error that ended the listener while Run was
+// running (not one caused by ctx or Close). Run keeps the links it has and
+// its dialing going until ctx ends, so that the owner can shut down in
+// order; the owner should do so, since no peer can connect any more.
+func (t *Transport) Failed() <-chan error { return t.failed }
+
 // Run accepts and dials until ctx ends, then waits for the connections it
-// handles; the volumes' Close ends their links.
+// handles; the volumes' Close ends their links. It returns the error that
+// ended the listener, if one did (see Failed).
 func (t *Transport) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	t.log.Info("replication listening", "addr", t.ln.Addr().String())
@@ -91,20 +117,31 @@ func (t *Transport) Run(ctx context.Context) error {
 			wg.Go(func() { t.knock(ctx, pc) })
 		}
 	}
+	ln := acceptloop.Retry(t.ln, t.log, ctx.Done())
 	wg.Go(func() {
 		<-ctx.Done()
-		_ = t.ln.Close()
+		_ = ln.Close()
 	})
 	var err error
 	for {
-		conn, aerr := t.ln.Accept()
+		conn, aerr := ln.Accept()
 		if aerr != nil {
 			if ctx.Err() == nil {
-				err = fmt.Errorf("replication accept: %w", aerr)
+				err = fmt.Errorf("replication listen %s: %w", t.ln.Addr(), aerr)
+				t.log.Error("replication listener failed: peers cannot connect to this node", "addr", t.ln.Addr().String(), "err", aerr)
+				t.failed <- err
 			}
 			break
 		}
-		wg.Go(func() { t.accept(ctx, conn) })
+		release, gerr := t.gate.Admit(conn.RemoteAddr())
+		if gerr != nil {
+			_ = conn.Close()
+			continue
+		}
+		wg.Go(func() {
+			defer release()
+			t.accept(ctx, conn, release)
+		})
 	}
 	wg.Wait()
 	return err
@@ -121,15 +158,18 @@ func (t *Transport) peerNamed(name string) (PeerConfig, bool) {
 }
 
 // accept authenticates an incoming connection, reads which volume it is
-// for, and runs the link.
-func (t *Transport) accept(ctx context.Context, conn net.Conn) {
+// for, and runs the link. It calls admitted, which gives back the
+// connection's pending-handshake slot, before the link runs.
+func (t *Transport) accept(ctx context.Context, conn net.Conn, admitted func()) {
 	remote := conn.RemoteAddr().String()
 	hctx, cancel := context.WithTimeout(ctx, wire.DefaultHandshakeTimeout)
 	peer, err := wire.Handshake(hctx, conn, wire.HandshakeConfig{Cluster: t.cfg.Cluster, NodeID: t.cfg.Local, Secret: t.cfg.Secret})
 	cancel()
 	if err != nil {
-		t.log.Warn("peer link refused: handshake failed", "remote", remote, "err", err)
 		_ = conn.Close()
+		if ok, n := t.failLog.Allow(acceptloop.Source(conn.RemoteAddr()), time.Now()); ok && ctx.Err() == nil {
+			t.log.Warn("peer link refused: handshake failed", "remote", remote, "err", err, "suppressed", n)
+		}
 		return
 	}
 	if _, ok := t.peerNamed(peer.NodeID); !ok {
@@ -170,6 +210,7 @@ func (t *Transport) accept(ctx context.Context, conn net.Conn) {
 		return
 	}
 	first = append([]byte(nil), first...)
+	admitted()
 	err = v.Attach(peer.NodeID, conn, peer.Version, first)
 	t.log.Debug("peer link ended", "volume", v.Name(), "node", peer.NodeID, "err", err)
 }

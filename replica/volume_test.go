@@ -37,6 +37,9 @@ type testCluster struct {
 	nodes []*testNode
 	cfg   func(*VolumeConfig)
 	tcfg  func(*TransportConfig)
+	// wrap, when set, replaces a node's replication listener before its
+	// transport runs (to inject accept errors).
+	wrap func(n *testNode, ln net.Listener) net.Listener
 }
 
 const testVolSize = 64 << 20
@@ -109,6 +112,9 @@ func (c *testCluster) start(n *testNode, role Role) {
 	tr, err := NewTransport(tc, []*Volume{v})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.wrap != nil {
+		tr.ln = c.wrap(n, tr.ln)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.db, n.vol, n.tr, n.cancel, n.done = db, v, tr, cancel, make(chan struct{})

@@ -34,6 +34,7 @@ import (
 	"syscall"
 
 	"github.com/blockrep/blockrep/config"
+	"github.com/blockrep/blockrep/internal/acceptloop"
 	"github.com/blockrep/blockrep/internal/buildinfo"
 	"github.com/blockrep/blockrep/internal/logging"
 	"github.com/blockrep/blockrep/node"
@@ -160,7 +161,7 @@ func serveProfiler(addr string) (bound string, stop func(), err error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = srv.Serve(l)
+		_ = srv.Serve(acceptloop.Retry(l, nil, nil)) // survives running out of descriptors
 	}()
 	return l.Addr().String(), func() {
 		_ = srv.Close()

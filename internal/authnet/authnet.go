@@ -23,9 +23,10 @@ import (
 	"net"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
+	"github.com/blockrep/blockrep/internal/acceptloop"
+	"github.com/blockrep/blockrep/internal/lograte"
 	"github.com/blockrep/blockrep/replica/wire"
 )
 
@@ -34,16 +35,12 @@ const (
 	// DefaultHandshakeTimeout is Config.HandshakeTimeout when it is zero.
 	DefaultHandshakeTimeout = 5 * time.Second
 	// MaxPendingHandshakes bounds the connections a Mux holds between TCP
-	// accept and the hand-off to a service listener. A connection beyond it
-	// is closed at once, so a port scanner or a flood cannot pile up
-	// goroutines.
-	MaxPendingHandshakes = 64
-
-	// logEvery is the least interval between two log records about failed
-	// handshakes from one remote IP, and between two overload warnings.
-	logEvery = time.Minute
-	// maxLogKeys bounds the remote IPs the log rate limiter remembers.
-	maxLogKeys = 4096
+	// accept and the hand-off to a service listener, and
+	// MaxPendingPerSource those from one remote IP. A connection beyond
+	// them is closed at once, so a port scanner or a flood cannot pile up
+	// goroutines, nor one source take every slot (see acceptloop.Gate).
+	MaxPendingHandshakes = acceptloop.DefaultMaxPending
+	MaxPendingPerSource  = acceptloop.DefaultMaxPendingPerSource
 )
 
 // Service says what an authenticated connection is for. The dialer sends it
@@ -219,8 +216,8 @@ type Mux struct {
 	cfg Config
 	log *slog.Logger
 
-	// sem holds one token per connection between accept and hand-off.
-	sem chan struct{}
+	// gate holds one slot per connection between accept and hand-off.
+	gate *acceptloop.Gate
 	// done is closed when the Mux shuts down.
 	done      chan struct{}
 	closeOnce sync.Once
@@ -233,8 +230,7 @@ type Mux struct {
 	serving  bool
 	closed   bool
 
-	failLog *rateLimiter // failed handshakes, per remote IP
-	busyLog *rateLimiter // overload warnings
+	failLog *lograte.Limiter // failed handshakes, per remote IP
 
 	// onDrop, if set before Serve (tests only), is called for every
 	// connection the Mux closes instead of handing it to a service, after
@@ -249,16 +245,16 @@ func NewMux(ln net.Listener, cfg Config) (*Mux, error) {
 	if err != nil {
 		return nil, err
 	}
+	log := cfg.Logger.With("component", "authnet", "addr", ln.Addr().String())
 	return &Mux{
 		ln:        ln,
 		cfg:       cfg,
-		log:       cfg.Logger.With("component", "authnet", "addr", ln.Addr().String()),
-		sem:       make(chan struct{}, MaxPendingHandshakes),
+		log:       log,
+		gate:      acceptloop.NewGate(MaxPendingHandshakes, MaxPendingPerSource, log),
 		done:      make(chan struct{}),
 		serveDone: make(chan struct{}),
 		services:  make(map[Service]*serviceListener),
-		failLog:   newRateLimiter(logEvery, maxLogKeys),
-		busyLog:   newRateLimiter(logEvery, 1),
+		failLog:   lograte.New(acceptloop.LogEvery, acceptloop.MaxLogSources),
 	}, nil
 }
 
@@ -295,9 +291,12 @@ func (m *Mux) service(svc Service) *serviceListener {
 }
 
 // Serve accepts connections until ctx is cancelled or Close is called, or
-// the TCP listener fails for good. Each connection is authenticated in a
-// goroutine of its own; at most MaxPendingHandshakes are in progress at a
-// time, and a connection beyond that is closed at once. When Serve stops
+// the TCP listener fails for good. Temporary accept errors (out of
+// descriptors, ...) are logged and retried after a backoff (see
+// acceptloop.Retry). Each connection is authenticated in a goroutine of
+// its own; at most MaxPendingHandshakes are in progress at a time
+// (MaxPendingPerSource from one IP), and a connection beyond that is
+// closed at once. When Serve stops
 // it closes the TCP listener and waits for those goroutines, and the
 // service listeners' Accept returns net.ErrClosed. Serve returns nil when
 // stopped by ctx or Close, and the listener's error otherwise. It may be
@@ -331,58 +330,26 @@ func (m *Mux) Serve(ctx context.Context) error {
 }
 
 func (m *Mux) acceptLoop(ctx context.Context, wg *sync.WaitGroup) error {
-	const minDelay, maxDelay = 5 * time.Millisecond, time.Second
-	var delay time.Duration
+	ln := acceptloop.Retry(m.ln, m.log, m.done)
 	for {
-		c, err := m.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			if m.isClosed() {
 				return nil
 			}
-			if !retryableAccept(err) {
-				return fmt.Errorf("authnet: accept on %s: %w", m.Addr(), err)
-			}
-			delay = min(max(2*delay, minDelay), maxDelay)
-			m.log.Warn("accept failed; retrying", "err", err, "retry_in", delay)
-			t := time.NewTimer(delay)
-			select {
-			case <-t.C:
-			case <-m.done:
-				t.Stop()
-			}
-			continue
+			return fmt.Errorf("authnet: accept on %s: %w", m.Addr(), err)
 		}
-		delay = 0
-		select {
-		case m.sem <- struct{}{}:
-		default:
+		release, err := m.gate.Admit(c.RemoteAddr())
+		if err != nil {
 			_ = c.Close()
-			if ok, n := m.busyLog.allow("", time.Now()); ok {
-				m.log.Warn("too many pending handshakes; closing new connections",
-					"limit", cap(m.sem), "remote", c.RemoteAddr().String(), "suppressed", n)
-			}
-			m.dropped(c.RemoteAddr(), "overload", errors.New("too many pending handshakes"))
+			m.dropped(c.RemoteAddr(), "overload", err)
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-m.sem }()
+		wg.Go(func() {
+			defer release()
 			m.handle(ctx, c)
-		}()
+		})
 	}
-}
-
-// retryableAccept reports whether an Accept error is worth retrying: the
-// process ran out of descriptors or buffers, or one connection was aborted
-// before we took it.
-func retryableAccept(err error) bool {
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return isTimeout(err)
 }
 
 // handle authenticates c, reads its service byte and hands it over; on any
@@ -397,7 +364,7 @@ func (m *Mux) handle(ctx context.Context, c net.Conn) {
 		_ = c.Close()
 		if ctx.Err() != nil {
 			m.log.Debug("handshake aborted: mux closing", "remote", remote.String())
-		} else if ok, n := m.failLog.allow(hostOf(remote), time.Now()); ok {
+		} else if ok, n := m.failLog.Allow(acceptloop.Source(remote), time.Now()); ok {
 			m.log.Info("handshake failed; closing connection",
 				"remote", remote.String(), "err", err, "suppressed", n)
 		}
@@ -456,17 +423,6 @@ func (m *Mux) dropped(remote net.Addr, stage string, err error) {
 	if m.onDrop != nil {
 		m.onDrop(remote, stage, err)
 	}
-}
-
-func hostOf(a net.Addr) string {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP.String()
-	}
-	s := a.String()
-	if h, _, err := net.SplitHostPort(s); err == nil {
-		return h
-	}
-	return s
 }
 
 func (m *Mux) isClosed() bool {
@@ -555,53 +511,3 @@ func (l *serviceListener) Close() error {
 
 // Addr returns the Mux's TCP address.
 func (l *serviceListener) Addr() net.Addr { return l.m.Addr() }
-
-// rateLimiter lets one event per key through per interval and counts the
-// ones it suppressed. It remembers at most max keys; when full it forgets
-// keys whose interval has passed, and suppresses new keys if that frees no
-// room.
-type rateLimiter struct {
-	every time.Duration
-	max   int
-
-	mu   sync.Mutex
-	keys map[string]*rateEntry
-}
-
-type rateEntry struct {
-	last       time.Time
-	suppressed int
-}
-
-func newRateLimiter(every time.Duration, max int) *rateLimiter {
-	return &rateLimiter{every: every, max: max, keys: make(map[string]*rateEntry)}
-}
-
-// allow reports whether an event for key at now may be logged and, if so,
-// how many events for key were suppressed since the last one logged.
-func (r *rateLimiter) allow(key string, now time.Time) (ok bool, suppressed int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e := r.keys[key]
-	if e == nil {
-		if len(r.keys) >= r.max {
-			for k, v := range r.keys {
-				if now.Sub(v.last) >= r.every {
-					delete(r.keys, k)
-				}
-			}
-			if len(r.keys) >= r.max {
-				return false, 0
-			}
-		}
-		r.keys[key] = &rateEntry{last: now}
-		return true, 0
-	}
-	if now.Sub(e.last) < r.every {
-		e.suppressed++
-		return false, 0
-	}
-	n := e.suppressed
-	e.last, e.suppressed = now, 0
-	return true, n
-}

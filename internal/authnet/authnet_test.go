@@ -6,12 +6,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/blockrep/blockrep/internal/acceptloop"
+	"github.com/blockrep/blockrep/internal/flakynet"
 	"github.com/blockrep/blockrep/internal/syncbuf"
 	"github.com/blockrep/blockrep/replica/wire"
 )
@@ -55,6 +58,12 @@ func startMux(t *testing.T, cfg Config, svcs []Service, setup func(*Mux)) *testM
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startMuxOn(t, ln, cfg, svcs, setup)
+}
+
+// startMuxOn is startMux on the listener ln.
+func startMuxOn(t *testing.T, ln net.Listener, cfg Config, svcs []Service, setup func(*Mux)) *testMux {
+	t.Helper()
 	m, err := NewMux(ln, cfg)
 	if err != nil {
 		ln.Close()
@@ -393,9 +402,9 @@ func TestIdleClientDropped(t *testing.T) {
 func waitPending(t *testing.T, m *Mux, n int) {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
-	for len(m.sem) != n {
+	for m.gate.Pending() != n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d pending handshakes, want %d", len(m.sem), n)
+			t.Fatalf("%d pending handshakes, want %d", m.gate.Pending(), n)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -424,7 +433,7 @@ func TestIdleClientDoesNotBlockOthers(t *testing.T) {
 func TestOverloadClosesNewConns(t *testing.T) {
 	cfg := testConfig(t, "n1")
 	cfg.HandshakeTimeout = time.Hour // only the limit can close a conn here
-	srv := startMux(t, cfg, []Service{ServiceRaft}, func(m *Mux) { m.sem = make(chan struct{}, 2) })
+	srv := startMux(t, cfg, []Service{ServiceRaft}, func(m *Mux) { m.gate = acceptloop.NewGate(2, 0, m.log) })
 	var idle []net.Conn
 	for range 2 {
 		c, err := net.Dial("tcp", srv.addr())
@@ -597,24 +606,59 @@ func TestHandshakeFailureLogRateLimited(t *testing.T) {
 	}
 }
 
-func TestRateLimiter(t *testing.T) {
-	r := newRateLimiter(time.Minute, 2)
-	t0 := time.Unix(1000, 0)
-	step := func(key string, at time.Duration, wantOK bool, wantSuppressed int) {
-		t.Helper()
-		ok, n := r.allow(key, t0.Add(at))
-		if ok != wantOK || n != wantSuppressed {
-			t.Fatalf("allow(%q, +%s) = %v, %d; want %v, %d", key, at, ok, n, wantOK, wantSuppressed)
-		}
+// TestMuxAcceptRetriesTemporaryErrors gives the Mux's TCP listener the
+// errors of a node out of descriptors, buffers or memory, an aborted
+// connection and a timeout: it backs off, retries, logs the failures in
+// fewer lines than there were failures, and then serves a client.
+func TestMuxAcceptRetriesTemporaryErrors(t *testing.T) {
+	errs := []error{
+		flakynet.AcceptError(syscall.EMFILE), flakynet.AcceptError(syscall.ECONNABORTED),
+		flakynet.AcceptError(syscall.ENFILE), flakynet.AcceptError(syscall.ENOBUFS),
+		flakynet.AcceptError(syscall.ENOMEM), flakynet.AcceptError(syscall.EMFILE),
+		&net.OpError{Op: "accept", Net: "tcp", Err: os.ErrDeadlineExceeded},
 	}
-	step("a", 0, true, 0)
-	step("a", time.Second, false, 0)
-	step("a", 2*time.Second, false, 0)
-	step("b", 3*time.Second, true, 0)
-	step("c", 4*time.Second, false, 0) // full: a and b are still fresh
-	step("a", time.Minute, true, 2)
-	step("c", time.Minute+3*time.Second, true, 0) // b expired and was forgotten
-	if len(r.keys) != 2 {
-		t.Fatalf("limiter holds %d keys, want at most 2", len(r.keys))
+	var logs syncbuf.Buffer
+	cfg := testConfig(t, "n1")
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := flakynet.New(ln, errs...)
+	srv := startMuxOn(t, fl, cfg, []Service{ServiceControl}, nil)
+	cli := dial(t, srv.addr(), ServiceControl, testConfig(t, "n2"), "n1")
+	exchange(t, cli, acceptOne(t, srv.lns[ServiceControl]))
+	if got := fl.Failed(); got != int64(len(errs)) {
+		t.Errorf("the listener returned %d of its %d errors", got, len(errs))
+	}
+	out := logs.String()
+	if n := strings.Count(out, "accept failed"); n == 0 || n >= len(errs) {
+		t.Errorf("%d log lines about %d accept failures, want at least one and fewer than the failures:\n%s", n, len(errs), out)
+	}
+	if !strings.Contains(out, "too many open files") {
+		t.Errorf("the log does not name the first error (EMFILE):\n%s", out)
+	}
+}
+
+// TestMuxPermanentAcceptError: an Accept error that is not temporary ends
+// Serve with an error naming the address and the cause.
+func TestMuxPermanentAcceptError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewMux(flakynet.New(ln, flakynet.AcceptError(syscall.EINVAL)), testConfig(t, "n1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Serve(context.Background()) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, syscall.EINVAL) || !strings.Contains(err.Error(), ln.Addr().String()) {
+			t.Fatalf("Serve returned %v, want EINVAL naming %s", err, ln.Addr())
+		}
+	case <-time.After(waitFor):
+		t.Fatal("Serve kept going after a permanent accept error")
 	}
 }

@@ -552,6 +552,16 @@ func (c countingWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// Cut closes the connections the proxy carries, as a network failure
+// would; it keeps accepting new ones.
+func (p *proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.open {
+		c.Close()
+	}
+}
+
 // Close stops the proxy and cuts its connections.
 func (p *proxy) Close() {
 	p.mu.Lock()
