@@ -18,6 +18,9 @@ type TransportConfig struct {
 	Cluster string
 	Local   string
 	Secret  []byte
+	// Protection guards every frame after the handshake; both ends must
+	// agree (replication.security). Zero means wire.ProtectMAC.
+	Protection wire.Protection
 	// Listen is the address peers connect to.
 	Listen string
 	// Peers are the other data nodes.
@@ -43,7 +46,7 @@ type Transport struct {
 
 // NewTransport validates the configuration and listens.
 func NewTransport(cfg TransportConfig, volumes []*Volume) (*Transport, error) {
-	hc := wire.HandshakeConfig{Cluster: cfg.Cluster, NodeID: cfg.Local, Secret: cfg.Secret}
+	hc := wire.HandshakeConfig{Cluster: cfg.Cluster, NodeID: cfg.Local, Secret: cfg.Secret, Protection: cfg.Protection}
 	if err := hc.Validate(); err != nil {
 		return nil, fmt.Errorf("replication: %w", err)
 	}
@@ -110,6 +113,12 @@ func (t *Transport) Run(ctx context.Context) error {
 	return err
 }
 
+// handshake is the handshake configuration towards peerID ("" accepts any
+// node of the cluster).
+func (t *Transport) handshake(initiator bool, peerID string) wire.HandshakeConfig {
+	return wire.HandshakeConfig{Cluster: t.cfg.Cluster, NodeID: t.cfg.Local, PeerID: peerID, Secret: t.cfg.Secret, Initiator: initiator, Protection: t.cfg.Protection}
+}
+
 // peerNamed returns the configured peer called name.
 func (t *Transport) peerNamed(name string) (PeerConfig, bool) {
 	for _, p := range t.cfg.Peers {
@@ -125,7 +134,7 @@ func (t *Transport) peerNamed(name string) (PeerConfig, bool) {
 func (t *Transport) accept(ctx context.Context, conn net.Conn) {
 	remote := conn.RemoteAddr().String()
 	hctx, cancel := context.WithTimeout(ctx, wire.DefaultHandshakeTimeout)
-	peer, err := wire.Handshake(hctx, conn, wire.HandshakeConfig{Cluster: t.cfg.Cluster, NodeID: t.cfg.Local, Secret: t.cfg.Secret})
+	peer, err := wire.Handshake(hctx, conn, t.handshake(false, ""))
 	cancel()
 	if err != nil {
 		t.log.Warn("peer link refused: handshake failed", "remote", remote, "err", err)
@@ -134,7 +143,7 @@ func (t *Transport) accept(ctx context.Context, conn net.Conn) {
 	}
 	if _, ok := t.peerNamed(peer.NodeID); !ok {
 		t.log.Warn("peer link refused: not a configured peer", "remote", remote, "node", peer.NodeID)
-		sendError(wire.NewWriter(conn), conn, [16]byte{}, "node "+peer.NodeID+" is not a peer of "+t.cfg.Local)
+		sendError(peerWriter(conn, peer), conn, [16]byte{}, "node "+peer.NodeID+" is not a peer of "+t.cfg.Local)
 		_ = conn.Close()
 		return
 	}
@@ -153,24 +162,29 @@ func (t *Transport) accept(ctx context.Context, conn net.Conn) {
 	// Read the dialer's State exactly (no read-ahead), to find the volume.
 	r := wire.NewReader(conn, nil)
 	r.SetVersion(peer.Version)
+	r.SetMAC(peer.Recv) // the link's reader goes on counting from here
 	r.SetLimit(64 << 10)
 	_ = conn.SetReadDeadline(time.Now().Add(exchangeTimeout))
 	h, first, err := r.ReadFrame()
 	_ = conn.SetReadDeadline(time.Time{})
 	if err != nil || h.Type != wire.TypeState {
-		t.log.Warn("peer link refused: no state after the handshake", "remote", remote, "node", peer.NodeID, "type", h.Type, "err", err)
+		lvl := slog.LevelWarn
+		if errors.Is(err, wire.ErrTampered) {
+			lvl = slog.LevelError
+		}
+		t.log.Log(ctx, lvl, "peer link refused: no state after the handshake", "remote", remote, "node", peer.NodeID, "type", h.Type, "err", err)
 		_ = conn.Close()
 		return
 	}
 	v, ok := t.volumes[h.Volume]
 	if !ok {
 		t.log.Warn("peer link refused: unknown volume", "node", peer.NodeID)
-		sendError(wire.NewWriter(conn), conn, h.Volume, "no such volume on "+t.cfg.Local)
+		sendError(peerWriter(conn, peer), conn, h.Volume, "no such volume on "+t.cfg.Local)
 		_ = conn.Close()
 		return
 	}
 	first = append([]byte(nil), first...)
-	err = v.Attach(peer.NodeID, conn, peer.Version, first)
+	err = v.Attach(peer.NodeID, conn, peer, first)
 	t.log.Debug("peer link ended", "volume", v.Name(), "node", peer.NodeID, "err", err)
 }
 
@@ -187,7 +201,7 @@ func (t *Transport) knock(ctx context.Context, pc PeerConfig) {
 	defer conn.Close()
 	hctx, cancel := context.WithTimeout(ctx, wire.DefaultHandshakeTimeout)
 	defer cancel()
-	_, _ = wire.Handshake(hctx, conn, wire.HandshakeConfig{Cluster: t.cfg.Cluster, NodeID: t.cfg.Local, PeerID: pc.Name, Secret: t.cfg.Secret, Initiator: true})
+	_, _ = wire.Handshake(hctx, conn, t.handshake(true, pc.Name))
 }
 
 // dialLoop keeps one volume's link to one peer up: dial, authenticate,
@@ -248,14 +262,14 @@ func (t *Transport) dialOnce(ctx context.Context, v *Volume, pc PeerConfig) erro
 		_ = tc.SetNoDelay(true)
 	}
 	hctx, cancel := context.WithTimeout(ctx, wire.DefaultHandshakeTimeout)
-	peer, err := wire.Handshake(hctx, conn, wire.HandshakeConfig{Cluster: t.cfg.Cluster, NodeID: t.cfg.Local, PeerID: pc.Name, Secret: t.cfg.Secret, Initiator: true})
+	peer, err := wire.Handshake(hctx, conn, t.handshake(true, pc.Name))
 	cancel()
 	if err != nil {
 		_ = conn.Close()
 		t.log.Warn("peer link: handshake failed", "volume", v.Name(), "peer", pc.Name, "addr", pc.Address, "err", err)
 		return fmt.Errorf("handshake with %s: %w", pc.Name, err)
 	}
-	err = v.Attach(pc.Name, conn, peer.Version, nil)
+	err = v.Attach(pc.Name, conn, peer, nil)
 	if errors.Is(err, errStandAlone) {
 		return nil
 	}
