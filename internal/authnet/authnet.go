@@ -7,8 +7,11 @@
 // says which service the connection is for; the listening side's Mux hands
 // the connection to that service's net.Listener. Dial is the client side.
 //
-// The handshake authenticates the connection's start only: later bytes are
-// neither encrypted nor authenticated, exactly as on the peer link.
+// After the handshake every byte is protected as Config.Protection says,
+// the service byte included: by default (wire.ProtectMAC) the stream is cut
+// into records that carry the session's MAC (record.go), so that a relay
+// without the secret can neither change, replay, reorder nor drop any of
+// it unnoticed (the receiving end closes the connection and logs why).
 //
 // RaftStream adapts a Mux to hashicorp/raft's StreamLayer so that the Raft
 // transport is authenticated the same way.
@@ -87,6 +90,9 @@ type Config struct {
 	// ends, and how long an accepted connection waits for its service's
 	// Accept. Zero means DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// Protection guards the bytes after the handshake (cluster.security);
+	// both ends must agree. Zero means wire.ProtectMAC.
+	Protection wire.Protection
 }
 
 // normalize checks cfg and fills in its defaults. It copies the secret so
@@ -110,16 +116,26 @@ func (c Config) normalize() (Config, error) {
 
 func (c Config) handshake(initiator bool, peerID string) wire.HandshakeConfig {
 	return wire.HandshakeConfig{
-		Cluster:   c.Cluster,
-		NodeID:    c.NodeID,
-		PeerID:    peerID,
-		Secret:    c.Secret,
-		Initiator: initiator,
+		Cluster:    c.Cluster,
+		NodeID:     c.NodeID,
+		PeerID:     peerID,
+		Secret:     c.Secret,
+		Initiator:  initiator,
+		Protection: c.Protection,
 	}
 }
 
+// protect puts the record layer over c if the handshake says so.
+func protect(c net.Conn, peer wire.Peer, log *slog.Logger) net.Conn {
+	if peer.Protection != wire.ProtectMAC {
+		return c
+	}
+	return newRecordConn(c, peer, log.With("peer", peer.NodeID))
+}
+
 // Conn is an authenticated connection for one service. Reads and writes go
-// straight to the TCP connection.
+// through the record layer (with wire.ProtectMAC) or straight to the TCP
+// connection.
 type Conn struct {
 	net.Conn
 	peerID  string
@@ -169,14 +185,15 @@ func Dial(ctx context.Context, addr string, svc Service, cfg Config, peerID stri
 		_ = c.Close()
 		return nil, fmt.Errorf("authnet: dial %s: %w", addr, err)
 	}
+	pc := protect(c, peer, cfg.Logger.With("component", "authnet", "addr", addr))
 	if err := withDeadline(hctx, c, func() error {
-		_, err := c.Write([]byte{byte(svc)})
+		_, err := pc.Write([]byte{byte(svc)})
 		return err
 	}); err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("authnet: dial %s: sending service byte for %s: %w", addr, svc, err)
 	}
-	return &Conn{Conn: c, peerID: peer.NodeID, service: svc}, nil
+	return &Conn{Conn: pc, peerID: peer.NodeID, service: svc}, nil
 }
 
 // withDeadline runs fn on c under ctx's deadline; cancelling ctx aborts it.
@@ -406,10 +423,11 @@ func (m *Mux) handle(ctx context.Context, c net.Conn) {
 	}
 
 	var b [1]byte
+	pc := protect(c, peer, m.log)
 	sctx, scancel := context.WithTimeout(ctx, m.cfg.HandshakeTimeout)
 	defer scancel()
 	if err := withDeadline(sctx, c, func() error {
-		_, err := io.ReadFull(c, b[:])
+		_, err := io.ReadFull(pc, b[:])
 		return err
 	}); err != nil {
 		_ = c.Close()
@@ -428,7 +446,7 @@ func (m *Mux) handle(ctx context.Context, c net.Conn) {
 		return
 	}
 
-	conn := &Conn{Conn: c, peerID: peer.NodeID, service: svc}
+	conn := &Conn{Conn: pc, peerID: peer.NodeID, service: svc}
 	t := time.NewTimer(m.cfg.HandshakeTimeout)
 	defer t.Stop()
 	select {

@@ -1,0 +1,174 @@
+package authnet
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/blockrep/blockrep/internal/syncbuf"
+)
+
+// tamperRelay forwards TCP connections to target and, when told, damages
+// the next chunk of bytes it forwards in one direction: one flipped bit, or
+// the chunk sent twice (a replay). It has no secret.
+type tamperRelay struct {
+	ln     net.Listener
+	target string
+
+	// mode: 0 forward, 1 flip a bit of the next chunk, 2 send the next
+	// chunk twice. toServer picks the direction.
+	mode     atomic.Int32
+	toServer atomic.Bool
+	tampered atomic.Int32
+
+	mu    sync.Mutex
+	conns []net.Conn
+	seen  bytes.Buffer // every byte forwarded, both directions
+}
+
+const (
+	relayForward = iota
+	relayFlip
+	relayReplay
+)
+
+func startTamperRelay(t *testing.T, target string) *tamperRelay {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &tamperRelay{ln: ln, target: target}
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			r.mu.Lock()
+			r.conns = append(r.conns, in, out)
+			r.mu.Unlock()
+			go r.pipe(in, out, true)
+			go r.pipe(out, in, false)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, c := range r.conns {
+			c.Close()
+		}
+	})
+	return r
+}
+
+func (r *tamperRelay) addr() string { return r.ln.Addr().String() }
+
+func (r *tamperRelay) pipe(from, to net.Conn, toServer bool) {
+	defer to.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := from.Read(buf)
+		if err != nil {
+			return
+		}
+		chunk := buf[:n]
+		r.mu.Lock()
+		r.seen.Write(chunk)
+		r.mu.Unlock()
+		if r.toServer.Load() == toServer {
+			switch r.mode.Load() {
+			case relayFlip:
+				if r.mode.CompareAndSwap(relayFlip, relayForward) {
+					chunk[min(n-1, 6)] ^= 0x01
+					r.tampered.Add(1)
+				}
+			case relayReplay:
+				if r.mode.CompareAndSwap(relayReplay, relayForward) {
+					chunk = append(bytes.Clone(chunk), chunk...)
+					r.tampered.Add(1)
+				}
+			}
+		}
+		if _, err := to.Write(chunk); err != nil {
+			return
+		}
+	}
+}
+
+// TestTamperedStreamDetected: on an established cluster-port connection
+// (Raft and control alike), a relay without the secret flips one bit or
+// replays a chunk after the handshake. The receiving end must not deliver
+// the damaged bytes: its Read fails with ErrTampered, it logs why, and the
+// connection is dropped (the other end sees it closed).
+func TestTamperedStreamDetected(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		mode     int32
+		toServer bool
+		svc      Service
+	}{
+		{"flip to server raft", relayFlip, true, ServiceRaft},
+		{"flip to server control", relayFlip, true, ServiceControl},
+		{"flip to client", relayFlip, false, ServiceControl},
+		{"replay to server", relayReplay, true, ServiceRaft},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs syncbuf.Buffer
+			scfg := testConfig(t, "n1")
+			ccfg := testConfig(t, "n2")
+			scfg.Logger = slogTo(&logs)
+			ccfg.Logger = slogTo(&logs)
+			srv := startMux(t, scfg, []Service{ServiceRaft, ServiceControl}, nil)
+			relay := startTamperRelay(t, srv.addr())
+			cli := dial(t, relay.addr(), tc.svc, ccfg, "")
+			sc := acceptOne(t, srv.lns[tc.svc])
+			exchange(t, cli, sc) // the link works before the tampering
+
+			from, to := net.Conn(sc), net.Conn(cli)
+			if tc.toServer {
+				from, to = cli, sc
+			}
+			relay.toServer.Store(tc.toServer)
+			relay.mode.Store(tc.mode)
+			msg := []byte("append entries: term 7, index 42, data ...")
+			if _, err := from.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			if err := to.SetReadDeadline(time.Now().Add(waitFor)); err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(io.LimitReader(to, int64(2*len(msg))))
+			if relay.tampered.Load() != 1 {
+				t.Fatalf("the relay tampered %d times, want 1", relay.tampered.Load())
+			}
+			if len(got) > len(msg) || (len(got) > 0 && !bytes.Equal(got, msg[:len(got)])) {
+				t.Fatalf("the receiver delivered tampered bytes %q", got)
+			}
+			if !errors.Is(err, ErrTampered) {
+				t.Fatalf("read after tampering: %q, %v; want ErrTampered", got, err)
+			}
+			// The receiver dropped the connection: the sender sees it closed.
+			expectClosed(t, from)
+			if !strings.Contains(logs.String(), "tampered") {
+				t.Fatalf("no log line says why the connection was dropped:\n%s", logs.String())
+			}
+		})
+	}
+}
+
+func slogTo(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
