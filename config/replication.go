@@ -55,6 +55,10 @@ type Replication struct {
 	// SecondaryNBD is what the NBD export of a volume does while this node
 	// is its secondary.
 	SecondaryNBD SecondaryNBD
+	// Security protects the peer links after their handshake; TLS holds
+	// the files for SecurityTLS.
+	Security Security
+	TLS      TLSFiles
 }
 
 // Protocol says when the primary acknowledges a replicated write.
@@ -171,6 +175,7 @@ func decodeReplication(t *table, r *Replication, replicated, clustered bool) {
 	t.size("al_extent_size", &r.ALExtentSize)
 	t.size("resync_rate", &r.ResyncRate)
 	oneOf(t, "secondary_nbd", &r.SecondaryNBD, SecondaryReadOnly, SecondaryRefuse)
+	decodeSecurity(t, &r.Security, &r.TLS)
 	t.unknown()
 
 	// A node without peers may keep a [replication] table for later, so

@@ -92,11 +92,14 @@ func raftDir(cfg *config.Config) string { return filepath.Join(cfg.Node.DataDir,
 func (n *Node) joinCluster(secret []byte) error {
 	cc := n.cfg.Cluster
 	ms := n.membership
-	ms.auth = authnet.Config{Cluster: cc.Name, NodeID: n.cfg.Node.Name, Secret: secret, Logger: n.log}
+	sec, err := linkSecurity(cc.Security, cc.TLS, "cluster")
+	if err != nil {
+		return err
+	}
+	ms.auth = authnet.Config{Cluster: cc.Name, NodeID: n.cfg.Node.Name, Secret: secret, Logger: n.log, Protection: sec.prot, TLS: sec.tls}
 	if err := os.MkdirAll(raftDir(n.cfg), 0o700); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	var err error
 	if ms.store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(raftDir(n.cfg), "raft.db")}); err != nil {
 		return fmt.Errorf("cluster: raft store: %w", err)
 	}

@@ -142,8 +142,12 @@ func New(cfg *config.Config, logger *slog.Logger) (n *Node, err error) {
 	logger.Info("node identity", "node", cfg.Node.Name, "node_id", n.meta.NodeID(), "meta", n.meta.Path(), "version", n.version)
 
 	var secret, clusterSecret []byte
+	var replSec linkProtection
 	if cfg.Replicated() {
 		if secret, err = readSecret("replication.secret_file", cfg.Replication.SecretFile, logger); err != nil {
+			return n, err
+		}
+		if replSec, err = linkSecurity(cfg.Replication.Security, cfg.Replication.TLS, "replication"); err != nil {
 			return n, err
 		}
 	}
@@ -179,6 +183,9 @@ func New(cfg *config.Config, logger *slog.Logger) (n *Node, err error) {
 			RetryMin: config.ConnectRetryInitial,
 			RetryMax: cfg.Replication.ConnectRetryMax,
 			Logger:   logger,
+
+			Protection: replSec.prot,
+			TLS:        replSec.tls,
 		}, repls)
 		if err != nil {
 			return n, err

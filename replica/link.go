@@ -3,6 +3,7 @@ package replica
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/blockrep/blockrep/internal/fdconn"
+	"github.com/blockrep/blockrep/internal/linktls"
 	"github.com/blockrep/blockrep/replica/wire"
 )
 
@@ -124,6 +126,9 @@ func newLink(v *Volume, p *peer, conn net.Conn, wp wire.Peer) *link {
 		applying: make(map[uint64]struct{}),
 
 		resyncDoneAck: make(chan struct{}, 1),
+	}
+	if tc, ok := conn.(*tls.Conn); ok {
+		l.w = wire.NewWriter(&linktls.Coalescer{W: tc}) // a TLS record per frame otherwise
 	}
 	l.br = bufio.NewReaderSize(&l.src, 256<<10)
 	l.r = wire.NewReader(l.br, nil)

@@ -3,6 +3,7 @@ package replica
 import (
 	"bytes"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -10,6 +11,9 @@ import (
 	"testing"
 
 	"github.com/blockrep/blockrep/block/blocktest"
+	"github.com/blockrep/blockrep/internal/linktls"
+	"github.com/blockrep/blockrep/internal/syncbuf"
+	"github.com/blockrep/blockrep/internal/testpki"
 	"github.com/blockrep/blockrep/replica/wire"
 )
 
@@ -188,4 +192,219 @@ func testRelayRewrite(t *testing.T, prot wire.Protection) {
 		t.Fatalf("after the resync the secondary's copy differs from the acknowledged write in %d bytes", diffBytes(got, data))
 	}
 	sameData(t, p, s)
+}
+
+// captureRelay forwards TCP connections to target and keeps every byte the
+// dialer sent; it can flip one bit of what it forwards next.
+type captureRelay struct {
+	ln   net.Listener
+	flip atomic.Bool
+
+	mu    sync.Mutex
+	seen  bytes.Buffer
+	conns []net.Conn
+}
+
+func startCaptureRelay(t testing.TB, target string) *captureRelay {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &captureRelay{ln: ln}
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			r.mu.Lock()
+			r.conns = append(r.conns, in, out)
+			r.mu.Unlock()
+			go func() {
+				defer out.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := in.Read(buf)
+					if err != nil {
+						return
+					}
+					r.mu.Lock()
+					r.seen.Write(buf[:n])
+					r.mu.Unlock()
+					if n > 100 && r.flip.CompareAndSwap(true, false) {
+						buf[n/2] ^= 0x01
+					}
+					if _, err := out.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+			go func() { _, _ = io.Copy(in, out); in.Close() }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, c := range r.conns {
+			c.Close()
+		}
+	})
+	return r
+}
+
+func (r *captureRelay) captured() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return bytes.Clone(r.seen.Bytes())
+}
+
+// relayedCluster starts n1 (primary) and n2 (secondary), n1 dialing n2
+// through the capture relay, with transport settings from tcfg.
+func relayedCluster(t *testing.T, cfg func(*VolumeConfig), tcfg func(*TransportConfig)) (*testCluster, *captureRelay) {
+	c := &testCluster{t: t, cfg: cfg, tcfg: tcfg}
+	for _, name := range []string{"n1", "n2"} {
+		c.nodes = append(c.nodes, &testNode{t: t, name: name, dir: t.TempDir(), addr: freeAddr(t), store: blocktest.NewMem(testVolSize)})
+	}
+	relay := startCaptureRelay(t, c.nodes[1].addr)
+	secondaryAddr := c.nodes[1].addr
+	c.nodes[1].addr = relay.ln.Addr().String()
+	c.start(c.nodes[0], Primary)
+	c.nodes[1].addr = secondaryAddr
+	c.start(c.nodes[1], Secondary)
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			c.stop(n)
+		}
+	})
+	return c, relay
+}
+
+// TestTLSLinkHidesData: with security = "tls" the data replicates and a
+// relay between the peers never sees it; with "mac" the same relay does
+// (the search works). A flipped bit in transit drops the TLS link and
+// stores nothing wrong.
+func TestTLSLinkHidesData(t *testing.T) {
+	pattern := bytes.Repeat([]byte("PLAINTEXT-PATTERN-"), 4096)[:64<<10]
+	ca := testpki.NewCA(t, "blockrep test CA")
+	for _, prot := range []wire.Protection{wire.ProtectTLS, wire.ProtectMAC} {
+		t.Run(prot.String(), func(t *testing.T) {
+			tcfg := func(tc *TransportConfig) { tc.Protection = prot }
+			if prot == wire.ProtectTLS {
+				tcfg = func(tc *TransportConfig) {
+					cert, _, _ := ca.NodeCertificate(t, tc.Local)
+					tc.Protection, tc.TLS = wire.ProtectTLS, linktls.New(cert, ca.Pool())
+				}
+			}
+			c, relay := relayedCluster(t, func(vc *VolumeConfig) { vc.ContinueAlone = true }, tcfg)
+			p, s := c.nodes[0], c.nodes[1]
+			c.waitConnected(p, s)
+			if err := p.vol.WriteAt(pattern, 0, false); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(pattern))
+			if err := s.store.ReadAt(got, 0); err != nil || !bytes.Equal(got, pattern) {
+				t.Fatalf("the secondary does not hold the acknowledged write (%v)", err)
+			}
+			seen := bytes.Contains(relay.captured(), []byte("PLAINTEXT-PATTERN-"))
+			if prot == wire.ProtectMAC {
+				if !seen {
+					t.Fatal("with security = mac the relay did not see the data: the search is broken")
+				}
+				return
+			}
+			if seen {
+				t.Fatal("with security = tls the relay saw the data in clear")
+			}
+			// Tampering with the encrypted stream drops the link.
+			relay.flip.Store(true)
+			second := randBytes(64 << 10)
+			if err := p.vol.WriteAt(second, 1<<20, false); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.store.ReadAt(got, 1<<20); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, second) && !bytes.Equal(got, make([]byte, len(got))) {
+				t.Fatalf("after tampering the secondary holds neither the write nor the old zeroes (%d bytes differ)", diffBytes(got, second))
+			}
+			waitFor(t, "the link to drop", func() bool { return s.vol.Status().Peers[0].LastError != "" })
+			t.Logf("secondary's last error: %s", s.vol.Status().Peers[0].LastError)
+			c.waitConnected(p, s)
+			waitFor(t, "the resync", func() bool { return p.vol.Status().Peers[0].OutOfSyncBytes == 0 })
+			if err := p.vol.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			sameData(t, p, s)
+		})
+	}
+}
+
+// TestTLSCertificateMustNameThePeer: a node presenting another node's
+// certificate (signed by the right CA) is refused, and so is a certificate
+// from another CA.
+func TestTLSCertificateMustNameThePeer(t *testing.T) {
+	ca, other := testpki.NewCA(t, "blockrep test CA"), testpki.NewCA(t, "blockrep test CA")
+	for _, tc := range []struct {
+		name string
+		cert func(node string) *linktls.Config
+	}{
+		{"n2 shows n3's certificate", func(node string) *linktls.Config {
+			if node == "n2" {
+				node = "n3"
+			}
+			cert, _, _ := ca.NodeCertificate(t, node)
+			return linktls.New(cert, ca.Pool())
+		}},
+		{"n2's certificate from another CA", func(node string) *linktls.Config {
+			signer := ca
+			if node == "n2" {
+				signer = other
+			}
+			cert, _, _ := signer.NodeCertificate(t, node)
+			return linktls.New(cert, ca.Pool())
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newTestClusterWith(t, []Role{Primary, Secondary}, nil, func(tcfg *TransportConfig) {
+				tcfg.Protection, tcfg.TLS = wire.ProtectTLS, tc.cert(tcfg.Local)
+			})
+			p := c.nodes[0]
+			waitFor(t, "the dialer to report the refused certificate", func() bool {
+				return strings.Contains(p.vol.Status().Peers[0].LastError, "certificate")
+			})
+			if peerConn(p, "n2") == Connected {
+				t.Fatal("connected with a wrong certificate")
+			}
+			t.Logf("n1's last error: %s", p.vol.Status().Peers[0].LastError)
+		})
+	}
+}
+
+// TestTLSDialerCertificateMustNameIt: the accepting node checks the
+// dialer's certificate against the node the dialer proved to be.
+func TestTLSDialerCertificateMustNameIt(t *testing.T) {
+	ca := testpki.NewCA(t, "blockrep test CA")
+	var logs syncbuf.Buffer
+	c := newTestClusterWith(t, []Role{Primary, Secondary}, nil, func(tc *TransportConfig) {
+		node := tc.Local
+		if node == "n1" {
+			node = "n3" // n1 dials n2
+		} else {
+			tc.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		}
+		cert, _, _ := ca.NodeCertificate(t, node)
+		tc.Protection, tc.TLS = wire.ProtectTLS, linktls.New(cert, ca.Pool())
+	})
+	waitFor(t, "n2 to refuse n1's certificate", func() bool {
+		return strings.Contains(logs.String(), `the certificate of node \"n1\" does not name it`)
+	})
+	if peerConn(c.nodes[1], "n1") == Connected {
+		t.Fatal("n2 accepted n1 with n3's certificate")
+	}
 }

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/blockrep/blockrep/internal/linktls"
 	"github.com/blockrep/blockrep/replica/wire"
 )
 
@@ -21,6 +23,11 @@ type TransportConfig struct {
 	// Protection guards every frame after the handshake; both ends must
 	// agree (replication.security). Zero means wire.ProtectMAC.
 	Protection wire.Protection
+	// TLS is this node's certificate and the peers' CA, required with
+	// wire.ProtectTLS (and only then): the link runs over TLS 1.3, the
+	// shared-secret handshake inside it, and each peer's certificate must
+	// name the node it proves to be.
+	TLS *linktls.Config
 	// Listen is the address peers connect to.
 	Listen string
 	// Peers are the other data nodes.
@@ -49,6 +56,9 @@ func NewTransport(cfg TransportConfig, volumes []*Volume) (*Transport, error) {
 	hc := wire.HandshakeConfig{Cluster: cfg.Cluster, NodeID: cfg.Local, Secret: cfg.Secret, Protection: cfg.Protection}
 	if err := hc.Validate(); err != nil {
 		return nil, fmt.Errorf("replication: %w", err)
+	}
+	if (cfg.Protection == wire.ProtectTLS) != (cfg.TLS != nil) {
+		return nil, fmt.Errorf("replication: TLS certificates are needed with security %q and only then (security is %v)", wire.ProtectTLS, hc.Protection)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -119,6 +129,42 @@ func (t *Transport) handshake(initiator bool, peerID string) wire.HandshakeConfi
 	return wire.HandshakeConfig{Cluster: t.cfg.Cluster, NodeID: t.cfg.Local, PeerID: peerID, Secret: t.cfg.Secret, Initiator: initiator, Protection: t.cfg.Protection}
 }
 
+// startTLS runs the TLS handshake that precedes the shared-secret one with
+// security = "tls"; it returns conn itself otherwise. A dialer names the
+// peer whose certificate it expects.
+func (t *Transport) startTLS(ctx context.Context, conn net.Conn, dial bool, peer string) (net.Conn, error) {
+	if t.cfg.TLS == nil {
+		return conn, nil
+	}
+	if dial {
+		return t.cfg.TLS.Client(ctx, conn, peer)
+	}
+	return t.cfg.TLS.Server(ctx, conn)
+}
+
+// handshakeConn runs the handshakes on a new connection (TLS first with
+// security = "tls") and returns the connection to use from then on.
+func (t *Transport) handshakeConn(ctx context.Context, conn net.Conn, dial bool, peerID string) (net.Conn, wire.Peer, error) {
+	hctx, cancel := context.WithTimeout(ctx, wire.DefaultHandshakeTimeout)
+	defer cancel()
+	c, err := t.startTLS(hctx, conn, dial, peerID)
+	if err != nil {
+		return conn, wire.Peer{}, err
+	}
+	peer, err := wire.Handshake(hctx, c, t.handshake(dial, peerID))
+	if err != nil {
+		return c, peer, err
+	}
+	if tc, ok := c.(*tls.Conn); ok && !dial {
+		// The dialer checked our certificate against the name it
+		// dialed; here the name comes from the handshake.
+		if err := linktls.CheckPeerName(tc, peer.NodeID); err != nil {
+			return c, wire.Peer{}, err
+		}
+	}
+	return c, peer, nil
+}
+
 // peerNamed returns the configured peer called name.
 func (t *Transport) peerNamed(name string) (PeerConfig, bool) {
 	for _, p := range t.cfg.Peers {
@@ -133,9 +179,7 @@ func (t *Transport) peerNamed(name string) (PeerConfig, bool) {
 // for, and runs the link.
 func (t *Transport) accept(ctx context.Context, conn net.Conn) {
 	remote := conn.RemoteAddr().String()
-	hctx, cancel := context.WithTimeout(ctx, wire.DefaultHandshakeTimeout)
-	peer, err := wire.Handshake(hctx, conn, t.handshake(false, ""))
-	cancel()
+	conn, peer, err := t.handshakeConn(ctx, conn, false, "")
 	if err != nil {
 		t.log.Warn("peer link refused: handshake failed", "remote", remote, "err", err)
 		_ = conn.Close()
@@ -199,9 +243,8 @@ func (t *Transport) knock(ctx context.Context, pc PeerConfig) {
 		return
 	}
 	defer conn.Close()
-	hctx, cancel := context.WithTimeout(ctx, wire.DefaultHandshakeTimeout)
-	defer cancel()
-	_, _ = wire.Handshake(hctx, conn, t.handshake(true, pc.Name))
+	c, _, _ := t.handshakeConn(ctx, conn, true, pc.Name)
+	_ = c.Close()
 }
 
 // dialLoop keeps one volume's link to one peer up: dial, authenticate,
@@ -261,9 +304,7 @@ func (t *Transport) dialOnce(ctx context.Context, v *Volume, pc PeerConfig) erro
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	hctx, cancel := context.WithTimeout(ctx, wire.DefaultHandshakeTimeout)
-	peer, err := wire.Handshake(hctx, conn, t.handshake(true, pc.Name))
-	cancel()
+	conn, peer, err := t.handshakeConn(ctx, conn, true, pc.Name)
 	if err != nil {
 		_ = conn.Close()
 		t.log.Warn("peer link: handshake failed", "volume", v.Name(), "peer", pc.Name, "addr", pc.Address, "err", err)

@@ -57,7 +57,13 @@ func freeAddr(t testing.TB) string {
 // newTestCluster makes nodes n1..nN; roles[i] is node i's configured role.
 func newTestCluster(t testing.TB, roles []Role, cfg func(*VolumeConfig)) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, cfg: cfg}
+	return newTestClusterWith(t, roles, cfg, nil)
+}
+
+// newTestClusterWith is newTestCluster with transport settings.
+func newTestClusterWith(t testing.TB, roles []Role, cfg func(*VolumeConfig), tcfg func(*TransportConfig)) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, cfg: cfg, tcfg: tcfg}
 	for i := range roles {
 		c.nodes = append(c.nodes, &testNode{t: t, name: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), addr: freeAddr(t), store: blocktest.NewMem(testVolSize)})
 	}

@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/blockrep/blockrep/internal/linktls"
 	"github.com/blockrep/blockrep/replica/wire"
 )
 
@@ -93,6 +94,12 @@ type Config struct {
 	// Protection guards the bytes after the handshake (cluster.security);
 	// both ends must agree. Zero means wire.ProtectMAC.
 	Protection wire.Protection
+	// TLS is this end's certificate and the CA of the other ends',
+	// required with wire.ProtectTLS and only then: the connection runs
+	// over TLS 1.3 with certificates checked on both ends (against the CA;
+	// the node name only when Dial is given one), the shared-secret
+	// handshake inside it.
+	TLS *linktls.Config
 }
 
 // normalize checks cfg and fills in its defaults. It copies the secret so
@@ -100,6 +107,9 @@ type Config struct {
 func (c Config) normalize() (Config, error) {
 	if err := c.handshake(false, "").Validate(); err != nil {
 		return Config{}, fmt.Errorf("authnet: config: %w", err)
+	}
+	if (c.Protection == wire.ProtectTLS) != (c.TLS != nil) {
+		return Config{}, fmt.Errorf("authnet: config: TLS certificates are needed with security %q and only then (security is %v)", wire.ProtectTLS, c.handshake(false, "").Protection)
 	}
 	if c.HandshakeTimeout < 0 {
 		return Config{}, fmt.Errorf("authnet: config: negative handshake timeout %s", c.HandshakeTimeout)
@@ -180,6 +190,14 @@ func Dial(ctx context.Context, addr string, svc Service, cfg Config, peerID stri
 	}
 	hctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
 	defer cancel()
+	if cfg.TLS != nil {
+		tc, err := cfg.TLS.Client(hctx, c, peerID)
+		if err != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("authnet: dial %s: %w", addr, err)
+		}
+		c = tc
+	}
 	peer, err := wire.Handshake(hctx, c, hcfg)
 	if err != nil {
 		_ = c.Close()
@@ -409,7 +427,17 @@ func (m *Mux) handle(ctx context.Context, c net.Conn) {
 	hctx, cancel := context.WithTimeout(ctx, m.cfg.HandshakeTimeout)
 	defer cancel()
 
-	peer, err := wire.Handshake(hctx, c, m.cfg.handshake(false, ""))
+	var err error
+	if m.cfg.TLS != nil {
+		var tc net.Conn
+		if tc, err = m.cfg.TLS.Server(hctx, c); err == nil {
+			c = tc
+		}
+	}
+	var peer wire.Peer
+	if err == nil {
+		peer, err = wire.Handshake(hctx, c, m.cfg.handshake(false, ""))
+	}
 	if err != nil {
 		_ = c.Close()
 		if ctx.Err() != nil {

@@ -2,6 +2,7 @@ package authnet
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -12,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blockrep/blockrep/internal/linktls"
 	"github.com/blockrep/blockrep/internal/syncbuf"
+	"github.com/blockrep/blockrep/internal/testpki"
+	"github.com/blockrep/blockrep/replica/wire"
 )
 
 // tamperRelay forwards TCP connections to target and, when told, damages
@@ -171,4 +175,92 @@ func TestTamperedStreamDetected(t *testing.T) {
 
 func slogTo(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// tlsConfigs gives two nodes certificates of one CA.
+func tlsConfigs(t *testing.T, nodes ...string) map[string]*linktls.Config {
+	ca := testpki.NewCA(t, "blockrep test CA")
+	out := map[string]*linktls.Config{}
+	for _, n := range nodes {
+		cert, _, _ := ca.NodeCertificate(t, n)
+		out[n] = linktls.New(cert, ca.Pool())
+	}
+	return out
+}
+
+// TestTLSStreamHidesData: with security = "tls" a relay between the ends
+// sees none of the bytes in clear, and a flipped bit breaks the connection
+// instead of reaching the reader.
+func TestTLSStreamHidesData(t *testing.T) {
+	tl := tlsConfigs(t, "n1", "n2")
+	scfg, ccfg := testConfig(t, "n1"), testConfig(t, "n2")
+	scfg.Protection, scfg.TLS = wire.ProtectTLS, tl["n1"]
+	ccfg.Protection, ccfg.TLS = wire.ProtectTLS, tl["n2"]
+	srv := startMux(t, scfg, []Service{ServiceControl}, nil)
+	relay := startTamperRelay(t, srv.addr())
+	cli := dial(t, relay.addr(), ServiceControl, ccfg, "")
+	sc := acceptOne(t, srv.lns[ServiceControl])
+	exchange(t, cli, sc)
+	msg := []byte("GET /v1/status PLAINTEXT-PATTERN")
+	if _, err := cli.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(sc, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	relay.mu.Lock()
+	seen := bytes.Contains(relay.seen.Bytes(), []byte("PLAINTEXT-PATTERN")) || bytes.Contains(relay.seen.Bytes(), []byte("ping"))
+	relay.mu.Unlock()
+	if seen {
+		t.Fatal("the relay saw the stream in clear")
+	}
+	relay.toServer.Store(true)
+	relay.mode.Store(relayFlip)
+	if _, err := cli.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.SetReadDeadline(time.Now().Add(waitFor)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := io.ReadFull(sc, got); err == nil {
+		t.Fatalf("read %q after a flipped bit", got[:n])
+	}
+}
+
+// TestSecurityMismatchRefused: ends that protect the link differently do
+// not connect, and the error says so.
+func TestSecurityMismatchRefused(t *testing.T) {
+	tl := tlsConfigs(t, "n1", "n2")
+	for _, tc := range []struct {
+		name      string
+		srv, cli  wire.Protection
+		want      string // in the client's error
+		serverLog string // in the server's
+	}{
+		{"mac server, none client", wire.ProtectMAC, wire.ProtectNone, "link protection differs", "link protection differs"},
+		{"tls server, mac client", wire.ProtectTLS, wire.ProtectMAC, "", `does not speak TLS: security = "tls" here`},
+		{"mac server, tls client", wire.ProtectMAC, wire.ProtectTLS, "", `speaks TLS (security = "tls" there`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			scfg, ccfg := testConfig(t, "n1"), testConfig(t, "n2")
+			scfg.Protection, ccfg.Protection = tc.srv, tc.cli
+			if tc.srv == wire.ProtectTLS {
+				scfg.TLS = tl["n1"]
+			}
+			if tc.cli == wire.ProtectTLS {
+				ccfg.TLS = tl["n2"]
+			}
+			srv := startMux(t, scfg, []Service{ServiceControl}, nil)
+			_, err := Dial(context.Background(), srv.addr(), ServiceControl, ccfg, "")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Dial: %v, want an error with %q", err, tc.want)
+			}
+			t.Logf("client: %v", err)
+			ev := srv.nextDrop(t)
+			if !strings.Contains(ev.err.Error(), tc.serverLog) {
+				t.Fatalf("server: %v, want %q", ev.err, tc.serverLog)
+			}
+		})
+	}
 }

@@ -262,6 +262,10 @@ func DecodeHeader(b []byte) (Header, error) {
 	}
 	b = b[:HeaderSize]
 	if m := binary.BigEndian.Uint32(b[offMagic:]); m != Magic {
+		if (b[0] == 0x16 || b[0] == 0x15) && b[1] == 0x03 {
+			// A TLS record (handshake or alert), version 3.x.
+			return Header{}, fmt.Errorf("%w: %#08x: the other end speaks TLS (security = \"tls\" there, not here?)", ErrBadMagic, m)
+		}
 		return Header{}, fmt.Errorf("%w: %#08x", ErrBadMagic, m)
 	}
 	if v := b[offVersion]; v < MinVersion || v > MaxVersion {
