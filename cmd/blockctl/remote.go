@@ -192,6 +192,8 @@ func (e *dialError) Error() string {
 		return auth + "the node does not hold the secret blockctl has (from " + e.secretFrom + "); it must be the node's cluster.secret_file"
 	case errors.Is(e.err, wire.ErrClusterMismatch):
 		return auth + fmt.Sprintf("the node is not in cluster %q (see --cluster or cluster.name)", e.cluster)
+	case errors.Is(e.err, wire.ErrProtectionMismatch):
+		return auth + "the node protects its cluster port differently: cluster.security must be the same in the configuration blockctl reads (-c) and on the node"
 	case isAny(e.err, handshakeErrs):
 		return auth + cause
 	case errors.As(e.err, &opErr) && opErr.Op == "dial":
@@ -201,7 +203,7 @@ func (e *dialError) Error() string {
 	}
 	// Anything else broke off the handshake: EOF, a reset, a frame that is
 	// not blockrep's.
-	return auth + cause + " (is " + e.addr + " the node's cluster.listen?)"
+	return auth + cause + " (is " + e.addr + " the node's cluster.listen, with the same cluster.security as the configuration blockctl reads?)"
 }
 
 // isAny reports whether err matches one of targets.
