@@ -264,3 +264,86 @@ func TestSecurityMismatchRefused(t *testing.T) {
 		})
 	}
 }
+
+// recordPeers runs a handshake over a pipe and returns both ends' Peers.
+func recordPeers(t *testing.T) (ini, res wire.Peer) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		res, err = wire.Handshake(ctx, b, testConfig(t, "n1").handshake(false, ""))
+		errc <- err
+	}()
+	ini, err := wire.Handshake(ctx, a, testConfig(t, "n2").handshake(true, ""))
+	if err != nil || <-errc != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	return ini, res
+}
+
+// TestRecordReadResumesAfterTimeout: a read deadline that fires in the
+// middle of a record (net/http interrupts its background read so) loses
+// nothing: the next Read resumes the record and delivers it checked.
+func TestRecordReadResumesAfterTimeout(t *testing.T) {
+	ini, res := recordPeers(t)
+	// The sealed bytes of two records, as the sender writes them.
+	sa, sb := net.Pipe()
+	defer sa.Close()
+	defer sb.Close()
+	sender := newRecordConn(sa, ini, slogTo(io.Discard))
+	msg := bytes.Repeat([]byte("0123456789"), 1000)
+	go func() {
+		_, _ = sender.Write(msg)
+		_, _ = sender.Write([]byte("second"))
+		sa.Close()
+	}()
+	wireBytes, err := io.ReadAll(sb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra, rb := net.Pipe()
+	defer ra.Close()
+	defer rb.Close()
+	recv := newRecordConn(ra, res, slogTo(io.Discard))
+	half := len(msg) / 2
+	type result struct {
+		n   int
+		err error
+	}
+	first := make(chan result, 1)
+	buf := make([]byte, len(msg))
+	go func() {
+		n, err := recv.Read(buf)
+		first <- result{n, err}
+	}()
+	// The pipe's Write returns once the reader has taken every byte: then
+	// the Read waits in the middle of the first record, and a deadline in
+	// the past interrupts it, as net/http does.
+	if _, err := rb.Write(wireBytes[:half]); err != nil {
+		t.Fatal(err)
+	}
+	if err := recv.SetReadDeadline(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-first; !isTimeout(r.err) || r.n != 0 {
+		t.Fatalf("read during the record: %d bytes, %v; want a timeout and nothing", r.n, r.err)
+	}
+	if recv.rpart == partHead && recv.rgot == 0 {
+		t.Fatal("the interrupted read had not begun the record: the test proves nothing")
+	}
+	if err := recv.SetReadDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, _ = rb.Write(wireBytes[half:]) }()
+	got := make([]byte, len(msg)+len("second"))
+	if _, err := io.ReadFull(recv, got); err != nil {
+		t.Fatalf("read after the timeout: %v", err)
+	}
+	if !bytes.Equal(got, append(bytes.Clone(msg), "second"...)) {
+		t.Fatal("the records came out changed")
+	}
+}

@@ -54,14 +54,16 @@ type recordConn struct {
 	bufs  net.Buffers
 	werr  error
 
-	rmu  sync.Mutex
-	recv *wire.MAC
-	br   *bufio.Reader
-	head [recordHead]byte
-	tag  [wire.TagSize]byte
-	data []byte // the current record's data
-	off  int    // how much of data Read has delivered
-	rerr error
+	rmu   sync.Mutex
+	recv  *wire.MAC
+	br    *bufio.Reader
+	head  [recordHead]byte
+	tag   [wire.TagSize]byte
+	data  []byte // the current record's data
+	off   int    // how much of data Read has delivered
+	rpart int    // the part of the record being read (partHead...)
+	rgot  int    // how much of that part has arrived
+	rerr  error
 }
 
 // recordSeg is one iovec of a Write: a piece of the arena (by position,
@@ -119,19 +121,25 @@ func (c *recordConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Read delivers data of verified records.
+// Read delivers data of verified records. A read cut short by a deadline
+// (net/http interrupts its background read with one) keeps what arrived of
+// the record and resumes where it stopped; every other error is final.
 func (c *recordConn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	if len(p) == 0 {
 		return 0, nil
 	}
-	for c.off == len(c.data) {
+	// Only a whole, checked record is delivered: while one is being read
+	// (after a timeout), c.data holds unchecked bytes.
+	for c.off == len(c.data) || c.rpart != partHead || c.rgot != 0 {
 		if c.rerr != nil {
 			return 0, c.rerr
 		}
 		if err := c.readRecord(); err != nil {
-			c.rerr = err
+			if !isTimeout(err) {
+				c.rerr = err
+			}
 			return 0, err
 		}
 	}
@@ -140,28 +148,56 @@ func (c *recordConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// readRecord reads and checks the next record into c.data.
+// The parts of a record, in the order readRecord reads them.
+const (
+	partHead = iota
+	partData
+	partTag
+)
+
+// readRecord reads (the rest of) the next record and checks it into
+// c.data. c.rpart and c.rgot say how far it got, so that it can resume
+// after a timeout.
 func (c *recordConn) readRecord() error {
-	c.data, c.off = c.data[:0], 0
-	if _, err := io.ReadFull(c.br, c.head[:]); err != nil {
-		return err // io.EOF between records is a clean end
+	fill := func(b []byte) error {
+		n, err := io.ReadFull(c.br, b[c.rgot:])
+		c.rgot += n
+		if err != nil {
+			if c.rpart == partHead && c.rgot == 0 && errors.Is(err, io.EOF) {
+				return io.EOF // between records: a clean end
+			}
+			return unexpected(err)
+		}
+		c.rgot = 0
+		return nil
 	}
-	n := binary.BigEndian.Uint32(c.head[:])
-	if n == 0 || n > maxRecord {
-		return c.tampered(fmt.Errorf("%w: a record of %d bytes (1..%d)", ErrTampered, n, maxRecord))
+	if c.rpart == partHead {
+		if c.rgot == 0 {
+			c.data, c.off = c.data[:0], 0
+		}
+		if err := fill(c.head[:]); err != nil {
+			return err
+		}
+		n := binary.BigEndian.Uint32(c.head[:])
+		if n == 0 || n > maxRecord {
+			return c.tampered(fmt.Errorf("%w: a record of %d bytes (1..%d)", ErrTampered, n, maxRecord))
+		}
+		if cap(c.data) < int(n) {
+			c.data = make([]byte, n, max(int(n), min(2*cap(c.data), maxRecord)))
+		}
+		c.data = c.data[:n]
+		c.rpart = partData
 	}
-	if cap(c.data) < int(n) {
-		c.data = make([]byte, n, max(int(n), min(2*cap(c.data), maxRecord)))
+	if c.rpart == partData {
+		if err := fill(c.data); err != nil {
+			return err
+		}
+		c.rpart = partTag
 	}
-	c.data = c.data[:n]
-	if _, err := io.ReadFull(c.br, c.data); err != nil {
-		c.data = c.data[:0]
-		return unexpected(err)
+	if err := fill(c.tag[:]); err != nil {
+		return err
 	}
-	if _, err := io.ReadFull(c.br, c.tag[:]); err != nil {
-		c.data = c.data[:0]
-		return unexpected(err)
-	}
+	c.rpart = partHead
 	if err := c.recv.Open(c.head[:], c.data, c.tag[:]); err != nil {
 		c.data = c.data[:0]
 		return c.tampered(fmt.Errorf("%w (record %d)", err, c.recv.Count()-1))
