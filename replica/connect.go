@@ -436,7 +436,12 @@ func (l *link) teardown(cause error) {
 	if cause != nil && !errors.Is(cause, context.Canceled) {
 		p.lastErr = cause.Error()
 	}
-	v.log.Warn("peer link down", "peer", p.name, "reason", cause)
+	if errors.Is(cause, wire.ErrTampered) {
+		// Not a network fault: someone on the path changed the stream.
+		v.log.Error("peer link down: a frame failed its MAC (changed, replayed or dropped in transit)", "peer", p.name, "reason", cause)
+	} else {
+		v.log.Warn("peer link down", "peer", p.name, "reason", cause)
+	}
 	v.cond.Broadcast()
 	v.mu.Unlock()
 	p.nudgeReport()

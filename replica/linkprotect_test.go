@@ -128,8 +128,11 @@ func TestRelayRewritingWriteRefused(t *testing.T) {
 }
 
 func testRelayRewrite(t *testing.T, prot wire.Protection) {
-	c := &testCluster{t: t, cfg: func(vc *VolumeConfig) { vc.DataIntegrity, vc.ContinueAlone = true, true },
-		tcfg: func(tc *TransportConfig) { tc.Protection = prot }}
+	var logs syncbuf.Buffer
+	c := &testCluster{t: t, cfg: func(vc *VolumeConfig) {
+		vc.DataIntegrity, vc.ContinueAlone = true, true
+		vc.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	}, tcfg: func(tc *TransportConfig) { tc.Protection = prot }}
 	for i := range 2 {
 		c.nodes = append(c.nodes, &testNode{t: t, name: []string{"n1", "n2"}[i], dir: t.TempDir(), addr: freeAddr(t), store: blocktest.NewMem(testVolSize)})
 	}
@@ -175,6 +178,9 @@ func testRelayRewrite(t *testing.T, prot wire.Protection) {
 		return strings.Contains(s.vol.Status().Peers[0].LastError, "MAC")
 	})
 	t.Logf("secondary's last error: %s", s.vol.Status().Peers[0].LastError)
+	if !strings.Contains(logs.String(), "level=ERROR msg=\"peer link down: a frame failed its MAC") {
+		t.Fatalf("no error in the log says why the link went down:\n%s", logs.String())
+	}
 	// The link comes back (the relay rewrites one frame only) and the
 	// resync gives the secondary what the primary acknowledged.
 	c.waitConnected(p, s)
