@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -58,7 +59,7 @@ func NewTransport(cfg TransportConfig, volumes []*Volume) (*Transport, error) {
 		return nil, fmt.Errorf("replication: %w", err)
 	}
 	if (cfg.Protection == wire.ProtectTLS) != (cfg.TLS != nil) {
-		return nil, fmt.Errorf("replication: TLS certificates are needed with security %q and only then (security is %v)", wire.ProtectTLS, hc.Protection)
+		return nil, fmt.Errorf("replication: TLS certificates are needed with security %q and only then (security is %v)", wire.ProtectTLS, cmp.Or(cfg.Protection, wire.ProtectMAC))
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

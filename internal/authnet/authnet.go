@@ -18,6 +18,7 @@
 package authnet
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -109,7 +110,7 @@ func (c Config) normalize() (Config, error) {
 		return Config{}, fmt.Errorf("authnet: config: %w", err)
 	}
 	if (c.Protection == wire.ProtectTLS) != (c.TLS != nil) {
-		return Config{}, fmt.Errorf("authnet: config: TLS certificates are needed with security %q and only then (security is %v)", wire.ProtectTLS, c.handshake(false, "").Protection)
+		return Config{}, fmt.Errorf("authnet: config: TLS certificates are needed with security %q and only then (security is %v)", wire.ProtectTLS, cmp.Or(c.Protection, wire.ProtectMAC))
 	}
 	if c.HandshakeTimeout < 0 {
 		return Config{}, fmt.Errorf("authnet: config: negative handshake timeout %s", c.HandshakeTimeout)
