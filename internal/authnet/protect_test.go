@@ -347,3 +347,26 @@ func TestRecordReadResumesAfterTimeout(t *testing.T) {
 		t.Fatal("the records came out changed")
 	}
 }
+
+// TestConfigTLSSetting: TLS certificates go with security "tls" and only
+// with it.
+func TestConfigTLSSetting(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tl := tlsConfigs(t, "n1")["n1"]
+	noCerts := testConfig(t, "n1")
+	noCerts.Protection = wire.ProtectTLS
+	strayCerts := testConfig(t, "n1")
+	strayCerts.TLS = tl
+	for name, cfg := range map[string]Config{"tls without certificates": noCerts, "certificates without tls": strayCerts} {
+		if _, err := NewMux(ln, cfg); err == nil || !strings.Contains(err.Error(), "TLS certificates are needed") {
+			t.Errorf("%s: NewMux error %v", name, err)
+		}
+		if _, err := Dial(context.Background(), ln.Addr().String(), ServiceRaft, cfg, ""); err == nil || !strings.Contains(err.Error(), "TLS certificates are needed") {
+			t.Errorf("%s: Dial error %v", name, err)
+		}
+	}
+}
