@@ -42,6 +42,10 @@ type NodeConfig struct {
 	Peer       string // the peer's node.name
 	PeerAddr   string // the peer's replication.listen
 	Role       string // "primary" or "secondary"
+	// Security is replication.security ("" leaves it out: "mac"); with
+	// "tls" the three files are the node's certificate, key and the CA.
+	Security               string
+	TLSCert, TLSKey, TLSCA string
 }
 
 // TOML renders the configuration as blockrepd reads it.
@@ -50,6 +54,12 @@ func (c NodeConfig) TOML() string {
 	fmt.Fprintf(&b, "[node]\nname = %q\ndata_dir = %q\n\n[nbd]\nlisten = [\"127.0.0.1:%d\"]\n", c.Name, c.DataDir, c.NBDPort)
 	if c.Peer != "" {
 		fmt.Fprintf(&b, "\n[replication]\ncluster = %q\nsecret_file = %q\nlisten = %q\nprotocol = \"C\"\n", c.Cluster, c.SecretFile, c.ReplListen)
+		if c.Security != "" {
+			fmt.Fprintf(&b, "security = %q\n", c.Security)
+		}
+		if c.TLSCert != "" {
+			fmt.Fprintf(&b, "tls_cert = %q\ntls_key = %q\ntls_ca = %q\n", c.TLSCert, c.TLSKey, c.TLSCA)
+		}
 		fmt.Fprintf(&b, "\n[[peer]]\nname = %q\naddress = %q\n", c.Peer, c.PeerAddr)
 	}
 	fmt.Fprintf(&b, "\n[[volume]]\nname = \"bench\"\npath = %q\n", c.File)

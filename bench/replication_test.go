@@ -3,6 +3,8 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/blockrep/blockrep/config"
+	"github.com/blockrep/blockrep/internal/linktls"
 )
 
 func TestReplicatedPairConfig(t *testing.T) {
@@ -107,5 +110,60 @@ func TestReplTables(t *testing.T) {
 	WriteResyncTable(&buf, rounds)
 	if !strings.Contains(buf.String(), "resync / plain TCP copy: 1.00× (target ≥ 0.8× met)") {
 		t.Fatalf("resync table:\n%s", buf.String())
+	}
+}
+
+// TestReplicatedPairSecurity: every security value renders to a
+// configuration blockrepd takes, and "tls" comes with certificates that
+// name each node and chain to the CA written beside them.
+func TestReplicatedPairSecurity(t *testing.T) {
+	for _, sec := range Securities {
+		t.Run(sec, func(t *testing.T) {
+			dir := t.TempDir()
+			pair, err := NewReplicatedPair(dir, "/var/tmp/p.img", "/var/tmp/s.img")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := pair.Protect(sec, dir); err != nil {
+				t.Fatal(err)
+			}
+			for _, nc := range []NodeConfig{pair.Primary, pair.Secondary} {
+				c, err := config.Parse([]byte(nc.TOML()), nc.Name)
+				if err != nil {
+					t.Fatalf("%s: %v\n%s", nc.Name, err, nc.TOML())
+				}
+				if string(c.Replication.Security) != sec {
+					t.Fatalf("%s: security %q, want %q", nc.Name, c.Replication.Security, sec)
+				}
+				if sec != "tls" {
+					continue
+				}
+				tl, err := linktls.Load(linktls.Files{Cert: c.Replication.TLS.Cert, Key: c.Replication.TLS.Key, CA: c.Replication.TLS.CA, Keys: "replication"})
+				if err != nil || tl == nil {
+					t.Fatalf("%s: %v", nc.Name, err)
+				}
+				pemBytes, err := os.ReadFile(c.Replication.TLS.Cert)
+				if err != nil {
+					t.Fatal(err)
+				}
+				block, _ := pem.Decode(pemBytes)
+				cert, err := x509.ParseCertificate(block.Bytes)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := cert.VerifyHostname(nc.Name); err != nil {
+					t.Fatalf("%s: %v", nc.Name, err)
+				}
+			}
+		})
+	}
+}
+
+func TestWriteProtTable(t *testing.T) {
+	row := ReplicationRows[0]
+	var buf bytes.Buffer
+	WriteProtTable(&buf, []ProtComparison{{Row: row, Securities: []string{"none", "mac"}, Results: []Result{{IOPS: 1000}, {IOPS: 900}}}})
+	if !strings.Contains(buf.String(), "| 0.90× (0.9000) |") || !strings.Contains(buf.String(), `security = "mac"`) {
+		t.Fatalf("table:\n%s", buf.String())
 	}
 }

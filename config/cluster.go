@@ -39,6 +39,11 @@ type Cluster struct {
 	// is used only when this node has no Raft state yet and is listed;
 	// a node not listed starts empty and waits for `blockctl cluster add`.
 	Members []Member
+	// Security protects the cluster port's connections (Raft, control
+	// API, remote blockctl) after their handshake; TLS holds the files
+	// for SecurityTLS.
+	Security Security
+	TLS      TLSFiles
 }
 
 // NodeKind is what a member is.
@@ -117,6 +122,7 @@ func decodeCluster(t *table, c *Cluster) {
 	t.duration("heartbeat_interval", &c.HeartbeatInterval, MinHeartbeatInterval, MaxHeartbeatInterval)
 	t.duration("failover_timeout", &c.FailoverTimeout, 3*MinHeartbeatInterval, MaxFailoverTimeout)
 	oneOf(t, "fence", &c.Fence, FenceSuspend, FenceError)
+	decodeSecurity(t, &c.Security, &c.TLS)
 	members := t.tables("member")
 	t.unknown()
 

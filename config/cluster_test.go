@@ -115,6 +115,7 @@ func wantClusterNode() *Config {
 			HeartbeatInterval: 200 * time.Millisecond,
 			FailoverTimeout:   1200 * time.Millisecond,
 			Fence:             FenceSuspend,
+			Security:          SecurityMAC,
 			Members:           []Member{{"node1", "10.0.0.1:7790"}, {"node2", "10.0.0.2:7790"}, {"node3", "10.0.0.3:7790"}},
 		},
 		Volumes: []Volume{{
@@ -218,6 +219,7 @@ address = "10.0.0.9:7790"
 			want := Cluster{
 				Enabled: true, Name: "prod", SecretFile: "/etc/blockrep/cluster.secret", Listen: "10.0.0.9:7790", Kind: KindWitness,
 				HeartbeatInterval: DefaultHeartbeatInterval, FailoverTimeout: DefaultFailoverTimeout, Fence: FenceSuspend,
+				Security: SecurityMAC,
 			}
 			if strings.Contains(tt.toml, "cluster.member") {
 				want.Members = []Member{{"node1", "10.0.0.1:7790"}, {"witness", "10.0.0.9:7790"}}
@@ -285,6 +287,10 @@ func TestClusterBad(t *testing.T) {
 			`config test.toml: line 25: cluster.failover_timeout 299ms is less than three heartbeat intervals (300ms): one late heartbeat would fail the primary over`, "cluster.failover_timeout"},
 		{"default failover_timeout below three heartbeats", clusterKeys(`heartbeat_interval = "500ms"`),
 			`config test.toml: line 24: cluster.heartbeat_interval 500ms needs a failover_timeout of at least three intervals (1.5s), more than the default 1.2s: set cluster.failover_timeout`, "cluster.heartbeat_interval"},
+		{"cluster security unknown", clusterKeys(`security = "off"`),
+			`config test.toml: line 24: cluster.security: "off" is not one of "mac", "tls", "none"`, "cluster.security"},
+		{"cluster tls without key", clusterKeys("security = \"tls\"\ntls_cert = \"/c\"\ntls_ca = \"/ca\""),
+			`config test.toml: line 20: cluster.tls_key is required with cluster.security = "tls"`, "cluster.tls_key"},
 		{"heartbeat_interval too short", clusterKeys(`heartbeat_interval = "9ms"`),
 			`config test.toml: line 24: cluster.heartbeat_interval: "9ms" is out of range: want 10ms to 10s`, "cluster.heartbeat_interval"},
 		// The failover_timeout is less than three default heartbeat
@@ -401,7 +407,8 @@ func TestExampleClusterParses(t *testing.T) {
 	want := Cluster{
 		Enabled: true, Name: "prod", SecretFile: "/etc/blockrep/cluster.secret", Listen: "10.0.0.1:7790",
 		Kind: KindData, HeartbeatInterval: 200 * time.Millisecond, FailoverTimeout: 1200 * time.Millisecond, Fence: FenceSuspend,
-		Members: []Member{{"node1", "10.0.0.1:7790"}, {"node2", "10.0.0.2:7790"}, {"node3", "10.0.0.3:7790"}},
+		Security: SecurityMAC,
+		Members:  []Member{{"node1", "10.0.0.1:7790"}, {"node2", "10.0.0.2:7790"}, {"node3", "10.0.0.3:7790"}},
 	}
 	if !reflect.DeepEqual(cfg.Cluster, want) {
 		t.Errorf("cluster = %+v\nwant %+v", cfg.Cluster, want)

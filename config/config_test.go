@@ -51,6 +51,7 @@ func defaultReplication() Replication {
 		ALExtentSize:    4 * MiB,
 		SecondaryNBD:    "read-only",
 		OnIOError:       "detach",
+		Security:        SecurityMAC,
 	}
 }
 
@@ -189,7 +190,7 @@ address = "[fd00::3]:7790"
 				Protocol: "A", Timeout: 500 * time.Millisecond, ConnectRetryMax: 90 * time.Second,
 				SplitBrain: replica.PolicyDiscardLeastChanges, ContinueAlone: true, DataIntegrity: true,
 				BitmapBlockSize: 64 * KiB, ALExtents: 100, ALExtentSize: 16 * MiB, ResyncRate: 100 * MiB,
-				SecondaryNBD: "refuse", OnIOError: "pass_on",
+				SecondaryNBD: "refuse", OnIOError: "pass_on", Security: SecurityMAC,
 			}
 			c.Peers = []Peer{{Name: "node2", Address: "10.0.0.2:7789"}, {Name: "node-3", Address: "[fd00::3]:7790"}}
 			v := c.Volumes[0]
@@ -404,6 +405,12 @@ func TestParseBad(t *testing.T) {
 		{"connect_retry_max integer", repl(`connect_retry_max = 5`), []string{`replication.connect_retry_max: integer 5 has no unit`}},
 		{"continue_alone not a boolean", repl(`continue_alone = "yes"`), []string{`replication.continue_alone: want true or false, got string "yes"`}},
 		{"data_integrity not a boolean", repl(`data_integrity = 1`), []string{`replication.data_integrity: want true or false, got integer 1`}},
+		{"unknown security", repl(`security = "hmac"`), []string{`line 13: replication.security: "hmac" is not one of "mac", "tls", "none"`}},
+		{"tls without files", repl(`security = "tls"`), []string{`replication.tls_cert is required with replication.security = "tls"`,
+			`replication.tls_key is required with replication.security = "tls"`, `replication.tls_ca is required with replication.security = "tls"`}},
+		{"tls file without tls", repl(`tls_ca = "/etc/blockrep/ca.crt"`), []string{`line 13: replication.tls_ca is used only with replication.security = "tls" (it is "mac")`}},
+		{"relative tls file", repl("security = \"tls\"\ntls_cert = \"n1.crt\"\ntls_key = \"/k\"\ntls_ca = \"/ca\""),
+			[]string{`replication.tls_cert: "n1.crt" is a relative path: give an absolute path`}},
 		{"bitmap_block_size not pow2", repl(`bitmap_block_size = 3000`), []string{`line 13: replication.bitmap_block_size: 3000 is not a power of two from 512 to 1GiB`}},
 		{"bitmap_block_size too small", repl(`bitmap_block_size = 256`), []string{`replication.bitmap_block_size: 256 is not a power of two from 512 to 1GiB`}},
 		{"bitmap_block_size too big", repl(`bitmap_block_size = "2GiB"`), []string{`replication.bitmap_block_size: 2GiB is not a power of two from 512 to 1GiB`}},

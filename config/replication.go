@@ -58,6 +58,10 @@ type Replication struct {
 	// OnIOError is what a replicated volume does when its local store
 	// fails a write or a flush.
 	OnIOError OnIOError
+	// Security protects the peer links after their handshake; TLS holds
+	// the files for SecurityTLS.
+	Security Security
+	TLS      TLSFiles
 }
 
 // OnIOError says what a replicated volume does when its local store fails.
@@ -190,6 +194,7 @@ func decodeReplication(t *table, r *Replication, replicated, clustered bool) {
 	t.size("resync_rate", &r.ResyncRate)
 	oneOf(t, "secondary_nbd", &r.SecondaryNBD, SecondaryReadOnly, SecondaryRefuse)
 	oneOf(t, "on_io_error", &r.OnIOError, OnIOErrorDetach, OnIOErrorPassOn)
+	decodeSecurity(t, &r.Security, &r.TLS)
 	t.unknown()
 
 	// A node without peers may keep a [replication] table for later, so

@@ -84,16 +84,16 @@ const remoteDrain = 500 * time.Millisecond
 func raftDir(cfg *config.Config) string { return filepath.Join(cfg.Node.DataDir, "raft") }
 
 // joinCluster opens the Raft stores and the authenticated listener and
-// makes the member; the replicas are open (their Authority is
+// makes the member, its links protected by sec; the replicas are open (their Authority is
 // n.membership.authority).
-func (n *Node) joinCluster(secret []byte) error {
+func (n *Node) joinCluster(secret []byte, sec linkProtection) error {
 	cc := n.cfg.Cluster
 	ms := n.membership
-	ms.auth = authnet.Config{Cluster: cc.Name, NodeID: n.cfg.Node.Name, Secret: secret, Logger: n.log}
+	var err error
+	ms.auth = authnet.Config{Cluster: cc.Name, NodeID: n.cfg.Node.Name, Secret: secret, Logger: n.log, Protection: sec.prot, TLS: sec.tls}
 	if err := os.MkdirAll(raftDir(n.cfg), 0o700); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	var err error
 	if ms.store, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(raftDir(n.cfg), "raft.db")}); err != nil {
 		return fmt.Errorf("cluster: raft store: %w", err)
 	}

@@ -147,7 +147,6 @@ func New(cfg *config.Config, logger *slog.Logger) (n *Node, err error) {
 	if err != nil {
 		return n, err
 	}
-	secret, clusterSecret := pf.secret, pf.clusterSecret
 	if n.meta == nil {
 		if err := os.MkdirAll(cfg.Node.DataDir, 0o700); err != nil {
 			return n, fmt.Errorf("data directory: %w", err)
@@ -180,19 +179,22 @@ func New(cfg *config.Config, logger *slog.Logger) (n *Node, err error) {
 		n.transport, err = replica.NewTransport(replica.TransportConfig{
 			Cluster:  cfg.Replication.Cluster,
 			Local:    cfg.Node.Name,
-			Secret:   secret,
+			Secret:   pf.secret,
 			Listen:   cfg.Replication.Listen,
 			Peers:    peerConfigs(cfg),
 			RetryMin: config.ConnectRetryInitial,
 			RetryMax: cfg.Replication.ConnectRetryMax,
 			Logger:   logger,
+
+			Protection: pf.replication.prot,
+			TLS:        pf.replication.tls,
 		}, repls)
 		if err != nil {
 			return n, err
 		}
 	}
 	if cfg.Clustered() {
-		if err := n.joinCluster(clusterSecret); err != nil {
+		if err := n.joinCluster(pf.clusterSecret, pf.cluster); err != nil {
 			return n, err
 		}
 	}

@@ -24,6 +24,9 @@ import (
 // preflight holds what the checks read and New uses afterwards.
 type preflight struct {
 	secret, clusterSecret []byte
+	// replication and cluster protect the peer links and the cluster
+	// port (the TLS files loaded).
+	replication, cluster linkProtection
 }
 
 // preflight runs the checks. n.meta is open if meta.db existed.
@@ -35,10 +38,16 @@ func (n *Node) preflight() (preflight, error) {
 		if p.secret, err = readSecret("replication.secret_file", cfg.Replication.SecretFile, n.log); err != nil {
 			return p, &config.Error{File: cfg.Source, Key: "replication.secret_file", Msg: err.Error()}
 		}
+		if p.replication, err = linkSecurity(cfg.Replication.Security, cfg.Replication.TLS, "replication"); err != nil {
+			return p, &config.Error{File: cfg.Source, Key: "replication.security", Msg: err.Error()}
+		}
 	}
 	if cfg.Clustered() {
 		if p.clusterSecret, err = readSecret("cluster.secret_file", cfg.Cluster.SecretFile, n.log); err != nil {
 			return p, &config.Error{File: cfg.Source, Key: "cluster.secret_file", Msg: err.Error()}
+		}
+		if p.cluster, err = linkSecurity(cfg.Cluster.Security, cfg.Cluster.TLS, "cluster"); err != nil {
+			return p, &config.Error{File: cfg.Source, Key: "cluster.security", Msg: err.Error()}
 		}
 	}
 	if err := checkPorts(cfg); err != nil {

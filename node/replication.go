@@ -10,6 +10,7 @@ import (
 
 	"github.com/blockrep/blockrep/api"
 	"github.com/blockrep/blockrep/config"
+	"github.com/blockrep/blockrep/internal/linktls"
 	"github.com/blockrep/blockrep/replica"
 	"github.com/blockrep/blockrep/replica/wire"
 )
@@ -217,4 +218,31 @@ func (n *Node) SetRole(_ context.Context, volume, role string, force bool) error
 	}
 	n.log.Info("operator: role", "volume", r.Name(), "role", role, "force", force)
 	return r.SetRole(want, force)
+}
+
+// linkProtection is what protects one of the node's links.
+type linkProtection struct {
+	prot wire.Protection
+	tls  *linktls.Config // with wire.ProtectTLS only
+}
+
+// linkSecurity turns a link's security setting (replication.security or
+// cluster.security, keys names the table) into the protection its
+// handshake negotiates and, for "tls", the loaded certificates.
+func linkSecurity(sec config.Security, files config.TLSFiles, keys string) (linkProtection, error) {
+	if sec == "" {
+		sec = config.DefaultSecurity
+	}
+	p, err := wire.ParseProtection(string(sec))
+	if err != nil {
+		return linkProtection{}, fmt.Errorf("%s.security: %w", keys, err)
+	}
+	if p != wire.ProtectTLS {
+		return linkProtection{prot: p}, nil
+	}
+	tl, err := linktls.Load(linktls.Files{Cert: files.Cert, Key: files.Key, CA: files.CA, Keys: keys})
+	if err != nil {
+		return linkProtection{}, err
+	}
+	return linkProtection{prot: p, tls: tl}, nil
 }

@@ -56,12 +56,13 @@ func (m *stateMsg) side() Side {
 }
 
 // Attach runs a link to the named peer over conn, which has passed the
-// handshake (version negotiated), until the link fails. The dialer calls it
+// handshake (peer: version negotiated, the session's MACs), until the link
+// fails. The dialer calls it
 // with first == nil: it sends its State first. The acceptor has read the
 // dialer's State already (to find the volume) and passes it as first. Attach
 // returns why the link ended; errStandAlone-wrapped errors mean do not
 // reconnect.
-func (v *Volume) Attach(peerName string, conn net.Conn, version uint8, first []byte) error {
+func (v *Volume) Attach(peerName string, conn net.Conn, peer wire.Peer, first []byte) error {
 	p, err := v.findPeer(peerName)
 	if err != nil {
 		_ = conn.Close()
@@ -81,7 +82,7 @@ func (v *Volume) Attach(peerName string, conn net.Conn, version uint8, first []b
 		old.fail(errors.New("replaced by a new connection from the peer"))
 		<-old.done
 	}
-	l := newLink(v, p, conn, version)
+	l := newLink(v, p, conn, peer)
 	v.mu.Lock()
 	if v.failed != "" {
 		reason := v.failed
@@ -442,7 +443,12 @@ func (l *link) teardown(cause error) {
 	if cause != nil && !errors.Is(cause, context.Canceled) {
 		p.lastErr = cause.Error()
 	}
-	v.log.Warn("peer link down", "peer", p.name, "reason", cause)
+	if errors.Is(cause, wire.ErrTampered) {
+		// Not a network fault: someone on the path changed the stream.
+		v.log.Error("peer link down: a frame failed its MAC (changed, replayed or dropped in transit)", "peer", p.name, "reason", cause)
+	} else {
+		v.log.Warn("peer link down", "peer", p.name, "reason", cause)
+	}
 	v.cond.Broadcast()
 	v.mu.Unlock()
 	p.nudgeReport()

@@ -3,6 +3,7 @@ package replica
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/blockrep/blockrep/internal/fdconn"
+	"github.com/blockrep/blockrep/internal/linktls"
 	"github.com/blockrep/blockrep/replica/wire"
 )
 
@@ -112,7 +114,7 @@ type verifyResult struct {
 	mismatch []byte // one bit per bitmap block, set where the peer differs
 }
 
-func newLink(v *Volume, p *peer, conn net.Conn, version uint8) *link {
+func newLink(v *Volume, p *peer, conn net.Conn, wp wire.Peer) *link {
 	l := &link{
 		v:        v,
 		p:        p,
@@ -125,10 +127,15 @@ func newLink(v *Volume, p *peer, conn net.Conn, version uint8) *link {
 
 		resyncDoneAck: make(chan struct{}, 1),
 	}
+	if tc, ok := conn.(*tls.Conn); ok {
+		l.w = wire.NewWriter(&linktls.Coalescer{W: tc}) // a TLS record per frame otherwise
+	}
 	l.br = bufio.NewReaderSize(&l.src, 256<<10)
 	l.r = wire.NewReader(l.br, nil)
-	l.r.SetVersion(version)
-	l.w.SetVersion(version)
+	l.r.SetVersion(wp.Version)
+	l.w.SetVersion(wp.Version)
+	l.r.SetMAC(wp.Recv)
+	l.w.SetMAC(wp.Send)
 	l.scond = sync.NewCond(&l.smu)
 	l.acond = sync.NewCond(&l.amu)
 	l.wcond = sync.NewCond(&l.wmu)
@@ -465,6 +472,15 @@ func (l *link) smallPayload(h wire.Header) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %v frame with a %d-byte payload", errBadPayload, h.Type, h.Length)
 	}
 	return l.r.Payload(nil)
+}
+
+// peerWriter is a Writer for frames to an authenticated peer outside a
+// link (refusals), with the session's version and MAC.
+func peerWriter(conn net.Conn, peer wire.Peer) *wire.Writer {
+	w := wire.NewWriter(conn)
+	w.SetVersion(peer.Version)
+	w.SetMAC(peer.Send)
+	return w
 }
 
 // sendError tells the peer why the link ends, best effort.

@@ -1,7 +1,9 @@
 package replica
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/blockrep/blockrep/internal/acceptloop"
+	"github.com/blockrep/blockrep/internal/linktls"
 	"github.com/blockrep/blockrep/internal/lograte"
 	"github.com/blockrep/blockrep/replica/wire"
 )
@@ -20,6 +23,14 @@ type TransportConfig struct {
 	Cluster string
 	Local   string
 	Secret  []byte
+	// Protection guards every frame after the handshake; both ends must
+	// agree (replication.security). Zero means wire.ProtectMAC.
+	Protection wire.Protection
+	// TLS is this node's certificate and the peers' CA, required with
+	// wire.ProtectTLS (and only then): the link runs over TLS 1.3, the
+	// shared-secret handshake inside it, and each peer's certificate must
+	// name the node it proves to be.
+	TLS *linktls.Config
 	// Listen is the address peers connect to.
 	Listen string
 	// Peers are the other data nodes.
@@ -56,9 +67,12 @@ type Transport struct {
 
 // NewTransport validates the configuration and listens.
 func NewTransport(cfg TransportConfig, volumes []*Volume) (*Transport, error) {
-	hc := wire.HandshakeConfig{Cluster: cfg.Cluster, NodeID: cfg.Local, Secret: cfg.Secret}
+	hc := wire.HandshakeConfig{Cluster: cfg.Cluster, NodeID: cfg.Local, Secret: cfg.Secret, Protection: cfg.Protection}
 	if err := hc.Validate(); err != nil {
 		return nil, fmt.Errorf("replication: %w", err)
+	}
+	if (cfg.Protection == wire.ProtectTLS) != (cfg.TLS != nil) {
+		return nil, fmt.Errorf("replication: TLS certificates are needed with security %q and only then (security is %v)", wire.ProtectTLS, cmp.Or(cfg.Protection, wire.ProtectMAC))
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -147,6 +161,48 @@ func (t *Transport) Run(ctx context.Context) error {
 	return err
 }
 
+// handshake is the handshake configuration towards peerID ("" accepts any
+// node of the cluster).
+func (t *Transport) handshake(initiator bool, peerID string) wire.HandshakeConfig {
+	return wire.HandshakeConfig{Cluster: t.cfg.Cluster, NodeID: t.cfg.Local, PeerID: peerID, Secret: t.cfg.Secret, Initiator: initiator, Protection: t.cfg.Protection}
+}
+
+// startTLS runs the TLS handshake that precedes the shared-secret one with
+// security = "tls"; it returns conn itself otherwise. A dialer names the
+// peer whose certificate it expects.
+func (t *Transport) startTLS(ctx context.Context, conn net.Conn, dial bool, peer string) (net.Conn, error) {
+	if t.cfg.TLS == nil {
+		return conn, nil
+	}
+	if dial {
+		return t.cfg.TLS.Client(ctx, conn, peer)
+	}
+	return t.cfg.TLS.Server(ctx, conn)
+}
+
+// handshakeConn runs the handshakes on a new connection (TLS first with
+// security = "tls") and returns the connection to use from then on.
+func (t *Transport) handshakeConn(ctx context.Context, conn net.Conn, dial bool, peerID string) (net.Conn, wire.Peer, error) {
+	hctx, cancel := context.WithTimeout(ctx, wire.DefaultHandshakeTimeout)
+	defer cancel()
+	c, err := t.startTLS(hctx, conn, dial, peerID)
+	if err != nil {
+		return conn, wire.Peer{}, err
+	}
+	peer, err := wire.Handshake(hctx, c, t.handshake(dial, peerID))
+	if err != nil {
+		return c, peer, err
+	}
+	if tc, ok := c.(*tls.Conn); ok && !dial {
+		// The dialer checked our certificate against the name it
+		// dialed; here the name comes from the handshake.
+		if err := linktls.CheckPeerName(tc, peer.NodeID); err != nil {
+			return c, wire.Peer{}, err
+		}
+	}
+	return c, peer, nil
+}
+
 // peerNamed returns the configured peer called name.
 func (t *Transport) peerNamed(name string) (PeerConfig, bool) {
 	for _, p := range t.cfg.Peers {
@@ -162,9 +218,7 @@ func (t *Transport) peerNamed(name string) (PeerConfig, bool) {
 // connection's pending-handshake slot, before the link runs.
 func (t *Transport) accept(ctx context.Context, conn net.Conn, admitted func()) {
 	remote := conn.RemoteAddr().String()
-	hctx, cancel := context.WithTimeout(ctx, wire.DefaultHandshakeTimeout)
-	peer, err := wire.Handshake(hctx, conn, wire.HandshakeConfig{Cluster: t.cfg.Cluster, NodeID: t.cfg.Local, Secret: t.cfg.Secret})
-	cancel()
+	conn, peer, err := t.handshakeConn(ctx, conn, false, "")
 	if err != nil {
 		_ = conn.Close()
 		if ok, n := t.failLog.Allow(acceptloop.Source(conn.RemoteAddr()), time.Now()); ok && ctx.Err() == nil {
@@ -174,7 +228,7 @@ func (t *Transport) accept(ctx context.Context, conn net.Conn, admitted func()) 
 	}
 	if _, ok := t.peerNamed(peer.NodeID); !ok {
 		t.log.Warn("peer link refused: not a configured peer", "remote", remote, "node", peer.NodeID)
-		sendError(wire.NewWriter(conn), conn, [16]byte{}, "node "+peer.NodeID+" is not a peer of "+t.cfg.Local)
+		sendError(peerWriter(conn, peer), conn, [16]byte{}, "node "+peer.NodeID+" is not a peer of "+t.cfg.Local)
 		_ = conn.Close()
 		return
 	}
@@ -193,25 +247,30 @@ func (t *Transport) accept(ctx context.Context, conn net.Conn, admitted func()) 
 	// Read the dialer's State exactly (no read-ahead), to find the volume.
 	r := wire.NewReader(conn, nil)
 	r.SetVersion(peer.Version)
+	r.SetMAC(peer.Recv) // the link's reader goes on counting from here
 	r.SetLimit(64 << 10)
 	_ = conn.SetReadDeadline(time.Now().Add(exchangeTimeout))
 	h, first, err := r.ReadFrame()
 	_ = conn.SetReadDeadline(time.Time{})
 	if err != nil || h.Type != wire.TypeState {
-		t.log.Warn("peer link refused: no state after the handshake", "remote", remote, "node", peer.NodeID, "type", h.Type, "err", err)
+		lvl := slog.LevelWarn
+		if errors.Is(err, wire.ErrTampered) {
+			lvl = slog.LevelError
+		}
+		t.log.Log(ctx, lvl, "peer link refused: no state after the handshake", "remote", remote, "node", peer.NodeID, "type", h.Type, "err", err)
 		_ = conn.Close()
 		return
 	}
 	v, ok := t.volumes[h.Volume]
 	if !ok {
 		t.log.Warn("peer link refused: unknown volume", "node", peer.NodeID)
-		sendError(wire.NewWriter(conn), conn, h.Volume, "no such volume on "+t.cfg.Local)
+		sendError(peerWriter(conn, peer), conn, h.Volume, "no such volume on "+t.cfg.Local)
 		_ = conn.Close()
 		return
 	}
 	first = append([]byte(nil), first...)
 	admitted()
-	err = v.Attach(peer.NodeID, conn, peer.Version, first)
+	err = v.Attach(peer.NodeID, conn, peer, first)
 	t.log.Debug("peer link ended", "volume", v.Name(), "node", peer.NodeID, "err", err)
 }
 
@@ -226,9 +285,8 @@ func (t *Transport) knock(ctx context.Context, pc PeerConfig) {
 		return
 	}
 	defer conn.Close()
-	hctx, cancel := context.WithTimeout(ctx, wire.DefaultHandshakeTimeout)
-	defer cancel()
-	_, _ = wire.Handshake(hctx, conn, wire.HandshakeConfig{Cluster: t.cfg.Cluster, NodeID: t.cfg.Local, PeerID: pc.Name, Secret: t.cfg.Secret, Initiator: true})
+	c, _, _ := t.handshakeConn(ctx, conn, true, pc.Name)
+	_ = c.Close()
 }
 
 // dialLoop keeps one volume's link to one peer up: dial, authenticate,
@@ -288,15 +346,13 @@ func (t *Transport) dialOnce(ctx context.Context, v *Volume, pc PeerConfig) erro
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	hctx, cancel := context.WithTimeout(ctx, wire.DefaultHandshakeTimeout)
-	peer, err := wire.Handshake(hctx, conn, wire.HandshakeConfig{Cluster: t.cfg.Cluster, NodeID: t.cfg.Local, PeerID: pc.Name, Secret: t.cfg.Secret, Initiator: true})
-	cancel()
+	conn, peer, err := t.handshakeConn(ctx, conn, true, pc.Name)
 	if err != nil {
 		_ = conn.Close()
 		t.log.Warn("peer link: handshake failed", "volume", v.Name(), "peer", pc.Name, "addr", pc.Address, "err", err)
 		return fmt.Errorf("handshake with %s: %w", pc.Name, err)
 	}
-	err = v.Attach(pc.Name, conn, peer.Version, nil)
+	err = v.Attach(pc.Name, conn, peer, nil)
 	if errors.Is(err, errStandAlone) {
 		return nil
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/blockrep/blockrep/block/blocktest"
 	"github.com/blockrep/blockrep/meta"
+	"github.com/blockrep/blockrep/replica/wire"
 )
 
 // testNode is one in-process node: meta database, memory store, volume and
@@ -59,7 +60,13 @@ func freeAddr(t testing.TB) string {
 // newTestCluster makes nodes n1..nN; roles[i] is node i's configured role.
 func newTestCluster(t testing.TB, roles []Role, cfg func(*VolumeConfig)) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, cfg: cfg}
+	return newTestClusterWith(t, roles, cfg, nil)
+}
+
+// newTestClusterWith is newTestCluster with transport settings.
+func newTestClusterWith(t testing.TB, roles []Role, cfg func(*VolumeConfig), tcfg func(*TransportConfig)) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, cfg: cfg, tcfg: tcfg}
 	for i := range roles {
 		c.nodes = append(c.nodes, &testNode{t: t, name: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), addr: freeAddr(t), store: blocktest.NewMem(testVolSize)})
 	}
@@ -668,14 +675,17 @@ func TestResyncConcurrentWithWrites(t *testing.T) {
 }
 
 // TestDataIntegrity flips one bit of a write's payload on its way to the
-// secondary. With per-frame checksums the secondary refuses the frame and
-// the link drops (the write is then marked out of sync); without them the
-// damaged block lands on the secondary unnoticed — which shows the test
-// sees the difference.
+// secondary, on a link without frame MACs (security = "none"). With
+// per-frame checksums the secondary refuses the frame and the link drops
+// (the write is then marked out of sync); without them the damaged block
+// lands on the secondary unnoticed — which shows the test sees the
+// difference. (With MACs the frame is refused either way: see
+// TestRelayRewritingWriteRefused.)
 func TestDataIntegrity(t *testing.T) {
 	for _, integrity := range []bool{true, false} {
 		t.Run(fmt.Sprint(integrity), func(t *testing.T) {
-			c, tap := newTappedCluster(t, Primary, func(vc *VolumeConfig) { vc.DataIntegrity, vc.ContinueAlone = integrity, true })
+			c, tap := newTappedClusterWith(t, Primary, func(vc *VolumeConfig) { vc.DataIntegrity, vc.ContinueAlone = integrity, true },
+				func(tc *TransportConfig) { tc.Protection = wire.ProtectNone })
 			p, s := c.nodes[0], c.nodes[1]
 			c.waitConnected(p, s)
 			data := randBytes(64 << 10)
@@ -791,7 +801,12 @@ func (b *blackhole) pipe(from, to net.Conn, dialerToTarget bool) {
 // newTappedCluster makes nodes n1 (in role first) and n2 (secondary),
 // with n1's link to n2 through a black hole.
 func newTappedCluster(t *testing.T, first Role, cfg func(*VolumeConfig)) (*testCluster, *blackhole) {
-	c := &testCluster{t: t, cfg: cfg}
+	return newTappedClusterWith(t, first, cfg, nil)
+}
+
+// newTappedClusterWith is newTappedCluster with a transport setting.
+func newTappedClusterWith(t *testing.T, first Role, cfg func(*VolumeConfig), tcfg func(*TransportConfig)) (*testCluster, *blackhole) {
+	c := &testCluster{t: t, cfg: cfg, tcfg: tcfg}
 	for i := range 2 {
 		c.nodes = append(c.nodes, &testNode{t: t, name: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), addr: freeAddr(t), store: blocktest.NewMem(testVolSize)})
 	}

@@ -6,7 +6,8 @@
 // With -replication it measures replication instead: nbdkit, a standalone
 // blockrepd and a blockrepd primary with a protocol-C secondary side by
 // side, then the resync of a secondary that was down against a plain copy
-// of the same bytes (see docs/BENCHMARKS.md).
+// of the same bytes (see docs/BENCHMARKS.md). -security none,mac,tls adds a
+// replicated pair per link protection, measured in the same rounds.
 //
 // With -failover it measures automatic failover: two data nodes and a
 // witness in one cluster; the primary is killed (SIGKILL) during writes,
@@ -49,6 +50,7 @@ func main() {
 	resyncSize := sizeFlag(512 << 20)
 	flag.Var(&resyncSize, "resync-size", "with -replication: bytes written while the secondary is down, then resynced; 0 skips the resync rounds (default 512MiB, at most half of -size)")
 	syncTimeout := flag.Duration("sync-timeout", 10*time.Minute, "with -replication or -failover: longest wait for the secondary to be in sync")
+	security := flag.String("security", "mac", "with -replication: comma-separated replication.security values (none, mac, tls) to measure side by side, one replicated pair each; ratios are to the first")
 	failover := flag.Bool("failover", false, "measure failover: kill -9 the primary of a two-node cluster with a witness during writes, time until the other node acknowledges a write (-size default 64MiB)")
 	failoverTimeout := flag.Duration("failover-timeout", config.DefaultFailoverTimeout, "with -failover: the cluster's failover_timeout")
 	heartbeat := flag.Duration("heartbeat", config.DefaultHeartbeatInterval, "with -failover: the cluster's heartbeat_interval")
@@ -108,6 +110,7 @@ func main() {
 			blockrepd: *blockrepd, nbdkit: *nbdkit, fio: *fio, dir: *dir,
 			size: int64(size), runtime: *runtime, rounds: *rounds, only: *only,
 			resyncSize: int64(resyncSize), syncTimeout: *syncTimeout,
+			security: strings.Split(*security, ","),
 		})
 	} else {
 		err = run(ctx, *blockrepd, *nbdkit, *fio, *dir, int64(size), *runtime, *rounds, *only)

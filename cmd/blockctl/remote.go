@@ -11,6 +11,7 @@ import (
 	"github.com/blockrep/blockrep/api"
 	"github.com/blockrep/blockrep/config"
 	"github.com/blockrep/blockrep/internal/authnet"
+	"github.com/blockrep/blockrep/internal/linktls"
 	"github.com/blockrep/blockrep/replica/wire"
 )
 
@@ -73,12 +74,15 @@ func clientNodeID(host string) string {
 // remoteAuth gathers what authenticates blockctl to t.node: the cluster
 // name and the secret, from --cluster and --secret-file, else from the
 // [cluster] table of the configuration (-c, else DefaultConfig when it
-// exists). secretFrom says where the secret came from, for errors.
+// exists), and the link protection (cluster.security, with "tls" the
+// node's own certificate) from that configuration: "mac" without one.
+// secretFrom says where the secret came from, for errors.
 func remoteAuth(t target) (cfg authnet.Config, secretFrom string, err error) {
 	name, secretFile := t.cluster, t.secretFile
 	secretFrom = "--secret-file " + secretFile
 	confPath, confNote := t.config, ""
-	if name == "" || secretFile == "" {
+	sec, tlsFiles := config.DefaultSecurity, config.TLSFiles{}
+	if name == "" || secretFile == "" || t.config != "" {
 		if confPath == "" {
 			if _, err := os.Stat(DefaultConfig); err == nil {
 				confPath = DefaultConfig
@@ -93,6 +97,8 @@ func remoteAuth(t target) (cfg authnet.Config, secretFrom string, err error) {
 			}
 			if !c.Clustered() {
 				confNote = " (" + confPath + " has no [cluster] table)"
+			} else {
+				sec, tlsFiles = c.Cluster.Security, c.Cluster.TLS
 			}
 			if name == "" {
 				name = c.Cluster.Name
@@ -119,8 +125,18 @@ func remoteAuth(t target) (cfg authnet.Config, secretFrom string, err error) {
 	if err != nil {
 		return cfg, "", err
 	}
+	prot, err := wire.ParseProtection(string(sec))
+	if err != nil {
+		return cfg, "", fmt.Errorf("cluster.security of %s: %w", where, err)
+	}
+	var tl *linktls.Config
+	if prot == wire.ProtectTLS {
+		if tl, err = linktls.Load(linktls.Files{Cert: tlsFiles.Cert, Key: tlsFiles.Key, CA: tlsFiles.CA, Keys: "cluster"}); err != nil {
+			return cfg, "", fmt.Errorf("--node %s: %s: %w", t.node, where, err)
+		}
+	}
 	host, _ := hostname() // without one the ID is still unique enough for logs
-	return authnet.Config{Cluster: name, NodeID: clientNodeID(host), Secret: secret}, secretFrom, nil
+	return authnet.Config{Cluster: name, NodeID: clientNodeID(host), Secret: secret, Protection: prot, TLS: tl}, secretFrom, nil
 }
 
 // readSecret reads the cluster's shared secret from path, as blockrepd
@@ -176,6 +192,8 @@ func (e *dialError) Error() string {
 		return auth + "the node does not hold the secret blockctl has (from " + e.secretFrom + "); it must be the node's cluster.secret_file"
 	case errors.Is(e.err, wire.ErrClusterMismatch):
 		return auth + fmt.Sprintf("the node is not in cluster %q (see --cluster or cluster.name)", e.cluster)
+	case errors.Is(e.err, wire.ErrProtectionMismatch):
+		return auth + "the node protects its cluster port differently: cluster.security must be the same in the configuration blockctl reads (-c) and on the node"
 	case isAny(e.err, handshakeErrs):
 		return auth + cause
 	case errors.As(e.err, &opErr) && opErr.Op == "dial":
@@ -185,7 +203,7 @@ func (e *dialError) Error() string {
 	}
 	// Anything else broke off the handshake: EOF, a reset, a frame that is
 	// not blockrep's.
-	return auth + cause + " (is " + e.addr + " the node's cluster.listen?)"
+	return auth + cause + " (is " + e.addr + " the node's cluster.listen, with the same cluster.security as the configuration blockctl reads?)"
 }
 
 // isAny reports whether err matches one of targets.

@@ -15,6 +15,8 @@ import (
 
 	"github.com/blockrep/blockrep/api"
 	"github.com/blockrep/blockrep/internal/authnet"
+	"github.com/blockrep/blockrep/internal/linktls"
+	"github.com/blockrep/blockrep/internal/testpki"
 	"github.com/blockrep/blockrep/replica/wire"
 )
 
@@ -38,11 +40,17 @@ func (n *remoteNode) peerIDs() []string {
 
 func serveRemote(t *testing.T, b api.Backend) *remoteNode {
 	t.Helper()
+	return serveRemoteWith(t, b, authnet.Config{Cluster: "prod", NodeID: "node1", Secret: []byte(testSecret)})
+}
+
+// serveRemoteWith is serveRemote with the Mux's configuration.
+func serveRemoteWith(t *testing.T, b api.Backend, cfg authnet.Config) *remoteNode {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux, err := authnet.NewMux(ln, authnet.Config{Cluster: "prod", NodeID: "node1", Secret: []byte(testSecret)})
+	mux, err := authnet.NewMux(ln, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,4 +222,51 @@ func TestClientNodeID(t *testing.T) {
 	if len(long) != wire.MaxNameLen || !strings.HasPrefix(long, "blockctl-hhh") {
 		t.Errorf("clientNodeID(300 bytes) = %d bytes %q", len(long), long)
 	}
+}
+
+// TestRemoteTLS: with cluster.security = "tls" in the configuration,
+// blockctl presents the node's certificate from it and talks TLS; a
+// configuration that says "mac" is refused by the same node.
+func TestRemoteTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, "blockctl test CA")
+	nodeCert, _, _ := ca.NodeCertificate(t, "node1")
+	_, certPEM, keyPEM := ca.NodeCertificate(t, "witness")
+	caFile := writeFile(t, dir, "ca.crt", string(ca.CertPEM))
+	certFile := writeFile(t, dir, "witness.crt", string(certPEM))
+	keyFile := writeFile(t, dir, "witness.key", string(keyPEM))
+	fb := &fakeBackend{st: clusterStatus(time.Now())}
+	node := serveRemoteWith(t, &clusterBackend{fakeBackend: fb}, authnet.Config{Cluster: "prod", NodeID: "node1", Secret: []byte(testSecret),
+		Protection: wire.ProtectTLS, TLS: linktls.New(nodeCert, ca.Pool())})
+	secret := writeFile(t, dir, "cluster.secret", testSecret)
+	conf := func(security string) string {
+		extra := ""
+		if security == "tls" {
+			extra = "tls_cert = \"" + certFile + "\"\ntls_key = \"" + keyFile + "\"\ntls_ca = \"" + caFile + "\"\n"
+		}
+		return writeFile(t, dir, security+".toml", `[node]
+name = "witness"
+data_dir = "/var/lib/blockrep/witness"
+
+[cluster]
+name = "prod"
+secret_file = "`+secret+`"
+listen = "10.0.0.9:7790"
+kind = "witness"
+security = "`+security+`"
+`+extra)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"-c", conf("tls"), "--node", node.addr, "status"}, &stdout, &stderr, func(string) string { return "" }); code != 0 {
+		t.Fatalf("status over TLS: exit %d, stderr %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "leader node1") {
+		t.Fatalf("status over TLS: %s", stdout.String())
+	}
+	stdout.Reset()
+	stderr.Reset()
+	if code := run([]string{"-c", conf("mac"), "--node", node.addr, "status"}, &stdout, &stderr, func(string) string { return "" }); code != 1 {
+		t.Fatalf("status with security mac against a TLS node: exit %d, stdout %s", code, stdout.String())
+	}
+	t.Logf("mac against tls: %s", stderr.String())
 }

@@ -7,14 +7,18 @@
 // says which service the connection is for; the listening side's Mux hands
 // the connection to that service's net.Listener. Dial is the client side.
 //
-// The handshake authenticates the connection's start only: later bytes are
-// neither encrypted nor authenticated, exactly as on the peer link.
+// After the handshake every byte is protected as Config.Protection says,
+// the service byte included: by default (wire.ProtectMAC) the stream is cut
+// into records that carry the session's MAC (record.go), so that a relay
+// without the secret can neither change, replay, reorder nor drop any of
+// it unnoticed (the receiving end closes the connection and logs why).
 //
 // RaftStream adapts a Mux to hashicorp/raft's StreamLayer so that the Raft
 // transport is authenticated the same way.
 package authnet
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +31,7 @@ import (
 
 	"github.com/blockrep/blockrep/internal/acceptloop"
 	"github.com/blockrep/blockrep/internal/lograte"
+	"github.com/blockrep/blockrep/internal/linktls"
 	"github.com/blockrep/blockrep/replica/wire"
 )
 
@@ -84,6 +89,15 @@ type Config struct {
 	// ends, and how long an accepted connection waits for its service's
 	// Accept. Zero means DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// Protection guards the bytes after the handshake (cluster.security);
+	// both ends must agree. Zero means wire.ProtectMAC.
+	Protection wire.Protection
+	// TLS is this end's certificate and the CA of the other ends',
+	// required with wire.ProtectTLS and only then: the connection runs
+	// over TLS 1.3 with certificates checked on both ends (against the CA;
+	// the node name only when Dial is given one), the shared-secret
+	// handshake inside it.
+	TLS *linktls.Config
 }
 
 // normalize checks cfg and fills in its defaults. It copies the secret so
@@ -91,6 +105,9 @@ type Config struct {
 func (c Config) normalize() (Config, error) {
 	if err := c.handshake(false, "").Validate(); err != nil {
 		return Config{}, fmt.Errorf("authnet: config: %w", err)
+	}
+	if (c.Protection == wire.ProtectTLS) != (c.TLS != nil) {
+		return Config{}, fmt.Errorf("authnet: config: TLS certificates are needed with security %q and only then (security is %v)", wire.ProtectTLS, cmp.Or(c.Protection, wire.ProtectMAC))
 	}
 	if c.HandshakeTimeout < 0 {
 		return Config{}, fmt.Errorf("authnet: config: negative handshake timeout %s", c.HandshakeTimeout)
@@ -107,16 +124,26 @@ func (c Config) normalize() (Config, error) {
 
 func (c Config) handshake(initiator bool, peerID string) wire.HandshakeConfig {
 	return wire.HandshakeConfig{
-		Cluster:   c.Cluster,
-		NodeID:    c.NodeID,
-		PeerID:    peerID,
-		Secret:    c.Secret,
-		Initiator: initiator,
+		Cluster:    c.Cluster,
+		NodeID:     c.NodeID,
+		PeerID:     peerID,
+		Secret:     c.Secret,
+		Initiator:  initiator,
+		Protection: c.Protection,
 	}
 }
 
+// protect puts the record layer over c if the handshake says so.
+func protect(c net.Conn, peer wire.Peer, log *slog.Logger) net.Conn {
+	if peer.Protection != wire.ProtectMAC {
+		return c
+	}
+	return newRecordConn(c, peer, log.With("peer", peer.NodeID))
+}
+
 // Conn is an authenticated connection for one service. Reads and writes go
-// straight to the TCP connection.
+// through the record layer (with wire.ProtectMAC) or straight to the TCP
+// connection.
 type Conn struct {
 	net.Conn
 	peerID  string
@@ -161,19 +188,28 @@ func Dial(ctx context.Context, addr string, svc Service, cfg Config, peerID stri
 	}
 	hctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
 	defer cancel()
+	if cfg.TLS != nil {
+		tc, err := cfg.TLS.Client(hctx, c, peerID)
+		if err != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("authnet: dial %s: %w", addr, err)
+		}
+		c = tc
+	}
 	peer, err := wire.Handshake(hctx, c, hcfg)
 	if err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("authnet: dial %s: %w", addr, err)
 	}
+	pc := protect(c, peer, cfg.Logger.With("component", "authnet", "addr", addr))
 	if err := withDeadline(hctx, c, func() error {
-		_, err := c.Write([]byte{byte(svc)})
+		_, err := pc.Write([]byte{byte(svc)})
 		return err
 	}); err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("authnet: dial %s: sending service byte for %s: %w", addr, svc, err)
 	}
-	return &Conn{Conn: c, peerID: peer.NodeID, service: svc}, nil
+	return &Conn{Conn: pc, peerID: peer.NodeID, service: svc}, nil
 }
 
 // withDeadline runs fn on c under ctx's deadline; cancelling ctx aborts it.
@@ -359,7 +395,17 @@ func (m *Mux) handle(ctx context.Context, c net.Conn) {
 	hctx, cancel := context.WithTimeout(ctx, m.cfg.HandshakeTimeout)
 	defer cancel()
 
-	peer, err := wire.Handshake(hctx, c, m.cfg.handshake(false, ""))
+	var err error
+	if m.cfg.TLS != nil {
+		var tc net.Conn
+		if tc, err = m.cfg.TLS.Server(hctx, c); err == nil {
+			c = tc
+		}
+	}
+	var peer wire.Peer
+	if err == nil {
+		peer, err = wire.Handshake(hctx, c, m.cfg.handshake(false, ""))
+	}
 	if err != nil {
 		_ = c.Close()
 		if ctx.Err() != nil {
@@ -373,10 +419,11 @@ func (m *Mux) handle(ctx context.Context, c net.Conn) {
 	}
 
 	var b [1]byte
+	pc := protect(c, peer, m.log)
 	sctx, scancel := context.WithTimeout(ctx, m.cfg.HandshakeTimeout)
 	defer scancel()
 	if err := withDeadline(sctx, c, func() error {
-		_, err := io.ReadFull(c, b[:])
+		_, err := io.ReadFull(pc, b[:])
 		return err
 	}); err != nil {
 		_ = c.Close()
@@ -395,7 +442,7 @@ func (m *Mux) handle(ctx context.Context, c net.Conn) {
 		return
 	}
 
-	conn := &Conn{Conn: c, peerID: peer.NodeID, service: svc}
+	conn := &Conn{Conn: pc, peerID: peer.NodeID, service: svc}
 	t := time.NewTimer(m.cfg.HandshakeTimeout)
 	defer t.Stop()
 	select {

@@ -97,6 +97,38 @@ func (ca *CA) TLSCertificate(t testing.TB, commonName string, usage x509.ExtKeyU
 	return cert
 }
 
+// NodeCertificate is a certificate for a blockrep node's links: it names
+// the node as a DNS name (and the loopback addresses) and is good for both
+// TLS server and client use, since a node both dials and accepts. It
+// returns the PEM too, for configuration files.
+func (ca *CA) NodeCertificate(t testing.TB, node string) (cert tls.Certificate, certPEM, keyPEM []byte) {
+	t.Helper()
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(t),
+		Subject:      pkix.Name{CommonName: node},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:     []string{node, "localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		t.Fatalf("testpki: issuing node certificate for %q: %v", node, err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatalf("testpki: marshalling key: %v", err)
+	}
+	certPEM, keyPEM = pemBlock("CERTIFICATE", der), pemBlock("PRIVATE KEY", kder)
+	if cert, err = tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		t.Fatalf("testpki: loading key pair: %v", err)
+	}
+	return cert, certPEM, keyPEM
+}
+
 func newKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

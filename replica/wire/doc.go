@@ -1,7 +1,8 @@
 // Package wire is the peer link's wire format: versioned binary frames with a
 // checksummed fixed header, the epoch fence every receiver applies, and the
 // mutual HMAC challenge–response that authenticates a link before any
-// replication frame is trusted.
+// replication frame is trusted, and the per-session MACs that protect every
+// frame after it.
 //
 // The package does no replication itself: it knows how to put a frame on a
 // stream and take it off again, and how two nodes prove to each other that
@@ -24,5 +25,7 @@
 //	    56    4 reserved (zero)
 //	    60    4 header crc32c over bytes 0..59
 //
-// The payload (Length bytes) follows the header directly.
+// The payload (Length bytes) follows the header directly. On a link with
+// ProtectMAC (the default from version 2 on) a TagSize-byte tag follows the
+// payload of every frame after the handshake: see MAC.
 package wire

@@ -11,12 +11,21 @@ import (
 // "not a blockrep peer at all" (ErrBadMagic) apart from a damaged frame.
 const Magic uint32 = 0x4252504C // "BRPL"
 
-// Protocol versions this implementation speaks. A frame's version byte must
-// lie in [MinVersion, MaxVersion]; the handshake picks the highest version
-// both peers support.
+// Protocol versions this implementation decodes. A frame's version byte
+// must lie in [MinVersion, MaxVersion]; the handshake picks the highest
+// version both peers offer.
+//
+// Version 1 had no protection after the handshake: it is no longer offered
+// (HandshakeConfig offers MinLinkVersion and up), but its header layout is
+// still decoded, because the handshake frames keep version 1 so that an old
+// peer can read our Hello and both ends report ErrNoCommonVersion.
+// Version 2 binds the link protection (Protection) into the handshake and,
+// with ProtectMAC, puts a tag after every frame.
 const (
 	MinVersion uint8 = 1
-	MaxVersion uint8 = 1
+	MaxVersion uint8 = 2
+	// MinLinkVersion is the oldest version a handshake offers.
+	MinLinkVersion uint8 = 2
 )
 
 // HeaderSize is the fixed size of a frame header. 64 bytes keeps every
@@ -253,6 +262,10 @@ func DecodeHeader(b []byte) (Header, error) {
 	}
 	b = b[:HeaderSize]
 	if m := binary.BigEndian.Uint32(b[offMagic:]); m != Magic {
+		if (b[0] == 0x16 || b[0] == 0x15) && b[1] == 0x03 {
+			// A TLS record (handshake or alert), version 3.x.
+			return Header{}, fmt.Errorf("%w: %#08x: the other end speaks TLS (security = \"tls\" there, not here?)", ErrBadMagic, m)
+		}
 		return Header{}, fmt.Errorf("%w: %#08x", ErrBadMagic, m)
 	}
 	if v := b[offVersion]; v < MinVersion || v > MaxVersion {

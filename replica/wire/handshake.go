@@ -43,7 +43,8 @@ const (
 	errorSendTimeout = time.Second
 
 	// proofLabel separates these MACs from any other use of the secret.
-	proofLabel = "blockrep peer-link handshake v1"
+	// It names version 2, whose transcript includes the protections.
+	proofLabel = "blockrep peer-link handshake v2"
 	// The direction labels make the initiator's and the responder's proofs
 	// different even over the same transcript, so a proof cannot be
 	// reflected back to the node that produced it.
@@ -74,6 +75,9 @@ var (
 	ErrPeerRefused = errors.New("wire: peer refused the link")
 	// ErrBadConfig: HandshakeConfig.Validate failed.
 	ErrBadConfig = errors.New("wire: bad handshake config")
+	// ErrProtectionMismatch: the two ends protect the link differently
+	// (one says "mac", the other "none", say).
+	ErrProtectionMismatch = errors.New("wire: link protection differs between the ends (security setting)")
 )
 
 // Error codes in an Error frame, so the refused side learns why in a form it
@@ -86,6 +90,7 @@ const (
 	codeUnexpectedPeer
 	codeVersion
 	codeReflected
+	codeProtection
 )
 
 var codeErrs = map[uint16]error{
@@ -96,6 +101,7 @@ var codeErrs = map[uint16]error{
 	codeUnexpectedPeer: ErrUnexpectedPeer,
 	codeVersion:        ErrNoCommonVersion,
 	codeReflected:      ErrReflected,
+	codeProtection:     ErrProtectionMismatch,
 }
 
 func codeOf(err error) uint16 {
@@ -143,9 +149,14 @@ type HandshakeConfig struct {
 	// Initiator is true on the side that dialed. The roles make the two
 	// proofs different (reflection) and fix the message order.
 	Initiator bool
-	// MinVersion and MaxVersion narrow the versions offered; zero means the
-	// package's whole range.
+	// MinVersion and MaxVersion narrow the versions offered; zero means
+	// MinLinkVersion and MaxVersion.
 	MinVersion, MaxVersion uint8
+	// Protection is what guards the link after the handshake; both ends
+	// must agree. Zero means ProtectMAC. ProtectTLS is for a conn that is
+	// already a TLS 1.3 connection with verified certificates: Handshake
+	// cannot check that, the caller vouches for it.
+	Protection Protection
 }
 
 // Validate rejects a configuration the handshake cannot use safely. It is
@@ -167,16 +178,26 @@ func (c HandshakeConfig) Validate() error {
 		return fmt.Errorf("%w: peer ID equals our own node ID %q", ErrBadConfig, c.NodeID)
 	}
 	lo, hi := c.versions()
-	if lo < MinVersion || hi > MaxVersion || lo > hi {
-		return fmt.Errorf("%w: version range %d..%d not within supported %d..%d", ErrBadConfig, lo, hi, MinVersion, MaxVersion)
+	if lo < MinLinkVersion || hi > MaxVersion || lo > hi {
+		return fmt.Errorf("%w: version range %d..%d not within supported %d..%d", ErrBadConfig, lo, hi, MinLinkVersion, MaxVersion)
+	}
+	if !c.protection().Valid() {
+		return fmt.Errorf("%w: %v", ErrBadConfig, c.Protection)
 	}
 	return nil
+}
+
+func (c HandshakeConfig) protection() Protection {
+	if c.Protection == 0 {
+		return ProtectMAC
+	}
+	return c.Protection
 }
 
 func (c HandshakeConfig) versions() (lo, hi uint8) {
 	lo, hi = c.MinVersion, c.MaxVersion
 	if lo == 0 {
-		lo = MinVersion
+		lo = MinLinkVersion
 	}
 	if hi == 0 {
 		hi = MaxVersion
@@ -186,16 +207,28 @@ func (c HandshakeConfig) versions() (lo, hi uint8) {
 
 // Peer is the authenticated remote end of a link.
 type Peer struct {
-	NodeID  string // the ID the peer proved it holds the secret for
-	Version uint8  // negotiated protocol version: use it for Reader and Writer
+	NodeID     string     // the ID the peer proved it holds the secret for
+	Version    uint8      // negotiated protocol version: use it for Reader and Writer
+	Protection Protection // what guards the link from here on (both ends agree)
+	// Send and Recv are the session's MACs with ProtectMAC (nil
+	// otherwise): give Send to the link's Writer and Recv to its Reader
+	// (SetMAC). Each holds its direction's counter, so every frame of the
+	// link in that direction must pass through it, in order, even when
+	// the stream changes hands between readers or writers.
+	Send, Recv *MAC
 }
 
-// hello is the content of a Hello frame.
+// hello is the content of a Hello frame. prot travels in the frame's
+// header (its Offset field, unused by Hello) rather than in the payload, so
+// that a version-1 peer, which refuses unknown payload bytes but ignores
+// the header field, still parses our Hello and reports the version
+// mismatch, the one error that tells its operator what is wrong.
 type hello struct {
 	minV, maxV uint8
 	nonce      [NonceSize]byte
 	cluster    string
 	node       string
+	prot       Protection
 }
 
 func (h *hello) marshal() []byte {
@@ -247,8 +280,9 @@ func parseHello(p []byte) (hello, error) {
 // proof computes one side's HMAC over the handshake transcript. Every
 // variable-length field is length-prefixed so that no two different
 // transcripts encode to the same bytes ("ab"+"c" vs "a"+"bc"). Both version
-// ranges are included so that a man in the middle cannot downgrade the
-// negotiated version without breaking the proofs.
+// ranges and both protections are included so that a man in the middle
+// cannot downgrade the negotiated version or the protection without
+// breaking the proofs.
 func proof(secret []byte, direction string, ini, res *hello) []byte {
 	m := hmac.New(sha256.New, secret)
 	for _, s := range []string{proofLabel, direction, ini.cluster, ini.node, res.node} {
@@ -256,7 +290,7 @@ func proof(secret []byte, direction string, ini, res *hello) []byte {
 	}
 	m.Write(ini.nonce[:])
 	m.Write(res.nonce[:])
-	m.Write([]byte{ini.minV, ini.maxV, res.minV, res.maxV})
+	m.Write([]byte{ini.minV, ini.maxV, res.minV, res.maxV, byte(ini.prot), byte(res.prot)})
 	return m.Sum(nil)
 }
 
@@ -282,13 +316,21 @@ func writeString(h hash.Hash, s string) {
 // a proof of its own to an unauthenticated dialer. The responder accepts
 // only after AuthOK, so when either side rejects the other, neither ends up
 // with an accepted link. The side that rejects sends an Error frame with its
-// reason (never secret material) before returning.
+// reason's code and generic text before returning: the peer is not
+// authenticated yet, so the frame names no cluster and no node (the error
+// returned locally has the detail).
+//
+// Each Hello also carries its sender's Protection; the two must be equal
+// (ErrProtectionMismatch). With ProtectMAC, Peer.Send and Peer.Recv are the
+// session's MACs, derived from the secret, both nonces and the transcript
+// (deriveMACs).
 //
 // The deadline is the context's (DefaultHandshakeTimeout if it has none);
 // cancelling ctx aborts a blocked read or write. On success the connection's
 // deadlines are cleared and exactly the handshake's bytes have been read. On
-// error the caller must close conn. This authenticates the link's start
-// only; it does not encrypt or authenticate later frames.
+// error the caller must close conn. The handshake itself authenticates the
+// link's start only; the later frames are protected by the caller's use of
+// Peer.Send and Peer.Recv (or by TLS underneath).
 func Handshake(ctx context.Context, conn net.Conn, cfg HandshakeConfig) (Peer, error) {
 	role := "responder"
 	if cfg.Initiator {
@@ -349,7 +391,11 @@ type handshake struct {
 }
 
 func (hs *handshake) send(t FrameType, payload []byte) error {
-	h := Header{Type: t, Flags: FlagChecksum, Seq: hs.seq}
+	return hs.sendHeader(Header{Type: t, Flags: FlagChecksum}, payload)
+}
+
+func (hs *handshake) sendHeader(h Header, payload []byte) error {
+	h.Seq = hs.seq
 	hs.seq++
 	return hs.w.WriteFrame(h, payload)
 }
@@ -357,30 +403,39 @@ func (hs *handshake) send(t FrameType, payload []byte) error {
 // recv reads the next frame and insists on type want; a peer's Error frame
 // becomes a *RemoteError.
 func (hs *handshake) recv(want FrameType) ([]byte, error) {
+	_, p, err := hs.recvHeader(want)
+	return p, err
+}
+
+func (hs *handshake) recvHeader(want FrameType) (Header, []byte, error) {
 	h, p, err := hs.r.ReadFrame()
 	if err != nil {
-		return nil, err
+		return h, nil, err
 	}
 	switch h.Type {
 	case want:
-		return p, nil
+		return h, p, nil
 	case TypeError:
 		if len(p) < 2 {
-			return nil, &RemoteError{Code: codeProtocol, Message: "(malformed Error frame)"}
+			return h, nil, &RemoteError{Code: codeProtocol, Message: "(malformed Error frame)"}
 		}
-		return nil, &RemoteError{Code: binary.BigEndian.Uint16(p), Message: string(p[2:])}
+		return h, nil, &RemoteError{Code: binary.BigEndian.Uint16(p), Message: string(p[2:])}
 	default:
-		return nil, hs.reject(fmt.Errorf("%w: got %s, expected %s", ErrHandshakeProtocol, h.Type, want))
+		return h, nil, hs.reject(fmt.Errorf("%w: got %s, expected %s", ErrHandshakeProtocol, h.Type, want))
 	}
 }
 
 // reject tells the peer why we refuse (best effort, briefly) and returns err.
+// The peer has not proved anything yet, so it gets the reason's code and the
+// reason's generic text only: err's detail can name our cluster, our node or
+// the node we expected, which would tell a stranger what to claim next.
 func (hs *handshake) reject(err error) error {
-	msg := err.Error()
+	code := codeOf(err)
+	msg := codeErrs[code].Error()
 	if len(msg) > maxErrorMessage {
 		msg = msg[:maxErrorMessage]
 	}
-	p := binary.BigEndian.AppendUint16(nil, codeOf(err))
+	p := binary.BigEndian.AppendUint16(nil, code)
 	p = append(p, msg...)
 	if hs.ctx.Err() != nil {
 		return err // cancelled: do not undo the deadline that unblocks us
@@ -415,24 +470,37 @@ func (hs *handshake) check(local, remote *hello) (uint8, error) {
 	}
 	lo, hi := max(local.minV, remote.minV), min(local.maxV, remote.maxV)
 	if lo > hi {
-		return 0, fmt.Errorf("%w: we speak %d..%d, peer %d..%d", ErrNoCommonVersion, local.minV, local.maxV, remote.minV, remote.maxV)
+		err := fmt.Errorf("%w: we speak %d..%d, peer %d..%d", ErrNoCommonVersion, local.minV, local.maxV, remote.minV, remote.maxV)
+		if remote.maxV < MinLinkVersion {
+			err = fmt.Errorf("%w (the peer runs an older blockrep without link protection: upgrade it)", err)
+		}
+		return 0, err
+	}
+	if remote.prot != local.prot {
+		return 0, fmt.Errorf("%w: here %v, peer %q says %v", ErrProtectionMismatch, local.prot, remote.node, remote.prot)
 	}
 	return hi, nil
 }
 
 func (hs *handshake) run() (Peer, error) {
-	local := hello{cluster: hs.cfg.Cluster, node: hs.cfg.NodeID}
+	local := hello{cluster: hs.cfg.Cluster, node: hs.cfg.NodeID, prot: hs.cfg.protection()}
 	local.minV, local.maxV = hs.cfg.versions()
 	_, _ = rand.Read(local.nonce[:]) // crypto/rand.Read never fails (Go ≥ 1.24)
+	sendHello := func() error {
+		return hs.sendHeader(Header{Type: TypeHello, Flags: FlagChecksum, Offset: uint64(local.prot)}, local.marshal())
+	}
 
 	var remote hello
 	readHello := func() (uint8, error) {
-		p, err := hs.recv(TypeHello)
+		h, p, err := hs.recvHeader(TypeHello)
 		if err != nil {
 			return 0, err
 		}
 		if remote, err = parseHello(p); err != nil {
 			return 0, hs.reject(err)
+		}
+		if h.Offset < uint64(protectionEnd) {
+			remote.prot = Protection(h.Offset) // else invalid: a mismatch
 		}
 		v, err := hs.check(&local, &remote)
 		if err != nil {
@@ -454,7 +522,7 @@ func (hs *handshake) run() (Peer, error) {
 	var version uint8
 	var err error
 	if hs.cfg.Initiator {
-		if err = hs.send(TypeHello, local.marshal()); err != nil {
+		if err = sendHello(); err != nil {
 			return Peer{}, err
 		}
 		if version, err = readHello(); err != nil {
@@ -473,7 +541,7 @@ func (hs *handshake) run() (Peer, error) {
 		if version, err = readHello(); err != nil {
 			return Peer{}, err
 		}
-		if err = hs.send(TypeHello, local.marshal()); err != nil {
+		if err = sendHello(); err != nil {
 			return Peer{}, err
 		}
 		if err = verify(&remote, &local, initiatorProof, "initiator"); err != nil {
@@ -490,5 +558,17 @@ func (hs *handshake) run() (Peer, error) {
 			return Peer{}, hs.reject(fmt.Errorf("%w: AuthOK with payload", ErrHandshakeProtocol))
 		}
 	}
-	return Peer{NodeID: remote.node, Version: version}, nil
+	peer := Peer{NodeID: remote.node, Version: version, Protection: local.prot}
+	if local.prot == ProtectMAC {
+		ini, res := &local, &remote
+		if !hs.cfg.Initiator {
+			ini, res = res, ini
+		}
+		toRes, toIni := deriveMACs(hs.cfg.Secret, ini, res, version)
+		peer.Send, peer.Recv = toRes, toIni
+		if !hs.cfg.Initiator {
+			peer.Send, peer.Recv = toIni, toRes
+		}
+	}
+	return peer, nil
 }

@@ -62,10 +62,10 @@ func TestHandshakeSuccess(t *testing.T) {
 		if ri.err != nil || rr.err != nil {
 			t.Fatalf("handshake failed: initiator %v, responder %v", ri.err, rr.err)
 		}
-		if ri.peer != (Peer{NodeID: res.NodeID, Version: MaxVersion}) {
+		if p := ri.peer; p.NodeID != res.NodeID || p.Version != MaxVersion || p.Protection != ProtectMAC || p.Send == nil || p.Recv == nil {
 			t.Errorf("initiator sees %+v", ri.peer)
 		}
-		if rr.peer != (Peer{NodeID: ini.NodeID, Version: MaxVersion}) {
+		if p := rr.peer; p.NodeID != ini.NodeID || p.Version != MaxVersion || p.Protection != ProtectMAC || p.Send == nil || p.Recv == nil {
 			t.Errorf("responder sees %+v", rr.peer)
 		}
 		// The handshake read nothing beyond its own messages and cleared
@@ -73,10 +73,12 @@ func TestHandshakeSuccess(t *testing.T) {
 		go func() {
 			w := NewWriter(ci)
 			w.SetVersion(ri.peer.Version)
+			w.SetMAC(ri.peer.Send)
 			_ = w.WriteFrame(Header{Type: TypePing, Seq: 1}, []byte("after"))
 		}()
 		r := NewReader(cr, nil)
 		r.SetVersion(rr.peer.Version)
+		r.SetMAC(rr.peer.Recv)
 		h, p, err := r.ReadFrame()
 		if err != nil || h.Type != TypePing || string(p) != "after" {
 			t.Fatalf("frame after handshake: %+v %q %v", h, p, err)
@@ -112,6 +114,7 @@ func TestHandshakeRefusals(t *testing.T) {
 		}, ErrAuthFailed},
 		{"wrong cluster", func(ini, res *HandshakeConfig) { res.Cluster = "staging" }, ErrClusterMismatch},
 		{"same node ID", func(ini, res *HandshakeConfig) { res.NodeID = ini.NodeID }, ErrSameNodeID},
+		{"protection differs", func(ini, res *HandshakeConfig) { res.Protection = ProtectNone }, ErrProtectionMismatch},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -122,7 +125,7 @@ func TestHandshakeRefusals(t *testing.T) {
 				if !errors.Is(r.err, tc.want) {
 					t.Errorf("%s: err = %v, want %v", side, r.err, tc.want)
 				}
-				if r.peer != (Peer{}) {
+				if r.peer.NodeID != "" || r.peer.Send != nil {
 					t.Errorf("%s accepted peer %+v", side, r.peer)
 				}
 				if r.err != nil && (strings.Contains(r.err.Error(), string(testSecret)) || strings.Contains(r.err.Error(), string(res.Secret))) {
@@ -187,7 +190,18 @@ type fakePeer struct {
 
 func newFake(t *testing.T, conn net.Conn) *fakePeer {
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	return &fakePeer{t: t, conn: conn, r: NewReader(conn, nil), w: NewWriter(conn)}
+	w := NewWriter(conn)
+	w.SetVersion(handshakeVersion)
+	return &fakePeer{t: t, conn: conn, r: NewReader(conn, nil), w: w}
+}
+
+// sendHello sends h with its protection (ProtectMAC if unset) in the
+// header, as a real Hello.
+func (f *fakePeer) sendHello(h hello) error {
+	if h.prot == 0 {
+		h.prot = ProtectMAC
+	}
+	return f.w.WriteFrame(Header{Type: TypeHello, Flags: FlagChecksum, Offset: uint64(h.prot)}, h.marshal())
 }
 
 func (f *fakePeer) read() (Header, []byte, error) {
@@ -238,7 +252,7 @@ func TestHandshakeVersionMismatch(t *testing.T) {
 	// A newer peer (versions 5..7) dials a real responder.
 	err := withFake(t, res, func(f *fakePeer) {
 		h := hello{minV: 5, maxV: 7, cluster: "prod", node: "node-z"}
-		if err := f.send(TypeHello, h.marshal()); err != nil {
+		if err := f.sendHello(h); err != nil {
 			t.Error(err)
 		}
 		if c := f.expectError(); c != codeVersion {
@@ -248,13 +262,13 @@ func TestHandshakeVersionMismatch(t *testing.T) {
 	if !errors.Is(err, ErrNoCommonVersion) {
 		t.Fatalf("responder: %v", err)
 	}
-	// A real initiator reaches a responder speaking only 2..3.
+	// A real initiator reaches a responder speaking only 3..4.
 	err = withFake(t, ini, func(f *fakePeer) {
 		if _, _, err := f.read(); err != nil {
 			t.Error(err)
 		}
-		h := hello{minV: 2, maxV: 3, cluster: "prod", node: "node-b", nonce: [32]byte{9}}
-		if err := f.send(TypeHello, h.marshal()); err != nil {
+		h := hello{minV: 3, maxV: 4, cluster: "prod", node: "node-b", nonce: [32]byte{9}}
+		if err := f.sendHello(h); err != nil {
 			t.Error(err)
 		}
 		if c := f.expectError(); c != codeVersion {
@@ -295,8 +309,8 @@ func TestHandshakeReflection(t *testing.T) {
 			t.Error(err)
 			return
 		}
-		h := hello{minV: 1, maxV: 1, cluster: "prod", node: "node-b", nonce: [32]byte{1, 2, 3}}
-		f.send(TypeHello, h.marshal())
+		h := hello{minV: MinLinkVersion, maxV: MaxVersion, cluster: "prod", node: "node-b", nonce: [32]byte{1, 2, 3}}
+		f.sendHello(h)
 		_, proof, err := f.read()
 		if err != nil {
 			t.Error(err)
@@ -354,7 +368,13 @@ func TestHandshakeReplay(t *testing.T) {
 		if err != nil {
 			break
 		}
-		recorded = append(recorded, encodeFrame(t, h, p))
+		var buf bytes.Buffer
+		w := NewWriter(&buf)
+		w.SetVersion(h.Version)
+		if err := w.WriteFrame(h, p); err != nil {
+			t.Fatal(err)
+		}
+		recorded = append(recorded, buf.Bytes())
 	}
 	if len(recorded) != 3 {
 		t.Fatalf("recorded %d initiator frames, want 3 (Hello, Auth, AuthOK)", len(recorded))
@@ -377,7 +397,7 @@ func TestHandshakeReplay(t *testing.T) {
 
 func TestHandshakeMalformed(t *testing.T) {
 	_, res := testConfigs()
-	good := hello{minV: 1, maxV: 1, cluster: "prod", node: "node-x"}
+	good := hello{minV: MinLinkVersion, maxV: MaxVersion, cluster: "prod", node: "node-x"}
 	tests := []struct {
 		name string
 		typ  FrameType
@@ -441,8 +461,8 @@ func TestHandshakeStall(t *testing.T) {
 				if cfg.Initiator {
 					script(f)
 				} else if name != "silent" {
-					h := hello{minV: 1, maxV: 1, cluster: "prod", node: "node-a", nonce: [32]byte{5}}
-					f.send(TypeHello, h.marshal())
+					h := hello{minV: MinLinkVersion, maxV: MaxVersion, cluster: "prod", node: "node-a", nonce: [32]byte{5}}
+					f.sendHello(h)
 				}
 				<-stalled
 			}()
@@ -481,5 +501,106 @@ func TestHandshakeCancel(t *testing.T) {
 	// An already-cancelled context fails at once.
 	if _, err := Handshake(ctx, a, ini); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// errorText reads frames until an Error frame and returns its text.
+func (f *fakePeer) errorText() string {
+	for {
+		h, p, err := f.read()
+		if err != nil {
+			f.t.Errorf("fake peer: no Error frame: %v", err)
+			return ""
+		}
+		if h.Type == TypeError && len(p) >= 2 {
+			return string(p[2:])
+		}
+	}
+}
+
+// TestHandshakeErrorsRevealNothing: an Error frame sent before the peer
+// proved it holds the secret names neither the cluster nor any node; the
+// local error keeps the detail for the operator.
+func TestHandshakeErrorsRevealNothing(t *testing.T) {
+	ini, res := testConfigs()
+	// A dialer guessing the cluster name learns nothing from the refusal.
+	var text string
+	err := withFake(t, res, func(f *fakePeer) {
+		h := hello{minV: MinVersion, maxV: MaxVersion, cluster: "guess", node: "node-z", nonce: [32]byte{7}}
+		if err := f.sendHello(h); err != nil {
+			t.Error(err)
+		}
+		text = f.errorText()
+	})
+	if !errors.Is(err, ErrClusterMismatch) || !strings.Contains(err.Error(), `"prod"`) {
+		t.Fatalf("responder: %v, want a cluster mismatch naming our cluster locally", err)
+	}
+	if text == "" || strings.Contains(text, "prod") || strings.Contains(text, "node-b") {
+		t.Fatalf("the responder's Error frame to an unauthenticated dialer says %q", text)
+	}
+	// A stranger answering at a peer's address does not learn whom the
+	// dialer meant to reach.
+	ini.PeerID = "node-b"
+	err = withFake(t, ini, func(f *fakePeer) {
+		if _, _, err := f.read(); err != nil {
+			t.Error(err)
+		}
+		h := hello{minV: MinVersion, maxV: MaxVersion, cluster: "prod", node: "node-z", nonce: [32]byte{9}}
+		if err := f.sendHello(h); err != nil {
+			t.Error(err)
+		}
+		text = f.errorText()
+	})
+	if !errors.Is(err, ErrUnexpectedPeer) || !strings.Contains(err.Error(), `"node-b"`) {
+		t.Fatalf("initiator: %v, want an unexpected peer naming the expected one locally", err)
+	}
+	if text == "" || strings.Contains(text, "node-b") || strings.Contains(text, "node-a") || strings.Contains(text, "prod") {
+		t.Fatalf("the initiator's Error frame to an unauthenticated responder says %q", text)
+	}
+}
+
+// TestOldPeerGetsVersionError: a version-1 peer (no link protection), in
+// either role, is refused with ErrNoCommonVersion on both ends, and our end
+// says that the peer must be upgraded.
+func TestOldPeerGetsVersionError(t *testing.T) {
+	ini, res := testConfigs()
+	old := hello{minV: 1, maxV: 1, cluster: "prod", node: "node-z", nonce: [32]byte{3}}
+	sendOld := func(f *fakePeer) error {
+		return f.w.WriteFrame(Header{Type: TypeHello, Flags: FlagChecksum}, old.marshal()) // version 1: nothing in Offset
+	}
+	err := withFake(t, res, func(f *fakePeer) {
+		if err := sendOld(f); err != nil {
+			t.Error(err)
+		}
+		if c := f.expectError(); c != codeVersion {
+			t.Errorf("the old initiator got error code %d, want %d", c, codeVersion)
+		}
+	})
+	if !errors.Is(err, ErrNoCommonVersion) || !strings.Contains(err.Error(), "older blockrep") {
+		t.Fatalf("responder: %v", err)
+	}
+	err = withFake(t, ini, func(f *fakePeer) {
+		// The old responder can parse our Hello: the protection is in the
+		// header, not in the payload it checks byte by byte.
+		h, p, err := f.read()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if h.Version != 1 {
+			t.Errorf("our Hello is in header version %d, an old peer decodes only 1", h.Version)
+		}
+		if _, err := parseHello(p); err != nil {
+			t.Errorf("an old peer cannot parse our Hello: %v", err)
+		}
+		if err := sendOld(f); err != nil {
+			t.Error(err)
+		}
+		if c := f.expectError(); c != codeVersion {
+			t.Errorf("the old responder got error code %d, want %d", c, codeVersion)
+		}
+	})
+	if !errors.Is(err, ErrNoCommonVersion) {
+		t.Fatalf("initiator: %v", err)
 	}
 }

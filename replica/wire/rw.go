@@ -30,6 +30,8 @@ type Reader struct {
 	pending Header // header whose payload is still unread
 	unread  bool
 	err     error
+	mac     *MAC // checks every frame's tag, if set
+	tag     [TagSize]byte
 }
 
 // NewReader returns a Reader on r. buf, which may be nil, is the initial
@@ -51,6 +53,11 @@ func (r *Reader) SetLimit(n uint32) {
 // handshake negotiated); 0 accepts every supported version.
 func (r *Reader) SetVersion(v uint8) { r.version = v }
 
+// SetMAC makes the Reader read and check the tag after every frame's
+// payload (the handshake's Peer.Recv); nil reads frames without tags.
+// A frame whose tag does not verify fails Payload with ErrTampered.
+func (r *Reader) SetMAC(m *MAC) { r.mac = m }
+
 func (r *Reader) fail(err error) error {
 	r.err = err
 	return err
@@ -60,6 +67,9 @@ func (r *Reader) fail(err error) error {
 // bytes) must then be read with Payload before Next is called again.
 // It returns io.EOF if the stream ends cleanly between frames and
 // io.ErrUnexpectedEOF if it ends inside one.
+//
+// With a MAC the header is not authenticated until Payload returns: use
+// it for nothing but reading the payload (or dropping the link) before.
 func (r *Reader) Next() (Header, error) {
 	if r.err != nil {
 		return Header{}, r.err
@@ -81,12 +91,14 @@ func (r *Reader) Next() (Header, error) {
 		return Header{}, r.fail(fmt.Errorf("%w: %d bytes (limit %d)", ErrPayloadTooLarge, h.Length, r.limit))
 	}
 	r.pending = h
-	r.unread = h.Length > 0
+	r.unread = h.Length > 0 || r.mac != nil // the tag is part of the frame
 	return h, nil
 }
 
 // Payload reads the payload of the frame Next returned into dst and verifies
-// its checksum if the frame has FlagChecksum. It reuses dst if cap(dst) is
+// its tag if the Reader has a MAC and its checksum if the frame has
+// FlagChecksum. It must be called for every frame, even one without
+// payload, before anything of the frame is acted upon. It reuses dst if cap(dst) is
 // large enough and otherwise allocates a buffer of capacity exactly Length,
 // growing it as the bytes arrive; so the caller controls buffer reuse (e.g. a
 // pool of write buffers held until the write is on disk). A frame without
@@ -112,6 +124,17 @@ func (r *Reader) Payload(dst []byte) ([]byte, error) {
 			err = io.ErrUnexpectedEOF // the header promised these bytes
 		}
 		return nil, r.fail(err)
+	}
+	if r.mac != nil && r.unread {
+		if _, err := io.ReadFull(r.r, r.tag[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, r.fail(err)
+		}
+		if err := r.mac.Open(r.hdr[:], dst, r.tag[:]); err != nil {
+			return nil, r.fail(fmt.Errorf("%w: %s frame, seq %d, %d bytes", err, h.Type, h.Seq, h.Length))
+		}
 	}
 	r.unread = false
 	if h.Flags&FlagChecksum != 0 {
@@ -165,23 +188,32 @@ func (r *Reader) ReadFrame() (Header, []byte, error) {
 	return h, p, nil
 }
 
-// Writer writes frames to a stream. Header and payload go out in one
+// Writer writes frames to a stream. Header, payload and tag go out in one
 // net.Buffers write, which is a single writev on a TCP connection, so a frame
 // costs one system call and the payload is never copied. A Writer is not safe
 // for concurrent use: serialise frames in one sender goroutine.
 type Writer struct {
 	w       io.Writer
 	version uint8
-	hdr     [HeaderSize]byte
-	vec     [2][]byte
+	mac     *MAC                       // tags every frame, if set
+	hdr     [HeaderSize + TagSize]byte // WriteFrame's header, then its tag
+	vec     [3][]byte
 	bufs    net.Buffers // kept in the struct so WriteTo does not allocate
 
-	// Frames queued by Queue: their headers, encoded back to back in
-	// arena, and the iovecs (header, payload, header, ...) for one writev.
+	// Frames queued by Queue: their headers (and tags), encoded back to
+	// back in arena, and the segments (header, payload, tag, header, ...)
+	// that Flush turns into the iovecs of one writev.
 	arena  []byte
-	queued net.Buffers
-	spare  net.Buffers // queued's backing array, reused after Flush
+	segs   []segment
+	queued net.Buffers // Flush's iovecs; the backing array is reused
 	npend  int
+}
+
+// segment is one iovec of a queued batch: a payload, or a piece of the
+// arena (referenced by position, since the arena may move as it grows).
+type segment struct {
+	payload []byte
+	off, n  int
 }
 
 // NewWriter returns a Writer on w that encodes frames in MaxVersion until
@@ -192,6 +224,18 @@ func NewWriter(w io.Writer) *Writer {
 
 // SetVersion sets the version stamped on every frame (the negotiated one).
 func (w *Writer) SetVersion(v uint8) { w.version = v }
+
+// SetMAC makes the Writer put a tag after every frame (the handshake's
+// Peer.Send); nil writes frames without tags.
+func (w *Writer) SetMAC(m *MAC) { w.mac = m }
+
+// tagSize is the size of the tag after each frame.
+func (w *Writer) tagSize() int {
+	if w.mac != nil {
+		return TagSize
+	}
+	return 0
+}
 
 // prepare fills in the fields WriteFrame documents and checks the header.
 func (w *Writer) prepare(h *Header, payload []byte) error {
@@ -210,22 +254,32 @@ func (w *Writer) prepare(h *Header, payload []byte) error {
 // Queue adds a frame to the batch that the next Flush writes, so that many
 // small frames (acknowledgements, 4 KiB writes) cost one system call. The
 // payload is not copied: it must stay unchanged until Flush returns. Queue
-// checks the header like WriteFrame; a refused frame is not queued.
+// checks the header like WriteFrame; a refused frame is not queued. With a
+// MAC the tag is computed here, so frames go out in the order queued.
 func (w *Writer) Queue(h Header, payload []byte) error {
 	if err := w.prepare(&h, payload); err != nil {
 		return err
 	}
-	if w.queued == nil {
-		w.queued = w.spare[:0]
-	}
-	// The arena may move while it grows, so headers are referenced by
-	// index and the iovecs are built by Flush.
 	start := len(w.arena)
 	w.arena = append(w.arena, make([]byte, HeaderSize)...)
-	h.MarshalTo(w.arena[start:])
-	w.queued = append(w.queued, nil)
-	if len(payload) > 0 {
-		w.queued = append(w.queued, payload)
+	hdr := w.arena[start:]
+	h.MarshalTo(hdr)
+	if w.mac != nil {
+		t, err := w.mac.tag(hdr[:HeaderSize], payload)
+		if err != nil {
+			w.arena = w.arena[:start]
+			return err
+		}
+		w.arena = append(w.arena, t...)
+	}
+	ts := w.tagSize()
+	if len(payload) == 0 {
+		w.segs = append(w.segs, segment{off: start, n: HeaderSize + ts})
+	} else {
+		w.segs = append(w.segs, segment{off: start, n: HeaderSize}, segment{payload: payload})
+		if ts > 0 {
+			w.segs = append(w.segs, segment{off: start + HeaderSize, n: ts})
+		}
 	}
 	w.npend++
 	return nil
@@ -240,17 +294,20 @@ func (w *Writer) Flush() error {
 	if w.npend == 0 {
 		return nil
 	}
-	hi := 0
-	for i, b := range w.queued {
-		if b == nil {
-			w.queued[i] = w.arena[hi : hi+HeaderSize]
-			hi += HeaderSize
+	bufs := w.queued[:0]
+	for _, s := range w.segs {
+		if s.payload != nil {
+			bufs = append(bufs, s.payload)
+		} else {
+			bufs = append(bufs, w.arena[s.off:s.off+s.n])
 		}
 	}
-	w.spare = w.queued[:0]
-	err := w.writev(&w.queued)
-	clear(w.spare[:cap(w.spare)])
-	w.queued = nil
+	w.queued = bufs
+	err := w.writev(&w.queued) // consumes w.queued
+	clear(bufs)
+	w.queued = bufs[:0]
+	clear(w.segs)
+	w.segs = w.segs[:0]
 	w.arena = w.arena[:0]
 	w.npend = 0
 	return err
@@ -284,11 +341,24 @@ func (w *Writer) WriteFrame(h Header, payload []byte) error {
 	if err := w.prepare(&h, payload); err != nil {
 		return err
 	}
-	h.MarshalTo(w.hdr[:])
-	w.vec[0], w.vec[1] = w.hdr[:], payload
-	w.bufs = w.vec[:]
+	h.MarshalTo(w.hdr[:HeaderSize])
+	ts := w.tagSize()
+	if w.mac != nil {
+		t, err := w.mac.tag(w.hdr[:HeaderSize], payload)
+		if err != nil {
+			return err
+		}
+		copy(w.hdr[HeaderSize:], t)
+	}
 	if len(payload) == 0 {
+		w.vec[0] = w.hdr[:HeaderSize+ts]
 		w.bufs = w.vec[:1]
+	} else {
+		w.vec[0], w.vec[1], w.vec[2] = w.hdr[:HeaderSize], payload, w.hdr[HeaderSize:HeaderSize+ts]
+		w.bufs = w.vec[:2]
+		if ts > 0 {
+			w.bufs = w.vec[:3]
+		}
 	}
 	err := w.writev(&w.bufs)
 	w.vec[1] = nil // do not pin the caller's payload

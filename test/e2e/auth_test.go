@@ -66,6 +66,21 @@ func TestPeerWrongSecret(t *testing.T) {
 			dialerErr:   "cluster name mismatch",
 			acceptorLog: "cluster name mismatch",
 		},
+		{
+			// Frame MACs on one end, none on the other: refused at the
+			// handshake, before any frame could go unprotected.
+			name: "security",
+			configure: func(string) func(i int, s *daemonSpec) {
+				return func(i int, s *daemonSpec) {
+					if i == 1 {
+						s.Replication.Security = "none"
+					}
+				}
+			},
+			fix:         func(c *cluster, s *daemonSpec) { s.Replication.Security = "" },
+			dialerErr:   "link protection differs",
+			acceptorLog: "link protection differs",
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := startCluster(t, clusterSpec{Nodes: 2, Size: 16 * MiB, Primary: 0, Configure: tc.configure(t.TempDir())})

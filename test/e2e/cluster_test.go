@@ -44,6 +44,7 @@ type replicationSpec struct {
 	ConnectRetryMax string
 	SecondaryNBD    string
 	ResyncRate      string
+	Security        string
 	// HA, when not nil, adds the [cluster] table (see ha_test.go); a
 	// witness gets no [replication] table.
 	HA *haSpec
@@ -72,6 +73,7 @@ func (d *daemon) replicationConfig(b *strings.Builder) {
 		{"cluster", r.Cluster}, {"secret_file", r.SecretFile}, {"listen", r.Listen},
 		{"protocol", r.Protocol}, {"split_brain", r.SplitBrain}, {"timeout", r.Timeout},
 		{"connect_retry_max", r.ConnectRetryMax}, {"secondary_nbd", r.SecondaryNBD}, {"resync_rate", r.ResyncRate},
+		{"security", r.Security},
 	} {
 		if kv[1] != "" {
 			fmt.Fprintf(b, "%s = %s\n", kv[0], q(kv[1]))
