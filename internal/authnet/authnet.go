@@ -30,8 +30,8 @@ import (
 	"time"
 
 	"github.com/blockrep/blockrep/internal/acceptloop"
-	"github.com/blockrep/blockrep/internal/lograte"
 	"github.com/blockrep/blockrep/internal/linktls"
+	"github.com/blockrep/blockrep/internal/lograte"
 	"github.com/blockrep/blockrep/replica/wire"
 )
 
