@@ -194,12 +194,9 @@ func newTappedAuthCluster(t *testing.T, mode FenceMode, extra func(*VolumeConfig
 // silenced, so that the dialer reconnects at once.
 func (b *blackhole) reset() {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	b.silent = false
-	for _, c := range b.conns {
-		c.Close()
-	}
-	b.conns = nil
+	b.mu.Unlock()
+	b.relay.CloseConns()
 }
 
 // promote makes n primary at epoch with a lease of an hour.

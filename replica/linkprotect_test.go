@@ -10,10 +10,10 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/blockrep/blockrep/block/blocktest"
 	"github.com/blockrep/blockrep/internal/linktls"
 	"github.com/blockrep/blockrep/internal/syncbuf"
 	"github.com/blockrep/blockrep/internal/testpki"
+	"github.com/blockrep/blockrep/internal/testrelay"
 	"github.com/blockrep/blockrep/replica/wire"
 )
 
@@ -22,48 +22,18 @@ import (
 // up the payload CRC-32C and the header checksum as an attacker would, so
 // that only a keyed MAC can tell.
 type frameRelay struct {
-	ln     net.Listener
-	target string
-	tags   bool // frames after the handshake end in a MAC tag
+	relay *testrelay.Relay
+	tags  bool // frames after the handshake end in a MAC tag
 
 	flipWrite atomic.Bool  // flip one bit of the next WRITE frame's payload
 	flipped   atomic.Int32 // how many frames were rewritten
-
-	mu    sync.Mutex
-	conns []net.Conn
 }
 
 func startFrameRelay(t testing.TB, target string, tags bool) *frameRelay {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &frameRelay{ln: ln, target: target, tags: tags}
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			r.mu.Lock()
-			r.conns = append(r.conns, in, out)
-			r.mu.Unlock()
-			go r.rewrite(in, out)
-			go func() { _, _ = io.Copy(in, out); in.Close() }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		for _, c := range r.conns {
-			c.Close()
-		}
+	r := &frameRelay{tags: tags}
+	r.relay = testrelay.Start(t, target, func(in, out net.Conn) {
+		go r.rewrite(in, out)
+		go func() { _, _ = io.Copy(in, out); in.Close() }()
 	})
 	return r
 }
@@ -129,24 +99,13 @@ func TestRelayRewritingWriteRefused(t *testing.T) {
 
 func testRelayRewrite(t *testing.T, prot wire.Protection) {
 	var logs syncbuf.Buffer
-	c := &testCluster{t: t, cfg: func(vc *VolumeConfig) {
+	var relay *frameRelay
+	c := newRelayedPair(t, Primary, func(vc *VolumeConfig) {
 		vc.DataIntegrity, vc.ContinueAlone = true, true
 		vc.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	}, tcfg: func(tc *TransportConfig) { tc.Protection = prot }}
-	for i := range 2 {
-		c.nodes = append(c.nodes, &testNode{t: t, name: []string{"n1", "n2"}[i], dir: t.TempDir(), addr: freeAddr(t), store: blocktest.NewMem(testVolSize)})
-	}
-	// n1 dials n2 through the relay.
-	relay := startFrameRelay(t, c.nodes[1].addr, prot == wire.ProtectMAC)
-	secondaryAddr := c.nodes[1].addr
-	c.nodes[1].addr = relay.ln.Addr().String()
-	c.start(c.nodes[0], Primary)
-	c.nodes[1].addr = secondaryAddr
-	c.start(c.nodes[1], Secondary)
-	t.Cleanup(func() {
-		for _, n := range c.nodes {
-			c.stop(n)
-		}
+	}, func(tc *TransportConfig) { tc.Protection = prot }, func(target string) string {
+		relay = startFrameRelay(t, target, prot == wire.ProtectMAC)
+		return relay.relay.Addr()
 	})
 	p, s := c.nodes[0], c.nodes[1]
 	c.waitConnected(p, s)
@@ -203,62 +162,33 @@ func testRelayRewrite(t *testing.T, prot wire.Protection) {
 // captureRelay forwards TCP connections to target and keeps every byte the
 // dialer sent; it can flip one bit of what it forwards next.
 type captureRelay struct {
-	ln   net.Listener
-	flip atomic.Bool
+	relay *testrelay.Relay
+	flip  atomic.Bool
 
-	mu    sync.Mutex
-	seen  bytes.Buffer
-	conns []net.Conn
+	mu   sync.Mutex
+	seen bytes.Buffer
 }
 
 func startCaptureRelay(t testing.TB, target string) *captureRelay {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &captureRelay{ln: ln}
-	go func() {
+	r := &captureRelay{}
+	r.relay = testrelay.Start(t, target, func(in, out net.Conn) {
+		go func() { _, _ = io.Copy(in, out); in.Close() }()
+		defer out.Close()
+		buf := make([]byte, 64<<10)
 		for {
-			in, err := ln.Accept()
+			n, err := in.Read(buf)
 			if err != nil {
 				return
 			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
 			r.mu.Lock()
-			r.conns = append(r.conns, in, out)
+			r.seen.Write(buf[:n])
 			r.mu.Unlock()
-			go func() {
-				defer out.Close()
-				buf := make([]byte, 64<<10)
-				for {
-					n, err := in.Read(buf)
-					if err != nil {
-						return
-					}
-					r.mu.Lock()
-					r.seen.Write(buf[:n])
-					r.mu.Unlock()
-					if n > 100 && r.flip.CompareAndSwap(true, false) {
-						buf[n/2] ^= 0x01
-					}
-					if _, err := out.Write(buf[:n]); err != nil {
-						return
-					}
-				}
-			}()
-			go func() { _, _ = io.Copy(in, out); in.Close() }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		for _, c := range r.conns {
-			c.Close()
+			if n > 100 && r.flip.CompareAndSwap(true, false) {
+				buf[n/2] ^= 0x01
+			}
+			if _, err := out.Write(buf[:n]); err != nil {
+				return
+			}
 		}
 	})
 	return r
@@ -273,20 +203,10 @@ func (r *captureRelay) captured() []byte {
 // relayedCluster starts n1 (primary) and n2 (secondary), n1 dialing n2
 // through the capture relay, with transport settings from tcfg.
 func relayedCluster(t *testing.T, cfg func(*VolumeConfig), tcfg func(*TransportConfig)) (*testCluster, *captureRelay) {
-	c := &testCluster{t: t, cfg: cfg, tcfg: tcfg}
-	for _, name := range []string{"n1", "n2"} {
-		c.nodes = append(c.nodes, &testNode{t: t, name: name, dir: t.TempDir(), addr: freeAddr(t), store: blocktest.NewMem(testVolSize)})
-	}
-	relay := startCaptureRelay(t, c.nodes[1].addr)
-	secondaryAddr := c.nodes[1].addr
-	c.nodes[1].addr = relay.ln.Addr().String()
-	c.start(c.nodes[0], Primary)
-	c.nodes[1].addr = secondaryAddr
-	c.start(c.nodes[1], Secondary)
-	t.Cleanup(func() {
-		for _, n := range c.nodes {
-			c.stop(n)
-		}
+	var relay *captureRelay
+	c := newRelayedPair(t, Primary, cfg, tcfg, func(target string) string {
+		relay = startCaptureRelay(t, target)
+		return relay.relay.Addr()
 	})
 	return c, relay
 }

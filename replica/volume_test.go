@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/blockrep/blockrep/block/blocktest"
+	"github.com/blockrep/blockrep/internal/testrelay"
 	"github.com/blockrep/blockrep/meta"
 	"github.com/blockrep/blockrep/replica/wire"
 )
@@ -728,45 +729,17 @@ func diffBytes(a, b []byte) int {
 // keeps them open and forwards nothing, like a peer whose network died
 // without a reset. It can also damage one byte in transit.
 type blackhole struct {
-	ln      net.Listener
-	target  string
+	relay   *testrelay.Relay
 	mu      sync.Mutex
 	silent  bool
 	corrupt int64 // when > 0: flip the corrupt-th byte still to come towards the target
-	conns   []net.Conn
 }
 
 func startBlackhole(t testing.TB, target string) *blackhole {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &blackhole{ln: ln, target: target}
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			b.mu.Lock()
-			b.conns = append(b.conns, in, out)
-			b.mu.Unlock()
-			go b.pipe(in, out, true)
-			go b.pipe(out, in, false)
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		for _, c := range b.conns {
-			c.Close()
-		}
+	b := &blackhole{}
+	b.relay = testrelay.Start(t, target, func(in, out net.Conn) {
+		go b.pipe(in, out, true)
+		go b.pipe(out, in, false)
 	})
 	return b
 }
@@ -806,14 +779,23 @@ func newTappedCluster(t *testing.T, first Role, cfg func(*VolumeConfig)) (*testC
 
 // newTappedClusterWith is newTappedCluster with a transport setting.
 func newTappedClusterWith(t *testing.T, first Role, cfg func(*VolumeConfig), tcfg func(*TransportConfig)) (*testCluster, *blackhole) {
+	var bh *blackhole
+	c := newRelayedPair(t, first, cfg, tcfg, func(target string) string {
+		bh = startBlackhole(t, target)
+		return bh.relay.Addr()
+	})
+	return c, bh
+}
+
+// newRelayedPair starts nodes n1 (in role first) and n2 (secondary); n1
+// dials n2 at the address relay returns, given n2's own.
+func newRelayedPair(t *testing.T, first Role, cfg func(*VolumeConfig), tcfg func(*TransportConfig), relay func(target string) string) *testCluster {
 	c := &testCluster{t: t, cfg: cfg, tcfg: tcfg}
 	for i := range 2 {
 		c.nodes = append(c.nodes, &testNode{t: t, name: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), addr: freeAddr(t), store: blocktest.NewMem(testVolSize)})
 	}
-	// n1 dials n2 through the black hole.
-	bh := startBlackhole(t, c.nodes[1].addr)
 	secondaryAddr := c.nodes[1].addr
-	c.nodes[1].addr = bh.ln.Addr().String()
+	c.nodes[1].addr = relay(secondaryAddr)
 	c.start(c.nodes[0], first)
 	c.nodes[1].addr = secondaryAddr
 	c.start(c.nodes[1], Secondary)
@@ -822,7 +804,7 @@ func newTappedClusterWith(t *testing.T, first Role, cfg func(*VolumeConfig), tcf
 			c.stop(n)
 		}
 	})
-	return c, bh
+	return c
 }
 
 // corruptAfter flips one bit of the n-th byte the dialer sends from now on.

@@ -16,6 +16,7 @@ import (
 	"github.com/blockrep/blockrep/internal/linktls"
 	"github.com/blockrep/blockrep/internal/syncbuf"
 	"github.com/blockrep/blockrep/internal/testpki"
+	"github.com/blockrep/blockrep/internal/testrelay"
 	"github.com/blockrep/blockrep/replica/wire"
 )
 
@@ -23,8 +24,7 @@ import (
 // the next chunk of bytes it forwards in one direction: one flipped bit, or
 // the chunk sent twice (a replay). It has no secret.
 type tamperRelay struct {
-	ln     net.Listener
-	target string
+	relay *testrelay.Relay
 
 	// mode: 0 forward, 1 flip a bit of the next chunk, 2 send the next
 	// chunk twice. toServer picks the direction.
@@ -32,9 +32,8 @@ type tamperRelay struct {
 	toServer atomic.Bool
 	tampered atomic.Int32
 
-	mu    sync.Mutex
-	conns []net.Conn
-	seen  bytes.Buffer // every byte forwarded, both directions
+	mu   sync.Mutex
+	seen bytes.Buffer // every byte forwarded, both directions
 }
 
 const (
@@ -44,41 +43,15 @@ const (
 )
 
 func startTamperRelay(t *testing.T, target string) *tamperRelay {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &tamperRelay{ln: ln, target: target}
-	go func() {
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			r.mu.Lock()
-			r.conns = append(r.conns, in, out)
-			r.mu.Unlock()
-			go r.pipe(in, out, true)
-			go r.pipe(out, in, false)
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		for _, c := range r.conns {
-			c.Close()
-		}
+	r := &tamperRelay{}
+	r.relay = testrelay.Start(t, target, func(in, out net.Conn) {
+		go r.pipe(in, out, true)
+		go r.pipe(out, in, false)
 	})
 	return r
 }
 
-func (r *tamperRelay) addr() string { return r.ln.Addr().String() }
+func (r *tamperRelay) addr() string { return r.relay.Addr() }
 
 func (r *tamperRelay) pipe(from, to net.Conn, toServer bool) {
 	defer to.Close()
