@@ -79,9 +79,9 @@ func runReplication(ctx context.Context, o replOptions) (err error) {
 	}
 	defer os.RemoveAll(work)
 
-	// The first pair is the main one (the replicated column, the resync
-	// rounds); the others, in their own directories, are measured beside
-	// it.
+	// The main pair (the replicated column, the resync rounds) is the
+	// "mac" one, the default, when it is measured, else the first; the
+	// others, in their own directories, are measured beside it.
 	main := 0
 	if i := slices.Index(o.security, "mac"); i >= 0 && len(o.security) > 1 {
 		main = i
