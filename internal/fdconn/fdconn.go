@@ -121,6 +121,15 @@ func (c *Conn) SetWriteTimeout(d time.Duration) error {
 	return nil
 }
 
+// writeStart is when a write system call starts, for stalled; it reads
+// the clock only when a write timeout is set (replica links have none).
+func (c *Conn) writeStart() time.Time {
+	if c.wto > 0 {
+		return time.Now()
+	}
+	return time.Time{}
+}
+
 // stalled reports whether a system call that sent n bytes, short of the
 // want it was asked for, ended by the write timeout with too little
 // progress. A short write after less than the timeout was interrupted and
@@ -177,7 +186,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) Write(p []byte) (int, error) {
 	done := 0
 	for done < len(p) {
-		start := time.Now()
+		start := c.writeStart()
 		n, err := unix.Write(c.fd, p[done:])
 		if err == unix.EINTR {
 			continue
@@ -242,10 +251,12 @@ func (c *Conn) Writev(bufs [][]byte) (int64, error) {
 			return total, nil
 		}
 		want := 0
-		for _, v := range iov[:n] {
-			want += int(v.Len)
+		if c.wto > 0 {
+			for _, v := range iov[:n] {
+				want += int(v.Len)
+			}
 		}
-		start := time.Now()
+		start := c.writeStart()
 		r, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(c.fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
 		if e == unix.EINTR {
 			continue
