@@ -27,7 +27,8 @@
 // route, volume or peer (ErrNotFound), 405 (with an Allow header) for a wrong
 // method, 409 for a command the volume's current state does not allow
 // (ErrConflict), 413 for a body over 64 KiB, 500 when the daemon cannot
-// answer.
+// answer, 503 when a cluster member cannot confirm its cluster state is
+// current (ErrUnavailable: no quorum, or not caught up with the leader).
 package api
 
 import (
@@ -161,7 +162,22 @@ var (
 	ErrConflict = errors.New("not possible in the current state")
 	// ErrInvalid: a bad argument (HTTP 400).
 	ErrInvalid = errors.New("invalid argument")
+	// ErrUnavailable: a cluster member cannot confirm that its cluster
+	// state is current (no quorum, or it has not caught up with the
+	// leader), so it neither answers from that state nor acts on it
+	// (HTTP 503). Nothing was done; the same call may succeed later.
+	ErrUnavailable = errors.New("cluster state unavailable")
 )
+
+// Unavailable marks err as an ErrUnavailable without repeating
+// ErrUnavailable's text in the message; errors.Is and errors.As still
+// find err.
+func Unavailable(err error) error { return &unavailableError{err} }
+
+type unavailableError struct{ err error }
+
+func (e *unavailableError) Error() string   { return e.err.Error() }
+func (e *unavailableError) Unwrap() []error { return []error{ErrUnavailable, e.err} }
 
 // resyncModes are the modes Controller.Resync accepts, the default first.
 var resyncModes = []string{"bitmap", "checksum", "full"}

@@ -153,9 +153,10 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, v any
 }
 
 // ServerError is an error reply from blockrepd. Under errors.Is it matches
-// ErrInvalid, ErrNotFound or ErrConflict when its Code is 400, 404 or 409,
-// as the server chose the code from those errors. (A 404 also answers a
-// route this daemon does not know: the Message says which.)
+// ErrInvalid, ErrNotFound, ErrConflict or ErrUnavailable when its Code is
+// 400, 404, 409 or 503, as the server chose the code from those errors.
+// (A 404 also answers a route this daemon does not know: the Message says
+// which.)
 type ServerError struct {
 	// Code is the HTTP status code.
 	Code int
@@ -181,6 +182,8 @@ func (e *ServerError) Unwrap() error {
 		return ErrNotFound
 	case http.StatusConflict:
 		return ErrConflict
+	case http.StatusServiceUnavailable:
+		return ErrUnavailable
 	}
 	return nil
 }

@@ -223,6 +223,8 @@ func errorCode(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, ErrConflict), errors.Is(err, replica.ErrState):
 		return http.StatusConflict
+	case errors.Is(err, ErrUnavailable):
+		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }

@@ -17,12 +17,18 @@ type FSM struct {
 	state *State
 	// changed is closed, and replaced, whenever state changed.
 	changed chan struct{}
+	// lastCommand is the Raft index of the last command applied (refused
+	// or not); applied is closed, and replaced, at every one.
+	lastCommand uint64
+	applied     chan struct{}
 }
 
 var _ raft.FSM = (*FSM)(nil)
 
 // NewFSM returns an FSM holding an empty State.
-func NewFSM() *FSM { return &FSM{state: NewState(), changed: make(chan struct{})} }
+func NewFSM() *FSM {
+	return &FSM{state: NewState(), changed: make(chan struct{}), applied: make(chan struct{})}
+}
 
 // Changed returns a channel that is closed at the next change of the
 // state (an applied command or a restored snapshot).
@@ -52,19 +58,31 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return Applied{}
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lastCommand = l.Index
+	close(f.applied)
+	f.applied = make(chan struct{})
 	c, err := DecodeCommand(l.Data)
 	if err != nil {
 		// A command this build cannot read changes nothing here; every
 		// node running the same build refuses it alike.
 		return Applied{Err: fmt.Errorf("cluster: log entry %d: %w", l.Index, err)}
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	res, err := f.state.Apply(c)
 	if err == nil {
 		f.notifyLocked()
 	}
 	return Applied{Result: res, Err: err}
+}
+
+// LastCommand returns the Raft index of the last command applied (0 if
+// none since the FSM was made: a restored snapshot sets nothing), and a
+// channel closed at the next one.
+func (f *FSM) LastCommand() (uint64, <-chan struct{}) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.lastCommand, f.applied
 }
 
 // State returns a copy of the current state.

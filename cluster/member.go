@@ -52,6 +52,7 @@ type Remote interface {
 	Heartbeat(ctx context.Context, addr raft.ServerAddress, r Report) (HeartbeatReply, error)
 	Apply(ctx context.Context, addr raft.ServerAddress, c Command) (Result, error)
 	Switchover(ctx context.Context, addr raft.ServerAddress, volume, target string) error
+	ReadIndex(ctx context.Context, addr raft.ServerAddress) (uint64, error)
 	AddMember(ctx context.Context, addr raft.ServerAddress, name, memberAddr string) error
 	RemoveMember(ctx context.Context, addr raft.ServerAddress, name string, force bool, reason string) error
 }
@@ -63,6 +64,10 @@ type HeartbeatReply struct {
 	// Granted maps each volume the node is primary of to the epoch for
 	// which the leader grants it a lease.
 	Granted map[string]uint64 `json:"granted"`
+	// ReadIndex is the leader's commit index when it confirmed its
+	// leadership for this heartbeat: once the node has applied it, its
+	// state was current at the heartbeat.
+	ReadIndex uint64 `json:"read_index"`
 }
 
 // NotLeaderError is returned by a member asked to do what only the leader
@@ -129,6 +134,12 @@ type Member struct {
 	arbiter *Arbiter // non-nil while leading, after the barrier
 	leases  map[string]time.Time
 	lastErr map[string]string // volume → last controller error
+	// heard is the last heartbeat the leader answered: when it was sent
+	// and the read index it carried; current is set once the node had
+	// applied a leader's read index (it never is before, after a start).
+	heard   time.Time
+	heardAt uint64
+	current bool
 }
 
 // Raft timings derived from the failover timing: an election starts after
@@ -549,7 +560,8 @@ func (m *Member) RemoveMember(ctx context.Context, name string, force bool, reas
 // onLeader calls fn with the leader's address ("" when this node leads)
 // until it gives an answer: it retries while there is no leader, the
 // leader changes or cannot be reached, until ctx ends. what names the call
-// in the error.
+// in the error, which then wraps both ctx's error and the last try's (a
+// *NotLeaderError when no leader was known).
 func (m *Member) onLeader(ctx context.Context, what string, fn func(leader raft.ServerAddress) error) error {
 	for {
 		name, addr := m.Leader()
@@ -567,11 +579,23 @@ func (m *Member) onLeader(ctx context.Context, what string, fn func(leader raft.
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("cluster: %s: %w (last: %v)", what, ctx.Err(), err)
+			return &leaderError{what: what, ctxErr: ctx.Err(), last: err}
 		case <-time.After(m.cfg.Timing.HeartbeatInterval / 4):
 		}
 	}
 }
+
+// leaderError is onLeader's error when ctx ended before a leader answered.
+type leaderError struct {
+	what         string
+	ctxErr, last error
+}
+
+func (e *leaderError) Error() string {
+	return fmt.Sprintf("cluster: %s: %v (last: %v)", e.what, e.ctxErr, e.last)
+}
+
+func (e *leaderError) Unwrap() []error { return []error{e.ctxErr, e.last} }
 
 // HandleAddMember adds a voter; this node must lead.
 func (m *Member) HandleAddMember(ctx context.Context, name, addr string) error {
@@ -628,17 +652,210 @@ func timeoutOf(ctx context.Context, def time.Duration) time.Duration {
 
 // HandleHeartbeat answers a node's heartbeat on the leader: it confirms
 // the leadership with a quorum first, so a deposed leader grants nothing.
+// The reply carries the read index of that confirmation.
 func (m *Member) HandleHeartbeat(ctx context.Context, r Report) (HeartbeatReply, error) {
 	at := time.Now()
-	if err := m.raft.VerifyLeader().Error(); err != nil {
-		return HeartbeatReply{}, m.notLeader()
+	idx, err := m.HandleReadIndex(ctx)
+	if err != nil {
+		return HeartbeatReply{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.arbiter == nil {
 		return HeartbeatReply{}, &NotLeaderError{}
 	}
-	return HeartbeatReply{Leader: m.cfg.Name, Granted: m.arbiter.Heartbeat(r, at, m.fsm.State())}, nil
+	return HeartbeatReply{Leader: m.cfg.Name, Granted: m.arbiter.Heartbeat(r, at, m.fsm.State()), ReadIndex: idx}, nil
+}
+
+// HandleReadIndex answers, on the leader, the index a read of the cluster
+// state must have applied to be current (Raft's read index): the leader's
+// commit index, which covers every command committed before the call. It
+// answers only once the barrier of its term is applied (until then its
+// commit index may miss entries the previous leader committed) and after
+// confirming its leadership with a quorum, so a deposed leader that has not
+// noticed yet answers nothing.
+func (m *Member) HandleReadIndex(ctx context.Context) (uint64, error) {
+	m.mu.Lock()
+	ready := m.arbiter != nil
+	m.mu.Unlock()
+	if !ready {
+		return 0, m.notLeader()
+	}
+	idx := m.raft.CommitIndex()
+	if err := m.raft.VerifyLeader().Error(); err != nil {
+		return 0, m.notLeader()
+	}
+	return idx, nil
+}
+
+// StaleError says that a member cannot confirm its cluster state is
+// current: no leader answered its read barrier (no quorum, or an election
+// under way), or it had not applied the leader's read index in time.
+type StaleError struct {
+	// Node is the member's name.
+	Node string
+	// NoQuorum is set when no leader gave a read index; Applied and
+	// ReadIndex are then 0.
+	NoQuorum bool
+	// Applied is the Raft index the member had applied, ReadIndex the
+	// leader's commit index it waited for.
+	Applied, ReadIndex uint64
+	// Cause is the last error of the read barrier.
+	Cause error
+}
+
+func (e *StaleError) Error() string {
+	if e.NoQuorum {
+		why := "the leader did not answer: " + fmt.Sprint(e.Cause)
+		if nl := (*NotLeaderError)(nil); errors.As(e.Cause, &nl) {
+			why = "no leader known"
+			if nl.Leader != "" {
+				why = "the leader " + nl.Leader + " has not confirmed its leadership"
+			}
+		}
+		return fmt.Sprintf("no quorum: cluster state on %s may be stale (%s)", e.Node, why)
+	}
+	return fmt.Sprintf("not caught up: cluster state on %s may be stale (applied index %d, the leader's commit index is %d)", e.Node, e.Applied, e.ReadIndex)
+}
+
+func (e *StaleError) Unwrap() error { return e.Cause }
+
+// ReadBarrier waits until this member has applied every command the leader
+// had committed when it was called: a state read afterwards is at least
+// that new (linearizable, as Raft's ReadIndex). It fails with a
+// *StaleError when no leader answers or the member has not caught up
+// before ctx ends.
+func (m *Member) ReadBarrier(ctx context.Context) error {
+	var idx uint64
+	err := m.onLeader(ctx, "read barrier", func(leader raft.ServerAddress) (err error) {
+		if leader == "" {
+			idx, err = m.HandleReadIndex(ctx)
+		} else {
+			idx, err = m.cfg.Remote.ReadIndex(ctx, leader)
+		}
+		return err
+	})
+	if err != nil {
+		cause := err
+		if le := (*leaderError)(nil); errors.As(err, &le) {
+			cause = le.last
+		}
+		return &StaleError{Node: m.cfg.Name, NoQuorum: true, Cause: cause}
+	}
+	for {
+		ok, next := m.applied(idx)
+		if ok {
+			break
+		}
+		var poll <-chan time.Time
+		if next == nil {
+			poll = time.After(appliedPoll)
+		}
+		select {
+		case <-ctx.Done():
+			return &StaleError{Node: m.cfg.Name, Applied: m.raft.AppliedIndex(), ReadIndex: idx, Cause: ctx.Err()}
+		case <-next:
+		case <-poll:
+		}
+	}
+	m.mu.Lock()
+	m.current = true
+	m.mu.Unlock()
+	return nil
+}
+
+// appliedPoll is how often applied is asked again while raft has not
+// handed the log up to the index to the FSM: raft tells nobody when it
+// does, and entries that are no commands never reach the FSM.
+const appliedPoll = 2 * time.Millisecond
+
+// applied reports whether the FSM has applied every command at or below
+// the Raft index idx; if not, next is closed when that may have changed,
+// or nil when only asking again later can tell.
+//
+// Raft's applied index counts the entries handed to the FSM, not those it
+// has finished applying, and entries that are no commands (a term's no-op,
+// barriers, configuration changes) never reach it: so once raft has
+// handed up to idx, the last command at or below idx is found in the log
+// and the FSM must have applied it (or restored a snapshot that holds
+// it).
+func (m *Member) applied(idx uint64) (ok bool, next <-chan struct{}) {
+	if m.raft.AppliedIndex() < idx {
+		return false, nil
+	}
+	last, next := m.fsm.LastCommand()
+	if last >= idx {
+		return true, nil
+	}
+	cmd, err := m.lastCommandAtOrBelow(idx, last)
+	if err != nil {
+		m.log.Warn("read barrier: reading the raft log", "index", idx, "err", err)
+		return false, nil
+	}
+	if cmd <= last || cmd <= m.snapshotIndex() {
+		return true, nil
+	}
+	return false, next
+}
+
+// lastCommandAtOrBelow returns the index of the last command in the log
+// at or below idx and above floor (floor if there is none there), or, if
+// the log is compacted before it finds one, the first index it lacks
+// (below the last snapshot, which holds everything compacted).
+func (m *Member) lastCommandAtOrBelow(idx, floor uint64) (uint64, error) {
+	first, err := m.cfg.LogStore.FirstIndex()
+	if err != nil {
+		return 0, err
+	}
+	for i := idx; i > floor; i-- {
+		if i < first {
+			return i, nil
+		}
+		var l raft.Log
+		if err := m.cfg.LogStore.GetLog(i, &l); err != nil {
+			if errors.Is(err, raft.ErrLogNotFound) {
+				return i, nil
+			}
+			return 0, err
+		}
+		if l.Type == raft.LogCommand {
+			return i, nil
+		}
+	}
+	return floor, nil
+}
+
+// snapshotIndex is the index of the last snapshot raft restored or took:
+// the FSM holds every command at or below it.
+func (m *Member) snapshotIndex() uint64 {
+	n, _ := strconv.ParseUint(m.raft.Stats()["last_snapshot_index"], 10, 64)
+	return n
+}
+
+// freshness says whether the state this member has applied was current at
+// its last answered heartbeat ("" if so, within a failover timeout), else
+// why it may be stale; caughtUp whether it ever was since the start.
+func (m *Member) freshness() (stale string, caughtUp bool) {
+	m.mu.Lock()
+	heard, at := m.heard, m.heardAt
+	m.mu.Unlock()
+	switch {
+	case heard.IsZero():
+		stale = fmt.Sprintf("no quorum: cluster state on %s may be stale (no heartbeat answered since the start)", m.cfg.Name)
+	case time.Since(heard) > m.cfg.Timing.FailoverTimeout:
+		stale = fmt.Sprintf("no quorum: cluster state on %s may be stale (last heartbeat answered %s ago)", m.cfg.Name, time.Since(heard).Round(time.Millisecond))
+	default:
+		if ok, _ := m.applied(at); !ok {
+			stale = (&StaleError{Node: m.cfg.Name, Applied: m.raft.AppliedIndex(), ReadIndex: at}).Error()
+		}
+	}
+	m.mu.Lock()
+	if stale == "" {
+		m.current = true
+	}
+	caughtUp = m.current
+	m.mu.Unlock()
+	return stale, caughtUp
 }
 
 // report is this node's heartbeat content. For a volume never promoted
@@ -706,6 +923,9 @@ func (m *Member) heartbeat(ctx context.Context) {
 		m.log.Debug("heartbeat", "leader", name, "err", err)
 		return
 	}
+	m.mu.Lock()
+	m.heard, m.heardAt = sent, reply.ReadIndex
+	m.mu.Unlock()
 	until := sent.Add(m.cfg.Timing.Lease())
 	for _, v := range m.cfg.Volumes {
 		lr := r.Volumes[v.Name()]
@@ -888,6 +1108,17 @@ type MemberStatus struct {
 	Leases map[string]time.Time `json:"leases,omitempty"`
 	// Errors maps a volume to the last error of its control loop.
 	Errors map[string]string `json:"errors,omitempty"`
+	// Stale is empty when State is known current: Status sets it from
+	// the last heartbeat (State held every command the leader had
+	// committed then); blockrepd's status from a read barrier at the time
+	// of the call (ReadBarrier). Otherwise it says why State may be stale
+	// ("no quorum: ...", "not caught up: ...").
+	Stale string `json:"stale,omitempty"`
+	// CaughtUp is set once the node has been current since it started:
+	// before, State may be an old snapshot's or empty.
+	CaughtUp bool `json:"caught_up"`
+	// AppliedIndex is the Raft index this node has applied.
+	AppliedIndex uint64 `json:"applied_index"`
 }
 
 // MemberInfo is one member of the Raft configuration.
@@ -900,13 +1131,23 @@ type MemberInfo struct {
 	LastSeen string `json:"last_seen,omitempty"`
 }
 
-// Status returns the member's view of the cluster.
+// Status returns the member's view of the cluster as applied here, with
+// no call to the leader: Stale says whether it was current at the last
+// heartbeat.
 func (m *Member) Status() MemberStatus {
+	st := m.status()
+	st.Stale, st.CaughtUp = m.freshness()
+	return st
+}
+
+// status is Status without the freshness.
+func (m *Member) status() MemberStatus {
+	applied := m.raft.AppliedIndex()
 	s := m.fsm.State()
 	leader, _ := m.Leader()
 	st := MemberStatus{
 		Name: m.cfg.Name, Kind: m.cfg.Kind.String(), Raft: m.raft.State().String(),
-		Leader: leader, Term: m.raft.Stats()["term"], State: s,
+		Leader: leader, Term: m.raft.Stats()["term"], State: s, AppliedIndex: applied,
 	}
 	m.mu.Lock()
 	var alive map[string]bool
@@ -921,6 +1162,7 @@ func (m *Member) Status() MemberStatus {
 	if len(m.lastErr) > 0 {
 		st.Errors = maps.Clone(m.lastErr)
 	}
+	st.CaughtUp = m.current
 	m.mu.Unlock()
 	if f := m.raft.GetConfiguration(); f.Error() == nil {
 		for _, srv := range f.Configuration().Servers {

@@ -160,6 +160,18 @@ func (r simRemote) Heartbeat(ctx context.Context, addr raft.ServerAddress, rep R
 	return reply, err
 }
 
+func (r simRemote) ReadIndex(ctx context.Context, addr raft.ServerAddress) (uint64, error) {
+	m, err := r.target(addr)
+	if err != nil {
+		return 0, err
+	}
+	idx, err := m.HandleReadIndex(ctx)
+	if err == nil {
+		_, err = r.target(addr)
+	}
+	return idx, err
+}
+
 func (r simRemote) Apply(ctx context.Context, addr raft.ServerAddress, c Command) (Result, error) {
 	m, err := r.target(addr)
 	if err != nil {

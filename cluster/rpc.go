@@ -64,6 +64,10 @@ func (e rpcError) decode() error {
 	return errors.New(e.Error)
 }
 
+type readIndexReply struct {
+	Index uint64 `json:"index"`
+}
+
 type applyReply struct {
 	Result Result `json:"result"`
 }
@@ -86,6 +90,10 @@ func (m *Member) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST "+RPCPrefix+"heartbeat", rpc(func(ctx context.Context, r Report) (HeartbeatReply, error) {
 		return m.HandleHeartbeat(ctx, r)
+	}))
+	mux.Handle("POST "+RPCPrefix+"read-index", rpc(func(ctx context.Context, _ struct{}) (readIndexReply, error) {
+		idx, err := m.HandleReadIndex(ctx)
+		return readIndexReply{Index: idx}, err
 	}))
 	mux.Handle("POST "+RPCPrefix+"apply", rpc(func(ctx context.Context, c Command) (applyReply, error) {
 		if !m.IsLeader() {
@@ -220,6 +228,13 @@ func (h *HTTPRemote) Apply(ctx context.Context, addr raft.ServerAddress, c Comma
 // Switchover implements Remote.
 func (h *HTTPRemote) Switchover(ctx context.Context, addr raft.ServerAddress, volume, target string) error {
 	return h.call(ctx, addr, "switchover", switchoverRequest{Volume: volume, Target: target}, &struct{}{})
+}
+
+// ReadIndex implements Remote.
+func (h *HTTPRemote) ReadIndex(ctx context.Context, addr raft.ServerAddress) (uint64, error) {
+	var reply readIndexReply
+	err := h.call(ctx, addr, "read-index", struct{}{}, &reply)
+	return reply.Index, err
 }
 
 // AddMember implements Remote.

@@ -76,6 +76,12 @@ const (
 	// like the previous one (same operation, same outcome) shows not at
 	// all: watch KindRAIDHealth and KindRAIDMember for what it changed.
 	KindRAIDOp = "raid-op"
+	// KindClusterState is whether the cluster state this node applied is
+	// known current: "current" (it held everything the leader had
+	// committed at its last heartbeat) or "stale" (no quorum, or not
+	// caught up; Detail says which). Until a node has been current once
+	// since it started, it publishes no KindPrimary facts.
+	KindClusterState = "cluster-state"
 	// KindIOError is the state of a replicated volume's local disk as
 	// on_io_error sees it: "ok", or "failed" once a write or flush error
 	// made the volume detach it (Diskless; with a cluster a primary hands

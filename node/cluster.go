@@ -268,7 +268,34 @@ func (w raftLogWriter) Write(p []byte) (int, error) {
 
 var _ io.Writer = raftLogWriter{}
 
-// clusterVolumeName resolves "" to the only volume the cluster knows.
+// readBarrier waits, within ctx and at most readBarrierWait, until the
+// member's cluster state holds every command the leader had committed at
+// the call (cluster.Member.ReadBarrier). A control call that reads the
+// state makes it first: a member just started, cut off or behind answers
+// "no quorum" or "not caught up" (api.ErrUnavailable) rather than from an
+// empty or stale state.
+func (n *Node) readBarrier(ctx context.Context, m *cluster.Member) error {
+	ctx, cancel := context.WithTimeout(ctx, n.readBarrierWait())
+	defer cancel()
+	if err := m.ReadBarrier(ctx); err != nil {
+		return api.Unavailable(err)
+	}
+	return nil
+}
+
+// readBarrierWait bounds a read barrier: two failover timeouts (long
+// enough for a restarted member to hear from the leader, or for an
+// election), at most maxReadBarrierWait, so that an operator without
+// quorum hears so well within blockctl's 10 s.
+func (n *Node) readBarrierWait() time.Duration {
+	return min(2*n.cfg.Cluster.FailoverTimeout, maxReadBarrierWait)
+}
+
+// maxReadBarrierWait caps readBarrierWait.
+const maxReadBarrierWait = 5 * time.Second
+
+// clusterVolumeName resolves "" to the only volume the cluster knows. The
+// caller has made a read barrier.
 func (n *Node) clusterVolumeName(volume string) (string, error) {
 	if volume != "" {
 		return volume, nil
@@ -280,31 +307,54 @@ func (n *Node) clusterVolumeName(volume string) (string, error) {
 	return names[0], nil
 }
 
+// member is the node's cluster member; nil without [cluster].
+func (n *Node) member() *cluster.Member {
+	if n.membership == nil {
+		return nil
+	}
+	return n.membership.member
+}
+
 func (n *Node) clustered() (*cluster.Member, error) {
-	if n.membership == nil || n.membership.member == nil {
+	if n.member() == nil {
 		return nil, fmt.Errorf("%w: node %s is not a cluster member (no [cluster] table)", api.ErrConflict, n.cfg.Node.Name)
 	}
 	return n.membership.member, nil
 }
 
-// clusterError maps the cluster's refusals to the API's error classes.
+// clusterError maps the cluster's refusals to the API's error classes: a
+// refusal is a conflict; a call that found no leader before its time ran
+// out is unavailable (no quorum), as a read barrier that failed.
 func clusterError(err error) error {
 	var ref *cluster.RefusedError
 	var fin *cluster.FinalError
+	var nl *cluster.NotLeaderError
 	switch {
 	case err == nil:
 		return nil
 	case errors.As(err, &ref), errors.As(err, &fin):
 		return fmt.Errorf("%w: %w", api.ErrConflict, err)
+	case errors.As(err, &nl):
+		return api.Unavailable(fmt.Errorf("no quorum: %w", err))
 	}
 	return err
+}
+
+// clusteredCurrent is clustered, then a read barrier: for the calls that
+// read the cluster state.
+func (n *Node) clusteredCurrent(ctx context.Context) (*cluster.Member, error) {
+	m, err := n.clustered()
+	if err != nil {
+		return nil, err
+	}
+	return m, n.readBarrier(ctx, m)
 }
 
 // Promote implements api.ClusterController: a graceful switchover to node,
 // or with force an immediate promotion whatever its disk (an Outdated one
 // loses what only the others had; the result says what).
 func (n *Node) Promote(ctx context.Context, volume, node string, force bool, reason string) (string, error) {
-	m, err := n.clustered()
+	m, err := n.clusteredCurrent(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -338,7 +388,7 @@ func (n *Node) Promote(ctx context.Context, volume, node string, force bool, rea
 // Demote implements api.ClusterController: a graceful switchover to the
 // best other UpToDate node.
 func (n *Node) Demote(ctx context.Context, volume string) (string, error) {
-	m, err := n.clustered()
+	m, err := n.clusteredCurrent(ctx)
 	if err != nil {
 		return "", err
 	}

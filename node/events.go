@@ -60,7 +60,7 @@ func (n *Node) watchEvents(ctx context.Context) {
 
 // facts flattens the node's status into what the watcher compares.
 func (n *Node) facts(ctx context.Context) []events.Fact {
-	st, err := n.Status(ctx)
+	st, err := n.status(ctx, false)
 	if err != nil {
 		return nil
 	}
@@ -112,6 +112,11 @@ func statusFacts(me string, st api.Status) []events.Fact {
 		}
 	}
 	if c := st.Cluster; c != nil {
+		state := "current"
+		if c.Stale != "" {
+			state = "stale"
+		}
+		fs = append(fs, events.Fact{Kind: events.KindClusterState, Node: me, Value: state, Detail: c.Stale})
 		fs = append(fs, events.Fact{Kind: events.KindLeader, Node: me, Value: c.Leader, Detail: "term " + c.Term})
 		for _, m := range c.Members {
 			kind := "nonvoter"
@@ -120,7 +125,9 @@ func statusFacts(me string, st api.Status) []events.Fact {
 			}
 			fs = append(fs, events.Fact{Kind: events.KindMember, Node: me, Peer: m.Name, Value: kind, Detail: m.Address})
 		}
-		if c.State != nil {
+		// Before it caught up once, the state is a snapshot's or empty:
+		// "primary none" would be a lie.
+		if c.State != nil && c.CaughtUp {
 			for name, v := range c.State.Volumes {
 				primary := v.Primary
 				if primary == "" {

@@ -591,7 +591,21 @@ func (n *Node) Close() error {
 }
 
 // Status reports the node and its volumes; it implements api.StatusSource.
+// On a cluster member it makes a read barrier first, so that the cluster
+// section is current or says why it may not be (Stale).
 func (n *Node) Status(ctx context.Context) (api.Status, error) {
+	return n.status(ctx, true)
+}
+
+// status is Status; without current it asks nobody (the event watcher's
+// ten times a second), and the cluster section's Stale is as of the last
+// heartbeat.
+func (n *Node) status(ctx context.Context, current bool) (api.Status, error) {
+	var stale error
+	m := n.member()
+	if m != nil && current {
+		stale = n.readBarrier(ctx, m)
+	}
 	now := time.Now()
 	st := api.Status{
 		Node:          n.cfg.Node.Name,
@@ -627,8 +641,16 @@ func (n *Node) Status(ctx context.Context) (api.Status, error) {
 		vs.Store = v.ident.status()
 		st.Volumes = append(st.Volumes, vs)
 	}
-	if n.membership != nil && n.membership.member != nil {
-		cs := n.membership.member.Status()
+	if m != nil {
+		cs := m.Status()
+		if current {
+			cs.Stale = ""
+			if stale != nil {
+				cs.Stale = stale.Error()
+			} else {
+				cs.CaughtUp = true
+			}
+		}
 		st.Cluster = &cs
 	}
 	return st, nil

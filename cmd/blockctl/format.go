@@ -157,6 +157,14 @@ func writeReplication(w io.Writer, name string, rs *replica.Status, now time.Tim
 func writeCluster(w io.Writer, cs *cluster.MemberStatus, now time.Time) error {
 	fmt.Fprintf(w, "cluster  node %s  kind %s  raft %s  leader %s  term %s\n",
 		cs.Name, orDash(cs.Kind), orDash(cs.Raft), orNone(cs.Leader), orDash(cs.Term))
+	if cs.Stale != "" {
+		// Said before the state it qualifies, so that nobody acts on the
+		// rows below without reading it.
+		fmt.Fprintf(w, "  STALE: %s; the members and volumes below are as applied here (index %d) and may be out of date\n", cs.Stale, cs.AppliedIndex)
+		if !cs.CaughtUp {
+			fmt.Fprintln(w, "  this node has not caught up with the cluster since it started: its state may be an old snapshot's or empty")
+		}
+	}
 
 	// Only the leader hears the heartbeats, so only its members have a
 	// liveness: the columns are left out elsewhere.

@@ -87,8 +87,22 @@
 // else of /etc/blockrep/blockrepd.toml when that file exists. -s and
 // $BLOCKREP_SOCKET do not apply.
 //
+// On a cluster member, every command that reads or changes the cluster
+// state (status's cluster section, promote, demote, cluster add|remove)
+// first makes sure the member's state is current: the member asks the
+// leader for its commit index and waits until it has applied it (a read
+// barrier), for at most two failover timeouts. When it cannot (no leader,
+// no quorum, or it has not caught up, as right after a start), promote and
+// demote do nothing and fail with "no quorum: cluster state on NODE may be
+// stale" or "not caught up: ...", and status still answers but marks its
+// cluster section STALE (in JSON: cluster.stale says why, and
+// cluster.caught_up is false until the node was current once since it
+// started).
+//
 // Exit status: 0 on success, 1 when the daemon cannot be reached, fails or
-// refuses the command, 2 on a bad command line.
+// refuses the command, 2 on a bad command line, 3 when a cluster member
+// cannot confirm its cluster state is current (no quorum, or not caught up
+// with the leader): nothing was done, and the command may be tried again.
 package main
 
 import (
@@ -212,6 +226,12 @@ func usagef(format string, args ...any) error {
 	return &usageError{msg: fmt.Sprintf(format, args...)}
 }
 
+// exitUnavailable is the exit status of a command a cluster member would
+// not carry out because it cannot confirm its cluster state is current (no
+// quorum, or not caught up): nothing was done, and the same command may
+// succeed in a moment.
+const exitUnavailable = 3
+
 func run(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	err := dispatch(args, stdout, getenv)
 	switch {
@@ -223,6 +243,9 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 	case errors.As(err, new(*usageError)):
 		fmt.Fprintf(stderr, "blockctl: %v\n\n%s", err, usage)
 		return 2
+	case errors.Is(err, api.ErrUnavailable):
+		fmt.Fprintf(stderr, "blockctl: %v\n", err)
+		return exitUnavailable
 	default:
 		// A failed --node handshake comes wrapped in the api client's
 		// "talking to blockrepd" and the HTTP request: it says it all.

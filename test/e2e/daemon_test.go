@@ -210,6 +210,28 @@ func (d *daemon) config() string {
 // is taken.
 func (d *daemon) Start() {
 	d.t.Helper()
+	d.start(func(ctx context.Context) ([]byte, error) {
+		return d.blockctlCmd(ctx, "status").CombinedOutput()
+	})
+}
+
+// StartUntilSocket is Start, but it returns as soon as the control socket
+// accepts a connection: the daemon may not have caught up with its peers
+// or its cluster yet.
+func (d *daemon) StartUntilSocket() {
+	d.t.Helper()
+	d.start(func(ctx context.Context) ([]byte, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, "unix", d.ControlSocket)
+		if err != nil {
+			return nil, err
+		}
+		return nil, c.Close()
+	})
+}
+
+// start starts the daemon and waits until ready succeeds.
+func (d *daemon) start(ready func(ctx context.Context) ([]byte, error)) {
+	d.t.Helper()
 	if d.running() {
 		d.t.Fatal("daemon already running")
 	}
@@ -217,7 +239,7 @@ func (d *daemon) Start() {
 		if d.Port == 0 || attempt > 1 {
 			d.Port = freePort(d.t)
 		}
-		err := d.startOnce()
+		err := d.startOnce(ready)
 		if err == nil {
 			return
 		}
@@ -231,7 +253,7 @@ func (d *daemon) Start() {
 
 var errAddrInUse = errors.New("address already in use")
 
-func (d *daemon) startOnce() error {
+func (d *daemon) startOnce(isReady func(ctx context.Context) ([]byte, error)) error {
 	text := d.config
 	if d.ConfigText != nil {
 		text = d.ConfigText
@@ -276,17 +298,17 @@ func (d *daemon) startOnce() error {
 			return fmt.Errorf("blockrepd exited before it was ready: %v", d.waitErr)
 		default:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		out, err := d.blockctlCmd(ctx, "status").CombinedOutput()
+		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+		out, err := isReady(ctx)
 		cancel()
 		if err == nil {
 			return nil
 		}
 		if time.Now().After(deadline) {
 			d.kill()
-			return fmt.Errorf("control socket %s did not answer within %v; last blockctl status: %v: %s", d.ControlSocket, ready, err, out)
+			return fmt.Errorf("control socket %s did not answer within %v; last try: %v: %s", d.ControlSocket, ready, err, out)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
