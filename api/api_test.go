@@ -433,6 +433,9 @@ func TestClientCommandErrors(t *testing.T) {
 		{"bad role", nil,
 			func(c *Client) error { return c.SetRole(ctx, "vol0", "leader", false) },
 			`blockrepd: set role: role "leader" is not one of primary, secondary (HTTP 400)`, ErrInvalid},
+		{"unavailable", Unavailable(errors.New("no quorum: cluster state on node1 may be stale (no leader known)")),
+			func(c *Client) error { return c.Invalidate(ctx, "vol0") },
+			`blockrepd: invalidate: no quorum: cluster state on node1 may be stale (no leader known) (HTTP 503)`, ErrUnavailable},
 		{"failure", errors.New("disk full"),
 			func(c *Client) error { return c.Invalidate(ctx, "vol0") },
 			`blockrepd: invalidate: disk full (HTTP 500)`, nil},
@@ -445,7 +448,7 @@ func TestClientCommandErrors(t *testing.T) {
 			if err == nil || err.Error() != tt.wantErr {
 				t.Fatalf("got  %v\nwant %s", err, tt.wantErr)
 			}
-			for _, sentinel := range []error{ErrNotFound, ErrConflict, ErrInvalid} {
+			for _, sentinel := range []error{ErrNotFound, ErrConflict, ErrInvalid, ErrUnavailable} {
 				if got, want := errors.Is(err, sentinel), sentinel == tt.wantIs; got != want {
 					t.Errorf("errors.Is(err, %v) = %v, want %v", sentinel, got, want)
 				}

@@ -75,7 +75,7 @@ func TestHooksBad(t *testing.T) {
 		want    string // the whole message of the only error
 		wantKey string
 	}{
-		{"missing on", hook(okCmd), `config test.toml: line 10: hook.0.on is required: the event kinds the hook runs for ("role", "disk", "connection", "peer-disk", "leader", "primary", "epoch", "lease", "split-brain", "resync", "member", "raid-health", "raid-member", "raid-op", "io-error", "lost", or "*" for all)`, "hook.0.on"},
+		{"missing on", hook(okCmd), `config test.toml: line 10: hook.0.on is required: the event kinds the hook runs for ("role", "disk", "connection", "peer-disk", "leader", "primary", "epoch", "lease", "split-brain", "resync", "member", "raid-health", "raid-member", "raid-op", "io-error", "cluster-state", "lost", or "*" for all)`, "hook.0.on"},
 		{"empty on", hook(okCmd + "on = []"), `config test.toml: line 12: hook.0.on is empty: give the event kinds`, "hook.0.on"},
 		{"on not an array", hook(okCmd + `on = "role"`), `config test.toml: line 12: hook.0.on: want an array of strings, got string "role"`, "hook.0.on"},
 		{"on element not a string", hook(okCmd + `on = ["role", 3]`), `config test.toml: line 12: hook.0.on.1: want a string, got integer 3`, "hook.0.on.1"},

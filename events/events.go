@@ -102,7 +102,7 @@ func Kinds() []string {
 	return []string{
 		KindRole, KindDisk, KindConnection, KindPeerDisk, KindLeader,
 		KindPrimary, KindEpoch, KindLease, KindSplitBrain, KindResync,
-		KindMember, KindRAIDHealth, KindRAIDMember, KindRAIDOp, KindIOError, KindLost,
+		KindMember, KindRAIDHealth, KindRAIDMember, KindRAIDOp, KindIOError, KindClusterState, KindLost,
 	}
 }
 
