@@ -138,18 +138,18 @@ func TestClusterCommands(t *testing.T) {
 // what a timeout means.
 func TestSwitchoverTimeout(t *testing.T) {
 	for _, cmd := range [][]string{{"promote", "node2"}, {"demote"}} {
-		req, err := parseSwitchover(cmd[0], cmd[1:])
-		if err != nil || req.timeout != 60*time.Second || req.timeout <= requestTimeout {
-			t.Errorf("%s: timeout %v, %v; want 60s", cmd[0], req.timeout, err)
+		a, err := parseSwitchover(cmd[0], cmd[1:], commonFlags{})
+		if err != nil || a.opts.timeout != 60*time.Second || a.opts.timeout <= requestTimeout {
+			t.Errorf("%s: timeout %v, %v; want 60s", cmd[0], a.opts.timeout, err)
 		}
-		req, err = parseSwitchover(cmd[0], append(cmd[1:], "--timeout", "2m"))
-		if err != nil || req.timeout != 2*time.Minute {
-			t.Errorf("%s --timeout 2m: timeout %v, %v", cmd[0], req.timeout, err)
+		a, err = parseSwitchover(cmd[0], append(cmd[1:], "--timeout", "2m"), commonFlags{})
+		if err != nil || a.opts.timeout != 2*time.Minute {
+			t.Errorf("%s --timeout 2m: timeout %v, %v", cmd[0], a.opts.timeout, err)
 		}
 	}
 	for _, args := range [][]string{{"add", "n", "a:1"}, {"remove", "n"}} {
-		if req, err := parseCluster(args); err != nil || req.timeout != requestTimeout {
-			t.Errorf("cluster %s: timeout %v, %v; want %v", args[0], req.timeout, err, requestTimeout)
+		if a, err := parseCluster(args, commonFlags{}); err != nil || a.opts.timeout != requestTimeout {
+			t.Errorf("cluster %s: timeout %v, %v; want %v", args[0], a.opts.timeout, err, requestTimeout)
 		}
 	}
 

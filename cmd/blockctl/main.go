@@ -267,6 +267,8 @@ func dispatch(args []string, stdout io.Writer, getenv func(string) string) error
 	fs.StringVar(&t.node, "node", "", "remote node's cluster.listen")
 	fs.StringVar(&t.secretFile, "secret-file", "", "cluster secret for --node")
 	fs.StringVar(&t.cluster, "cluster", "", "cluster name for --node")
+	var common commonFlags
+	common.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return usageErr("", err)
 	}
@@ -276,36 +278,42 @@ func dispatch(args []string, stdout io.Writer, getenv func(string) string) error
 	if err := t.check(); err != nil {
 		return err
 	}
+	if err := common.check(); err != nil {
+		return err
+	}
 	cmd, cmdArgs := fs.Arg(0), fs.Args()[1:]
 	switch cmd {
 	case "status":
-		_, output, err := parseStatus(cmd, cmdArgs, 0)
+		pos, opts, err := parseArgs(cmd, cmdArgs, common, statusKind, nil)
 		if err != nil {
 			return err
 		}
-		return status(t, output, stdout)
+		if len(pos) > 0 {
+			return usagef("status: unexpected argument %q", pos[0])
+		}
+		return status(t, opts, stdout)
 	case "connect", "disconnect", "resync", "verify", "invalidate", "primary", "secondary":
-		req, err := parseControl(cmd, cmdArgs)
+		a, err := parseControl(cmd, cmdArgs, common)
 		if err != nil {
 			return err
 		}
-		return control(t, req, stdout)
+		return runAction(t, a, stdout)
 	case "promote", "demote":
-		req, err := parseSwitchover(cmd, cmdArgs)
+		a, err := parseSwitchover(cmd, cmdArgs, common)
 		if err != nil {
 			return err
 		}
-		return clusterCommand(t, req, stdout)
+		return runAction(t, a, stdout)
 	case "cluster":
-		req, err := parseCluster(cmdArgs)
+		a, err := parseCluster(cmdArgs, common)
 		if err != nil {
 			return err
 		}
-		return clusterCommand(t, req, stdout)
+		return runAction(t, a, stdout)
 	case "raid":
-		return raidCommand(t, cmdArgs, stdout)
+		return raidCommand(t, cmdArgs, common, stdout)
 	case "events":
-		req, err := parseEvents(cmdArgs)
+		req, err := parseEvents(cmdArgs, common)
 		if err != nil {
 			return err
 		}
@@ -350,60 +358,56 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// controlRequest is a parsed command that changes the node.
-type controlRequest struct {
-	// what says what is asked, for the line printed on success:
-	// "connect vol0 to node2".
-	what string
-	do   func(ctx context.Context, c *api.Client) error
-}
-
 // parseControl parses the arguments of the command cmd, one of connect,
 // disconnect, resync, verify, invalidate, primary and secondary.
-func parseControl(cmd string, args []string) (controlRequest, error) {
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	fs.SetOutput(io.Discard) // run prints the usage
+func parseControl(cmd string, args []string, common commonFlags) (action, error) {
 	var discard, checksum, full, force bool
 	maxArgs := 2 // VOLUME PEER
 	switch cmd {
-	case "connect":
-		fs.BoolVar(&discard, "discard-my-data", false, "resolve a split brain by discarding this node's writes")
-	case "resync":
-		fs.BoolVar(&checksum, "checksum", false, "compare checksums of every block")
-		fs.BoolVar(&full, "full", false, "copy every block")
-	case "primary":
-		fs.BoolVar(&force, "force", false, "promote even if the data cannot be confirmed current")
-		maxArgs = 1
-	case "invalidate", "secondary":
+	case "primary", "invalidate", "secondary":
 		maxArgs = 1
 	}
-	pos, err := parseInterspersed(fs, args)
+	pos, opts, err := parseArgs(cmd, args, common, actionKind, func(fs *flag.FlagSet) {
+		switch cmd {
+		case "connect":
+			fs.BoolVar(&discard, "discard-my-data", false, "resolve a split brain by discarding this node's writes")
+		case "resync":
+			fs.BoolVar(&checksum, "checksum", false, "compare checksums of every block")
+			fs.BoolVar(&full, "full", false, "copy every block")
+		case "primary":
+			fs.BoolVar(&force, "force", false, "promote even if the data cannot be confirmed current")
+		}
+	})
 	if err != nil {
-		return controlRequest{}, usageErr(cmd, err)
+		return action{}, err
 	}
 	if len(pos) > maxArgs {
-		return controlRequest{}, usagef("%s: unexpected argument %q", cmd, pos[maxArgs])
+		return action{}, usagef("%s: unexpected argument %q", cmd, pos[maxArgs])
 	}
 	if checksum && full {
-		return controlRequest{}, usagef("resync: --checksum and --full exclude each other; give one")
+		return action{}, usagef("resync: --checksum and --full exclude each other; give one")
 	}
 	pos = append(pos, "", "") // the defaults: the only volume, every peer
 	volume, peer := pos[0], pos[1]
 	vol, peers := volumeName(volume), peerName(peer)
+	a := action{command: cmd, opts: opts, timeoutHint: actionTimeoutHint}
+	// requested turns a call into what do returns: the daemon accepted it.
+	requested := func(err error) (actionResult, error) { return actionResult{}, err }
 
 	switch cmd {
 	case "connect":
-		what := fmt.Sprintf("connect %s to %s", vol, peers)
+		a.what = fmt.Sprintf("connect %s to %s", vol, peers)
 		if discard {
-			what += ", discarding this node's data on a split brain"
+			a.what += ", discarding this node's data on a split brain"
 		}
-		return controlRequest{what, func(ctx context.Context, c *api.Client) error {
-			return c.Connect(ctx, volume, peer, discard)
-		}}, nil
+		a.do = func(ctx context.Context, c *api.Client) (actionResult, error) {
+			return requested(c.Connect(ctx, volume, peer, discard))
+		}
 	case "disconnect":
-		return controlRequest{fmt.Sprintf("disconnect %s from %s", vol, peers), func(ctx context.Context, c *api.Client) error {
-			return c.Disconnect(ctx, volume, peer)
-		}}, nil
+		a.what = fmt.Sprintf("disconnect %s from %s", vol, peers)
+		a.do = func(ctx context.Context, c *api.Client) (actionResult, error) {
+			return requested(c.Disconnect(ctx, volume, peer))
+		}
 	case "resync":
 		mode := "bitmap"
 		switch {
@@ -412,26 +416,30 @@ func parseControl(cmd string, args []string) (controlRequest, error) {
 		case full:
 			mode = "full"
 		}
-		return controlRequest{fmt.Sprintf("resync %s with %s (%s)", vol, peers, mode), func(ctx context.Context, c *api.Client) error {
-			return c.Resync(ctx, volume, peer, mode)
-		}}, nil
+		a.what = fmt.Sprintf("resync %s with %s (%s)", vol, peers, mode)
+		a.do = func(ctx context.Context, c *api.Client) (actionResult, error) {
+			return requested(c.Resync(ctx, volume, peer, mode))
+		}
 	case "verify":
-		return controlRequest{fmt.Sprintf("verify %s against %s", vol, peers), func(ctx context.Context, c *api.Client) error {
-			return c.Verify(ctx, volume, peer)
-		}}, nil
+		a.what = fmt.Sprintf("verify %s against %s", vol, peers)
+		a.do = func(ctx context.Context, c *api.Client) (actionResult, error) {
+			return requested(c.Verify(ctx, volume, peer))
+		}
 	case "invalidate":
-		return controlRequest{fmt.Sprintf("invalidate %s", vol), func(ctx context.Context, c *api.Client) error {
-			return c.Invalidate(ctx, volume)
-		}}, nil
+		a.what = fmt.Sprintf("invalidate %s", vol)
+		a.do = func(ctx context.Context, c *api.Client) (actionResult, error) {
+			return requested(c.Invalidate(ctx, volume))
+		}
+	default: // primary or secondary
+		a.what = fmt.Sprintf("make %s %s", vol, cmd)
+		if force {
+			a.what += " (forced)"
+		}
+		a.do = func(ctx context.Context, c *api.Client) (actionResult, error) {
+			return requested(c.SetRole(ctx, volume, cmd, force))
+		}
 	}
-	// primary or secondary
-	what := fmt.Sprintf("make %s %s", vol, cmd)
-	if force {
-		what += " (forced)"
-	}
-	return controlRequest{what, func(ctx context.Context, c *api.Client) error {
-		return c.SetRole(ctx, volume, cmd, force)
-	}}, nil
+	return a, nil
 }
 
 // volumeName renders the VOLUME argument for the line printed on success,
@@ -449,28 +457,6 @@ func peerName(p string) string {
 		return "every peer"
 	}
 	return p
-}
-
-// control sends req to the daemon and says what was asked.
-func control(t target, req controlRequest, stdout io.Writer) error {
-	if err := withClient(t, requestTimeout, req.do); err != nil {
-		return err
-	}
-	_, err := fmt.Fprintf(stdout, "%s: requested\n", req.what)
-	return err
-}
-
-// withClient runs f with a client for t's daemon and a context bounded by
-// timeout.
-func withClient(t target, timeout time.Duration, f func(ctx context.Context, c *api.Client) error) error {
-	c, err := t.client()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	return f(ctx, c)
 }
 
 // socketPath chooses the control socket: -s, else -c's control_socket, else
@@ -500,27 +486,10 @@ func socketPath(sockFlag, confFlag string, getenv func(string) string) (string, 
 	return DefaultSocket, nil
 }
 
-// parseStatus parses the arguments of status (maxArgs 0) and raid status
-// (maxArgs 1, the VOLUME): the positional arguments and -o table|json.
-func parseStatus(cmd string, args []string, maxArgs int) (pos []string, output string, err error) {
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	fs.SetOutput(io.Discard) // run prints the usage
-	fs.StringVar(&output, "o", "table", "output format")
-	if pos, err = parseInterspersed(fs, args); err != nil {
-		return nil, "", usageErr(cmd, err)
-	}
-	if len(pos) > maxArgs {
-		return nil, "", usagef("%s: unexpected argument %q", cmd, pos[maxArgs])
-	}
-	if output != "table" && output != "json" {
-		return nil, "", usagef("%s: output format %q is not table or json", cmd, output)
-	}
-	return pos, output, nil
-}
-
-// fetchStatus asks t's daemon for its status.
-func fetchStatus(t target) (st api.Status, err error) {
-	err = withClient(t, requestTimeout, func(ctx context.Context, c *api.Client) error {
+// fetchStatus asks t's daemon for its status, for the command cmd (status
+// or raid status), within timeout.
+func fetchStatus(t target, cmd string, timeout time.Duration) (st api.Status, err error) {
+	err = withClient(t, cmd, "", timeout, func(ctx context.Context, c *api.Client) error {
 		st, err = c.Status(ctx)
 		return err
 	})
@@ -537,12 +506,12 @@ func writeJSON(w io.Writer, v any) error {
 	return err
 }
 
-func status(t target, output string, stdout io.Writer) error {
-	st, err := fetchStatus(t)
+func status(t target, opts options, stdout io.Writer) error {
+	st, err := fetchStatus(t, "status", opts.timeout)
 	if err != nil {
 		return err
 	}
-	if output == "json" {
+	if opts.output == formatJSON {
 		return writeJSON(stdout, st)
 	}
 	return writeTable(stdout, st, time.Now())

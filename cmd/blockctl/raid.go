@@ -21,41 +21,31 @@ type raidVolumeJSON struct {
 }
 
 // raidCommand parses and runs `raid SUBCOMMAND ...`.
-func raidCommand(t target, args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return usagef("raid: name a subcommand: status, fail, remove, add, replace or scrub")
-	}
-	sub, args := args[0], args[1:]
-	if sub == "status" {
-		pos, output, err := parseStatus("raid status", args, 1)
-		if err != nil {
-			return err
-		}
-		return raidStatus(t, append(pos, "")[0], output, stdout)
-	}
-	req, out, err := parseRAID(sub, args)
+func raidCommand(t target, args []string, common commonFlags, stdout io.Writer) error {
+	sub, args, common, err := parseGroup("raid", args, common)
 	if err != nil {
 		return err
 	}
-	if err := withClient(t, requestTimeout, req.do); err != nil {
+	switch sub {
+	case "":
+		return usagef("raid: name a subcommand: status, fail, remove, add, replace or scrub")
+	case "help":
+		return flag.ErrHelp
+	case "status":
+		pos, opts, err := parseArgs("raid status", args, common, statusKind, nil)
+		if err != nil {
+			return err
+		}
+		if len(pos) > 1 {
+			return usagef("raid status: unexpected argument %q", pos[1])
+		}
+		return raidStatus(t, append(pos, "")[0], opts, stdout)
+	}
+	a, err := parseRAID(sub, args, common)
+	if err != nil {
 		return err
 	}
-	if out.line != "" {
-		_, err = fmt.Fprintln(stdout, out.line)
-		return err
-	}
-	_, err = fmt.Fprintf(stdout, "%s: requested%s\n", req.what, out.note)
-	return err
-}
-
-// raidOutcome is what the daemon's answer to a raid command makes of the
-// line printed on success.
-type raidOutcome struct {
-	// note is added to "WHAT: requested".
-	note string
-	// line, when set, is printed instead, for a change that is done once
-	// the daemon answers.
-	line string
+	return runAction(t, a, stdout)
 }
 
 // parseMember parses a MEMBER argument.
@@ -67,14 +57,6 @@ func parseMember(cmd, s string) (int, error) {
 	return m, nil
 }
 
-// parseRAID parses the arguments of `raid fail|remove|add|replace|scrub`;
-// out is what the daemon's answer makes of the line printed on success.
-func parseRAID(sub string, args []string) (req controlRequest, out *raidOutcome, err error) {
-	out = new(raidOutcome)
-	req, err = parseRAIDRequest(sub, args, out)
-	return req, out, err
-}
-
 // isSparePath tells the PATH of a hot spare from a MEMBER index in the
 // argument of raid remove: an absolute path never parses as an integer.
 func isSparePath(s string) bool {
@@ -82,11 +64,11 @@ func isSparePath(s string) bool {
 	return err != nil && strings.HasPrefix(s, "/")
 }
 
-func parseRAIDRequest(sub string, args []string, out *raidOutcome) (controlRequest, error) {
+// parseRAID parses the arguments of `raid fail|remove|add|replace|scrub`.
+func parseRAID(sub string, args []string, common commonFlags) (action, error) {
 	cmd := "raid " + sub
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	var repair bool
+	var define func(fs *flag.FlagSet)
 	var want []string // the required arguments, by name
 	switch sub {
 	case "fail":
@@ -98,85 +80,106 @@ func parseRAIDRequest(sub string, args []string, out *raidOutcome) (controlReque
 	case "replace":
 		want = []string{"MEMBER", "PATH"}
 	case "scrub":
-		fs.BoolVar(&repair, "repair", false, "rewrite what does not check out")
+		define = func(fs *flag.FlagSet) {
+			fs.BoolVar(&repair, "repair", false, "rewrite what does not check out")
+		}
 	default:
-		return controlRequest{}, usagef("raid: unknown subcommand %q (want status, fail, remove, add, replace or scrub)", sub)
+		return action{}, usagef("raid: unknown subcommand %q (want status, fail, remove, add, replace or scrub)", sub)
 	}
-	pos, err := parseInterspersed(fs, args)
+	pos, opts, err := parseArgs(cmd, args, common, actionKind, define)
 	if err != nil {
-		return controlRequest{}, usageErr(cmd, err)
+		return action{}, err
 	}
 	if len(pos) < len(want) {
-		return controlRequest{}, usagef("%s: missing %s", cmd, strings.Join(want[len(pos):], " and "))
+		return action{}, usagef("%s: missing %s", cmd, strings.Join(want[len(pos):], " and "))
 	}
 	if len(pos) > len(want)+1 {
-		return controlRequest{}, usagef("%s: unexpected argument %q", cmd, pos[len(want)+1])
+		return action{}, usagef("%s: unexpected argument %q", cmd, pos[len(want)+1])
 	}
 	volume := append(pos[len(want):], "")[0]
 	vol := volumeName(volume)
+	a := action{command: cmd, opts: opts, timeoutHint: actionTimeoutHint}
 	switch sub {
 	case "remove":
 		if isSparePath(pos[0]) {
 			path := pos[0]
-			return controlRequest{fmt.Sprintf("remove spare %s from %s", path, vol), func(ctx context.Context, c *api.Client) error {
+			a.what = fmt.Sprintf("remove spare %s from %s", path, vol)
+			a.do = func(ctx context.Context, c *api.Client) (actionResult, error) {
 				configured, err := c.RAIDRemoveSpare(ctx, volume, path)
-				out.line = fmt.Sprintf("spare %s removed from %s", path, vol)
-				if configured {
-					out.line += " (it is in raid_spares in the node's configuration, which adds it back at the next start: remove it there too)"
+				if err != nil {
+					return actionResult{}, err
 				}
-				return err
-			}}, nil
+				r := actionResult{done: true, line: fmt.Sprintf("spare %s removed from %s", path, vol)}
+				if configured {
+					r.note = "it is in raid_spares in the node's configuration, which adds it back at the next start: remove it there too"
+					r.line += " (" + r.note + ")"
+				}
+				return r, nil
+			}
+			return a, nil
 		}
 		if _, err := strconv.Atoi(pos[0]); err != nil {
-			return controlRequest{}, usagef("%s: %q is neither a member index (0, 1, ...) nor the absolute path of a spare", cmd, pos[0])
+			return action{}, usagef("%s: %q is neither a member index (0, 1, ...) nor the absolute path of a spare", cmd, pos[0])
 		}
 		fallthrough
 	case "fail":
 		m, err := parseMember(cmd, pos[0])
 		if err != nil {
-			return controlRequest{}, err
+			return action{}, err
 		}
-		return controlRequest{fmt.Sprintf("%s member %d of %s", sub, m, vol), func(ctx context.Context, c *api.Client) error {
+		a.what = fmt.Sprintf("%s member %d of %s", sub, m, vol)
+		a.do = func(ctx context.Context, c *api.Client) (actionResult, error) {
 			if sub == "fail" {
-				return c.RAIDFail(ctx, volume, m)
+				return actionResult{}, c.RAIDFail(ctx, volume, m)
 			}
-			return c.RAIDRemove(ctx, volume, m)
-		}}, nil
+			return actionResult{}, c.RAIDRemove(ctx, volume, m)
+		}
 	case "add":
 		path := pos[0]
-		return controlRequest{fmt.Sprintf("add %s to %s", path, vol), func(ctx context.Context, c *api.Client) error {
+		a.what = fmt.Sprintf("add %s to %s", path, vol)
+		what := a.what
+		a.do = func(ctx context.Context, c *api.Client) (actionResult, error) {
 			m, err := c.RAIDAdd(ctx, volume, path)
-			if m < 0 {
-				out.note = " (no empty slot: a hot spare, taken into the slot of a member that fails)"
-			} else {
-				out.note = fmt.Sprintf(" (member %d, rebuilding)", m)
+			if err != nil {
+				return actionResult{}, err
 			}
-			return err
-		}}, nil
+			r := actionResult{note: fmt.Sprintf("member %d, rebuilding", m)}
+			if m < 0 {
+				r.note = "no empty slot: a hot spare, taken into the slot of a member that fails"
+			}
+			r.line = what + ": requested (" + r.note + ")"
+			return r, nil
+		}
 	case "replace":
 		m, err := parseMember(cmd, pos[0])
 		if err != nil {
-			return controlRequest{}, err
+			return action{}, err
 		}
 		path := pos[1]
-		return controlRequest{fmt.Sprintf("replace member %d of %s with %s", m, vol, path), func(ctx context.Context, c *api.Client) error {
-			out.note = " (rebuilding)"
-			return c.RAIDReplace(ctx, volume, m, path)
-		}}, nil
+		a.what = fmt.Sprintf("replace member %d of %s with %s", m, vol, path)
+		what := a.what
+		a.do = func(ctx context.Context, c *api.Client) (actionResult, error) {
+			if err := c.RAIDReplace(ctx, volume, m, path); err != nil {
+				return actionResult{}, err
+			}
+			return actionResult{note: "rebuilding", line: what + ": requested (rebuilding)"}, nil
+		}
+	case "scrub":
+		a.what = "scrub " + vol
+		if repair {
+			a.what += " (repair)"
+		}
+		a.do = func(ctx context.Context, c *api.Client) (actionResult, error) {
+			return actionResult{}, c.RAIDScrub(ctx, volume, repair)
+		}
 	}
-	what := "scrub " + vol
-	if repair {
-		what += " (repair)"
-	}
-	return controlRequest{what, func(ctx context.Context, c *api.Client) error {
-		return c.RAIDScrub(ctx, volume, repair)
-	}}, nil
+	return a, nil
 }
 
 // raidStatus prints the RAID state of volume, or of every RAID volume when
-// volume is "", as output "table" or "json".
-func raidStatus(t target, volume, output string, stdout io.Writer) error {
-	st, err := fetchStatus(t)
+// volume is "", as opts.output says (table or json).
+func raidStatus(t target, volume string, opts options, stdout io.Writer) error {
+	st, err := fetchStatus(t, "raid status", opts.timeout)
 	if err != nil {
 		return err
 	}
@@ -204,7 +207,7 @@ func raidStatus(t target, volume, output string, stdout io.Writer) error {
 			return fmt.Errorf("node %s has no RAID volume", st.Node)
 		}
 	}
-	if output == "json" {
+	if opts.output == formatJSON {
 		out := make([]raidVolumeJSON, len(vols))
 		for i, v := range vols {
 			out[i] = raidVolumeJSON{Volume: v.Name, RAIDStatus: v.RAID}
