@@ -60,7 +60,7 @@ func parseSwitchover(cmd string, args []string, common commonFlags) (action, err
 	var warning string
 	if force {
 		a.what += " (forced)"
-		warning = fmt.Sprintf("warning: %s was promoted by force: writes only the other replicas held may be lost", node)
+		warning = fmt.Sprintf("%s was promoted by force: writes only the other replicas held may be lost", node)
 	}
 	result := switchoverResult(a.what, warning)
 	a.do = func(ctx context.Context, c *api.Client) (actionResult, error) {

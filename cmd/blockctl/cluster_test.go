@@ -178,7 +178,7 @@ func TestUsageCluster(t *testing.T) {
 		t.Fatalf("help: exit %d", code)
 	}
 	for _, s := range []string{
-		"usage: blockctl [-s SOCKET | -c CONFIG] [--node HOST:PORT] COMMAND [ARGS]",
+		"usage: blockctl [-s SOCKET | -c CONFIG] [--node HOST:PORT] [-o FORMAT] [--timeout DURATION] COMMAND [ARGS]",
 		"\n  promote NODE [VOLUME] [--force [--reason TEXT]] [--timeout 60s]\n",
 		"losing the writes only the other replicas held",
 		"\n  demote [VOLUME] [--timeout 60s]\n",

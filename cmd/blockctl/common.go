@@ -171,7 +171,7 @@ type actionResult struct {
 	// note is the daemon's note (promote, demote), or what its answer says
 	// beyond success ("member 1, rebuilding"); "" for nothing.
 	note string
-	// warning is printed before the outcome.
+	// warning, if set, is printed before the outcome, after "warning: ".
 	warning string
 	// line is the line printed in text; "" for "WHAT: requested".
 	line string
@@ -234,7 +234,7 @@ func runAction(t target, a action, stdout io.Writer) error {
 		return err
 	}
 	if r.warning != "" {
-		fmt.Fprintln(stdout, r.warning)
+		fmt.Fprintln(stdout, "warning: "+r.warning)
 	}
 	line := r.line
 	if line == "" {

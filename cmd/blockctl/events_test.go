@@ -57,6 +57,12 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // ^C would, and returns the exit code and stderr.
 func runEvents(t *testing.T, sock string, args ...string) (*syncBuffer, func(sig syscall.Signal) (int, string)) {
 	t.Helper()
+	return runInterruptible(t, append([]string{"-s", sock, "events"}, args...))
+}
+
+// runInterruptible starts blockctl with args, as runEvents does.
+func runInterruptible(t *testing.T, args []string) (*syncBuffer, func(sig syscall.Signal) (int, string)) {
+	t.Helper()
 	// While the command is not yet listening for the signal, this keeps it
 	// from killing the test.
 	guard := make(chan os.Signal, 1)
@@ -66,7 +72,7 @@ func runEvents(t *testing.T, sock string, args ...string) (*syncBuffer, func(sig
 	var stderr bytes.Buffer
 	code := make(chan int, 1)
 	go func() {
-		code <- run(append([]string{"-s", sock, "events"}, args...), stdout, &stderr, noEnv)
+		code <- run(args, stdout, &stderr, noEnv)
 	}()
 	return stdout, func(sig syscall.Signal) (int, string) {
 		t.Helper()

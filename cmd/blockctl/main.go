@@ -3,7 +3,8 @@
 //
 // Usage:
 //
-//	blockctl [-s SOCKET | -c CONFIG] [--node HOST:PORT [--secret-file PATH] [--cluster NAME]] COMMAND [ARGS]
+//	blockctl [-s SOCKET | -c CONFIG] [--node HOST:PORT [--secret-file PATH] [--cluster NAME]]
+//	         [-o FORMAT] [--timeout DURATION] COMMAND [ARGS]
 //
 //	blockctl status     [-o table|json]
 //	blockctl connect    [VOLUME [PEER]] [--discard-my-data]
@@ -13,8 +14,8 @@
 //	blockctl invalidate [VOLUME]
 //	blockctl primary    [VOLUME] [--force]
 //	blockctl secondary  [VOLUME]
-//	blockctl promote    NODE [VOLUME] [--force [--reason TEXT]] [--timeout 60s]
-//	blockctl demote     [VOLUME] [--timeout 60s]
+//	blockctl promote    NODE [VOLUME] [--force [--reason TEXT]]
+//	blockctl demote     [VOLUME]
 //	blockctl cluster add    NAME ADDRESS
 //	blockctl cluster remove NAME [--force [--reason TEXT]]
 //	blockctl events     [-o text|json] [--now=false]
@@ -32,13 +33,55 @@
 // daemon accepts it; what it sets off (a connection, a resync) goes on in
 // the daemon, and status shows how it goes.
 //
+// Every command takes -o FORMAT and --timeout DURATION, spelt and meaning
+// the same everywhere, before the command (blockctl -o json --timeout 5s
+// status) or after it (blockctl status -o json), where they override the
+// ones before it. -o is table (the default) or json for status and raid
+// status; text (the default) or json for events and the commands that
+// change the node; any other value is refused, naming the command and the
+// value. --timeout is a positive duration (5s, 2m): how long blockctl
+// waits for the daemon's answer, 10s by default, 60s for promote and
+// demote; for events, how long it waits to connect and get the stream's
+// first line (the stream itself runs until interrupted; blockctl always
+// asks for the current state, which comes at once, and with --now=false
+// leaves it out). No answer in time is an error: "WHAT: no answer within
+// 5s (--timeout)".
+//
+// With -o json a command that changes the node (connect ... secondary,
+// promote, demote, cluster add|remove, raid fail|remove|add|replace|scrub)
+// prints one JSON object on one line on stdout. On success:
+//
+//	{"ok":true,"command":"resync","what":"resync vol0 with every peer (bitmap)","result":"requested"}
+//
+// command is the command as typed ("raid add", "cluster remove"); what
+// says what was asked, as the text line does; result is "requested" (the
+// daemon carries the change out in the background: see status) or
+// "done" (promote, demote, cluster, raid remove of a spare); note, only
+// when there is one, is the daemon's note (promote, demote) or what its
+// answer adds ("member 1, rebuilding"); warning, for promote --force, the
+// warning printed before the note. On failure blockctl still exits
+// non-zero and prints the message on stderr, and on stdout:
+//
+//	{"ok":false,"command":"primary","what":"make vol0 primary","error":"blockrepd: set role: ... (HTTP 409)","class":"conflict"}
+//
+// class is invalid (the daemon refused an argument), not_found (no such
+// volume, peer, node or member, or a command the daemon does not serve),
+// conflict (not possible in the current state), unavailable (no quorum,
+// or the member has not caught up), unreachable (no answer: the daemon
+// cannot be reached or did not answer within --timeout) or failed
+// (anything else). A bad command line (exit 2) prints no JSON. status -o
+// json prints the daemon's status as the control API gives it, raid
+// status -o json an array of the volumes' RAID states, events -o json an
+// event a line.
+//
 // promote, demote and cluster work on a cluster member (a daemon whose
 // configuration has a cluster table) and answer once they are done. promote moves VOLUME's
 // primary role to NODE without losing writes: NODE catches up, the current
 // primary steps down, NODE takes over; demote moves it to the best other
 // UpToDate node. Both print the daemon's note and wait up to --timeout
 // (default 60s, as a switchover lasts as long as the target's resync), not
-// the 10s of the other commands. promote --force promotes NODE at once
+// the 10s of the other commands; a timeout leaves the switchover perhaps
+// unfinished, and says so. promote --force promotes NODE at once
 // whatever its disk: an Outdated NODE loses the writes only the other
 // replicas held, and blockctl prints a warning saying so before the note.
 // --reason, only with --force, goes to the daemon's log. cluster add NAME
@@ -132,7 +175,7 @@ const EnvSocket = "BLOCKREP_SOCKET"
 // requestTimeout bounds one request to the daemon.
 const requestTimeout = 10 * time.Second
 
-const usage = `usage: blockctl [-s SOCKET | -c CONFIG] [--node HOST:PORT] COMMAND [ARGS]
+const usage = `usage: blockctl [-s SOCKET | -c CONFIG] [--node HOST:PORT] [-o FORMAT] [--timeout DURATION] COMMAND [ARGS]
 
 commands:
   status [-o table|json]
@@ -194,7 +237,24 @@ commands:
   VOLUME defaults to the only volume, PEER to every peer of the volume.
   Flags may also follow the arguments; "--" ends them. promote and demote
   wait until the switchover is done, up to --timeout (default 60s); the
-  other commands wait up to 10s.
+  other commands wait up to --timeout (default 10s).
+
+every command takes (before it, or after it to override):
+  -o FORMAT   table (the default) or json for status and raid status;
+              text (the default) or json for events and for the commands
+              that change the node; with json, such a command prints one
+              object on one line on stdout, on failure too (with a
+              non-zero exit):
+                {"ok":true,"command":"resync","what":"...","result":"requested"}
+                {"ok":false,"command":"resync","what":"...","error":"...","class":"conflict"}
+              result is requested or done; note (what the daemon said)
+              and warning (promote --force) come when there is one; class
+              is invalid, not_found, conflict, unavailable, unreachable or
+              failed
+  --timeout DURATION
+              how long to wait for the daemon's answer (default 10s,
+              promote and demote 60s); for events, to connect and get the
+              first line, not the stream
 
 options:
   -s SOCKET   control socket of blockrepd (default $` + EnvSocket + `, else the one
