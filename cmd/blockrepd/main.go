@@ -4,7 +4,11 @@
 // Usage:
 //
 //	blockrepd -config /etc/blockrep/node1.toml [-log-level info] [-log-format text]
-//	blockrepd -config /etc/blockrep/node1.toml -forget-volume NAME
+//	blockrepd -c /etc/blockrep/node1.toml -forget-volume NAME
+//
+// -c PATH is the same as -config PATH, as blockctl -c names the same file;
+// both with different paths is a command-line error. Every flag may be
+// given with one dash or two (--config).
 //
 // -forget-volume removes a volume's record from meta.db and exits: the next
 // start initialises the volume again from what its store holds (the way out
@@ -47,7 +51,8 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("blockrepd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "`path` of the node's TOML configuration (required)")
+	configPath := fs.String("config", "", "`path` of the node's TOML configuration (required; or -c)")
+	configShort := fs.String("c", "", "`path` of the node's TOML configuration: the same as -config")
 	logLevel := fs.String("log-level", "info", "log level: "+logging.Levels)
 	logFormat := fs.String("log-format", "text", "log format: "+logging.Formats)
 	version := fs.Bool("version", false, "print the version and exit")
@@ -55,6 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	forget := fs.String("forget-volume", "", "forget the `volume`'s record in meta.db (its generations, bitmaps and store identity) and exit; the next start initialises it again from what its store holds")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: blockrepd -config PATH [-log-level LEVEL] [-log-format FORMAT] [-forget-volume NAME]")
+		fmt.Fprintln(fs.Output(), "       (-c PATH is the same as -config PATH; a flag takes one dash or two)")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -72,8 +78,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	if *configPath == "" {
-		fmt.Fprintln(stderr, "blockrepd: -config is required")
+	path, err := configFlag(*configPath, *configShort)
+	if err != nil {
+		fmt.Fprintf(stderr, "blockrepd: %v\n", err)
 		fs.Usage()
 		return 2
 	}
@@ -82,7 +89,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "blockrepd: %v\n", err)
 		return 2
 	}
-	cfg, err := config.Load(*configPath)
+	cfg, err := config.Load(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "blockrepd: %v\n", err)
 		return 2
@@ -135,6 +142,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// configFlag returns the configuration file named by -config (long) or
+// its synonym -c (short): one is required, and both must name the same.
+func configFlag(long, short string) (string, error) {
+	switch {
+	case long != "" && short != "" && long != short:
+		return "", fmt.Errorf("-c %q and -config %q name different configuration files; give one", short, long)
+	case long != "":
+		return long, nil
+	case short != "":
+		return short, nil
+	}
+	return "", errors.New("-config PATH (or -c PATH) is required")
 }
 
 // serveProfiler serves the runtime profiles on addr, which must be a
