@@ -64,9 +64,11 @@ func TestRunCommandLine(t *testing.T) {
 		{"help", []string{"-h"}, 0, "", "usage: blockrepd -config PATH"},
 		{"no config", nil, 2, "", "blockrepd: -config PATH (or -c PATH) is required\nusage: blockrepd"},
 		{"help names -c", []string{"-h"}, 0, "", "(-c PATH is the same as -config PATH"},
-		{"-c and -config differ", []string{"-c", good, "-config", bad}, 2, "",
+		// -forget-volume: were the check gone, the run would end at once,
+		// not start a daemon.
+		{"-c and -config differ", []string{"-c", good, "-config", bad, "-forget-volume", "vol0"}, 2, "",
 			fmt.Sprintf("blockrepd: -c %q and -config %q name different configuration files; give one\nusage: blockrepd", good, bad)},
-		{"--c and --config differ", []string{"--config=" + good, "--c=" + bad}, 2, "",
+		{"--c and --config differ", []string{"--config=" + good, "--c=" + bad, "-forget-volume", "vol0"}, 2, "",
 			fmt.Sprintf("blockrepd: -c %q and -config %q name different configuration files; give one", bad, good)},
 		{"-c and -config agree", []string{"-c", bad, "-config", bad}, 2, "", `blockrepd: config ` + bad + `: line 7: unknown key "volume.0.sise"`},
 		{"bad config -c", []string{"-c", bad}, 2, "", `blockrepd: config ` + bad + `: line 7: unknown key "volume.0.sise"`},
