@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -268,12 +267,8 @@ func errorText(err error) string {
 //
 // This is the one place that maps errors to classes.
 func errorClass(err error) string {
-	var se *api.ServerError
 	switch {
-	// unavailable: until the api has a sentinel for HTTP 503, the code
-	// says it. (When api.ErrUnavailable exists, test
-	// errors.Is(err, api.ErrUnavailable) here instead.)
-	case errors.As(err, &se) && se.Code == http.StatusServiceUnavailable:
+	case errors.Is(err, api.ErrUnavailable): // first: it may wrap another class
 		return "unavailable"
 	case errors.Is(err, api.ErrInvalid):
 		return "invalid"

@@ -337,6 +337,12 @@ func TestActionJSON(t *testing.T) {
 			wantOut: `{"ok":false,"command":"raid fail","what":"fail member 1 of the only volume",` +
 				`"error":"blockrepd: raid fail: disk on fire (HTTP 500)","class":"failed"}` + "\n",
 			wantErr: "disk on fire", wantCall: `RAIDFail("", 1)`},
+		{name: "unavailable", args: []string{"promote", "node2", "-o", "json"},
+			cmdErr: api.Unavailable(errors.New("no quorum: cluster state on node1 may be stale (no leader known)")), wantCode: exitUnavailable,
+			wantOut: `{"ok":false,"command":"promote","what":"promote node2 for the only volume",` +
+				`"error":"blockrepd: promote: no quorum: cluster state on node1 may be stale (no leader known) (HTTP 503)","class":"unavailable"}` + "\n",
+			wantErr:  "blockctl: blockrepd: promote: no quorum: cluster state on node1 may be stale (no leader known) (HTTP 503)\n",
+			wantCall: `Promote("", "node2", false, "")`},
 		{name: "not a cluster member", args: []string{"demote", "-o", "json"}, noCluster: true, wantCode: 1,
 			wantOut: `{"ok":false,"command":"demote","what":"demote the only volume",` +
 				`"error":"blockrepd: this daemon is not a cluster member (no [cluster] table) (HTTP 404)","class":"not_found"}` + "\n",
@@ -438,6 +444,7 @@ func TestErrorClass(t *testing.T) {
 		{&api.ServerError{Code: http.StatusNotFound, Message: "x"}, "not_found"},
 		{&api.ServerError{Code: http.StatusConflict, Message: "x"}, "conflict"},
 		{fmt.Errorf("promote: %w", &api.ServerError{Code: http.StatusServiceUnavailable, Message: "no quorum"}), "unavailable"},
+		{api.Unavailable(fmt.Errorf("not caught up: %w", api.ErrConflict)), "unavailable"},
 		{&api.ServerError{Code: http.StatusInternalServerError, Message: "x"}, "failed"},
 		{&api.ConnError{Socket: "/s", Err: errors.New("connect: refused"), Hint: "h"}, "unreachable"},
 		{fmt.Errorf("talking: %w", &dialError{addr: "a:1", err: errors.New("x")}), "unreachable"},
