@@ -227,7 +227,7 @@ var (
 	demoStopHeader       = regexp.MustCompile(`^==> stopping the daemons \(SIGTERM\)$`)
 	demoStoppedLine      = regexp.MustCompile(`^    node2, node1 and w exited 0$`)
 	demoPassedLine       = regexp.MustCompile(`^demo: every step did what it printed$`)
-	demoFailedLine       = regexp.MustCompile(`^demo: .*(failed|interrupted)`)
+	demoFailedLine       = regexp.MustCompile(`^demo: (?:step (\S+) failed|interrupted during step (\S+))`)
 )
 
 // demoProblems checks the output of scripts/demo --check: every step's
@@ -240,8 +240,8 @@ func demoProblems(out string) []string {
 		problems = append(problems, fmt.Sprintf("step %s: %s", step, fmt.Sprintf(format, args...)))
 	}
 	for _, l := range lines {
-		if demoFailedLine.MatchString(l) {
-			problem("(any)", "the demo says %q", l)
+		if m := demoFailedLine.FindStringSubmatch(l); m != nil {
+			problem(m[1]+m[2], "the demo says %q", l)
 		}
 	}
 	// expect finds the next line matching re, from the line after the
