@@ -243,8 +243,9 @@ func runAction(t target, a action, stdout io.Writer) error {
 	return err
 }
 
-// errorText is the message blockctl prints for err, as run does: a failed
-// --node handshake alone, without the api client's wrapping.
+// errorText is the message blockctl prints for err (run on stderr, -o json
+// in "error"): a failed --node handshake alone, without the api client's
+// "talking to blockrepd" and HTTP request around it, which it says all.
 func errorText(err error) string {
 	var de *dialError
 	if errors.As(err, &de) {

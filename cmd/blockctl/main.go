@@ -304,16 +304,10 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		fmt.Fprintf(stderr, "blockctl: %v\n\n%s", err, usage)
 		return 2
 	case errors.Is(err, api.ErrUnavailable):
-		fmt.Fprintf(stderr, "blockctl: %v\n", err)
+		fmt.Fprintf(stderr, "blockctl: %s\n", errorText(err))
 		return exitUnavailable
 	default:
-		// A failed --node handshake comes wrapped in the api client's
-		// "talking to blockrepd" and the HTTP request: it says it all.
-		var de *dialError
-		if errors.As(err, &de) {
-			err = de
-		}
-		fmt.Fprintf(stderr, "blockctl: %v\n", err)
+		fmt.Fprintf(stderr, "blockctl: %s\n", errorText(err))
 		return 1
 	}
 }
