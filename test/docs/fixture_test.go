@@ -1,6 +1,7 @@
 package docs
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -113,6 +114,62 @@ func (e *docEnv) shellCmd(ctx context.Context, dir, line string, env ...string) 
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	return cmd
+}
+
+// untilLine runs line (a command that runs until interrupted) until it
+// prints a line containing want, then sends it SIGINT and returns what it
+// did. It fails t if no such line comes within docWait.
+func (e *docEnv) untilLine(t *testing.T, line, want string) docResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), docCmdTimeout)
+	defer cancel()
+	// exec: the signal goes to the command itself, not to bash.
+	cmd := e.shellCmd(ctx, "", "exec "+line)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	pipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	seen := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pipe)
+		found := false
+		for sc.Scan() {
+			out.WriteString(sc.Text() + "\n")
+			if !found && strings.Contains(sc.Text(), want) {
+				found = true
+				close(seen)
+			}
+		}
+	}()
+	select {
+	case <-seen:
+		_ = cmd.Process.Signal(syscall.SIGINT)
+	case <-done:
+	case <-time.After(docWait):
+		_ = cmd.Process.Kill()
+	}
+	<-done
+	err = cmd.Wait()
+	r := docResult{Line: line, Stdout: out.String(), Stderr: errb.String()}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		r.Code = ee.ExitCode()
+	}
+	select {
+	case <-seen:
+	default:
+		t.Fatalf("%s: no line with %q: %v", line, want, r)
+	}
+	t.Logf("ran %s until %q, then SIGINT: exit %d", line, want, r.Code)
+	return r
 }
 
 // mustShell is shell that fails t unless the command exits 0.
