@@ -42,8 +42,7 @@
 // docs/blockrepd.example.toml itself with its paths moved into a temporary
 // directory and keeps the example's 127.0.0.1:10809: the test holds
 // /tmp/blockrep-fixed-ports.lock while it runs. The daemon fixtures run one
-// after the other; the tool commands (scripts/test, the benchmarks) run
-// beside them.
+// after the other; scripts/test and the benchmarks run beside them.
 package docs
 
 import (
@@ -91,8 +90,9 @@ type docStep struct {
 type docGroup struct {
 	Name string
 	// Lane: groups of one lane run one after the other, the lanes side
-	// by side ("daemons": fixtures of blockrepd processes, timing
-	// sensitive; "tools": scripts/test and the benchmarks).
+	// by side ("build" first and alone; "daemons": the fixtures of
+	// blockrepd processes; "scripts": scripts/test and .ci/run;
+	// "benchmarks": blockbench).
 	Lane  string
 	Setup func(t *testing.T, f *docFixture)
 	Steps []docStep
@@ -318,7 +318,7 @@ func runBuild(t *testing.T, f *docFixture, key string) {
 // ---- scripts/test and .ci/run
 
 func scriptsGroup() docGroup {
-	return docGroup{Name: "scripts", Lane: "tools", Steps: []docStep{
+	return docGroup{Name: "scripts", Lane: "scripts", Steps: []docStep{
 		// The whole suite cannot run inside itself: -run '^$' runs go
 		// vet and compiles every package's tests, running none.
 		{"scripts/test", func(t *testing.T, f *docFixture, key string) {

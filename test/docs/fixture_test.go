@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -393,24 +394,37 @@ func inSync(s *api.Status, vol, role string) bool {
 }
 
 // freePorts returns n distinct TCP ports on 127.0.0.1 that were free a
-// moment ago.
+// moment ago. They are picked below the kernel's ephemeral range (32768
+// and up by default), from which listeners on port 0 and outgoing
+// connections take theirs: blockbench and other tests running beside
+// these fixtures then cannot take one between the pick and the daemon's
+// bind.
 func freePorts(t *testing.T, n int) []string {
 	t.Helper()
 	var out []string
 	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for attempts := 0; len(out) < n; attempts++ {
+		if attempts > 1000 {
+			t.Fatalf("no %d free ports in [%d, %d)", n, docPortLow, docPortHigh)
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(docPortLow+rand.IntN(docPortHigh-docPortLow)))
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
 		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
-		l.Close()
+		out = append(out, addr)
 	}
 	return out
 }
+
+// The range freePorts picks from.
+const docPortLow, docPortHigh = 20000, 32000
 
 // writeFile writes a file and fails t on an error.
 func writeFile(t *testing.T, path, text string, mode os.FileMode) {
