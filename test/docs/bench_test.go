@@ -1,6 +1,7 @@
 package docs
 
 import (
+	"os"
 	"os/exec"
 	"sort"
 	"strings"
@@ -60,6 +61,13 @@ func benchKey(line string) string {
 // runBench runs a documented blockbench command, shortened, once per
 // benchKey, and checks that it printed its tables.
 func runBench(t *testing.T, f *docFixture, key string) {
+	if strings.Contains(key, "-disk-iops") {
+		// Loop devices and a block I/O cgroup.
+		if os.Geteuid() != 0 {
+			t.Skip("-disk-iops needs root (loop devices, a cgroup)")
+		}
+		needTools(t, "losetup")
+	}
 	line := docBench(f.substitute(t, key, f.Vars), f.Vars["BENCHDIR"])
 	k := benchKey(line)
 	r, ok := f.Runs[k]
@@ -176,6 +184,7 @@ func benchGroup() docGroup {
 	)
 	return docGroup{Name: "benchmarks", Lane: "benchmarks",
 		Setup: func(t *testing.T, f *docFixture) {
+			needTools(t, "nbdkit", "fio", "git")
 			f.Vars = docVars{"BENCHDIR": f.dir(t, "bench"), "/tmp/": f.dir(t, "tmp")}
 		},
 		Steps: steps}

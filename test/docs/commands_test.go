@@ -243,8 +243,10 @@ func TestDocCommands(t *testing.T) {
 			}
 		}
 	}
-	if t.Failed() {
-		t.Fatal("the README's go build failed: nothing else can run")
+	for _, p := range []string{"blockrepd", "blockctl", "blockbench"} {
+		if _, err := os.Stat(filepath.Join(e.bin, p)); err != nil {
+			t.Fatalf("the README's go build did not build %s (%v): nothing else can run", p, err)
+		}
 	}
 	lanes := map[string][]docGroup{}
 	var laneNames []string
@@ -415,15 +417,25 @@ func usingItGroup() docGroup {
 						s.Node, volume(s, "vol0").Size, volume(s, "archive").ReadOnly)
 				}
 			}},
+			// And the alternatives its comment gives: -s SOCKET, or
+			// $BLOCKREP_SOCKET.
 			{"bin/blockctl -c /etc/blockrep/blockrepd.toml status", func(t *testing.T, f *docFixture, key string) {
-				r := f.mustShell(t, "", f.substitute(t, key, nil))
-				for _, want := range []string{"node1", "vol0", "archive"} {
-					if !strings.Contains(r.Stdout, want) {
-						t.Errorf("%s: no %q in:\n%s", r.Line, want, r.Stdout)
+				c := f.substitute(t, key, nil)
+				sock := node(f).Socket
+				for _, r := range []docResult{
+					f.mustShell(t, "", c),
+					f.mustShell(t, "", strings.Replace(c, "-c "+node(f).Config, "-s "+sock, 1)),
+					f.mustShell(t, "", strings.Replace(c, "-c "+node(f).Config+" ", "", 1), "BLOCKREP_SOCKET="+sock),
+				} {
+					for _, want := range []string{"node1", "vol0", "archive"} {
+						if !strings.Contains(r.Stdout, want) {
+							t.Errorf("%s: no %q in:\n%s", r.Line, want, r.Stdout)
+						}
 					}
 				}
 			}},
 			{"nbdinfo nbd://127.0.0.1:10809/vol0", func(t *testing.T, f *docFixture, key string) {
+				needTools(t, "nbdinfo")
 				r := f.mustShell(t, "", f.substitute(t, key, nil))
 				for _, want := range []string{"export-size: 1073741824", "first volume"} {
 					if !strings.Contains(r.Stdout, want) {

@@ -488,3 +488,27 @@ func fixedPorts(t *testing.T) {
 
 // q quotes a TOML string.
 func q(s string) string { return strconv.Quote(s) }
+
+// docPackages names the Debian package of each tool a runner needs beside
+// the project's own programs.
+var docPackages = map[string]string{"nbdinfo": "libnbd-bin", "nbdkit": "nbdkit", "fio": "fio", "git": "git", "losetup": "mount"}
+
+// needTools skips t when a tool is missing, or fails it when
+// BLOCKREP_REQUIRE_TOOLS=1 (scripts/test sets it once it has installed
+// them all), as the e2e tests do.
+func needTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err == nil {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("/usr/sbin", tool)); err == nil {
+			continue
+		}
+		msg := fmt.Sprintf("%s is not installed (Debian package %s); scripts/test installs it", tool, docPackages[tool])
+		if os.Getenv("BLOCKREP_REQUIRE_TOOLS") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+}
