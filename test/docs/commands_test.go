@@ -109,12 +109,15 @@ type docFixture struct {
 	Vars docVars
 }
 
-// docVars are placeholder values (see the package doc).
+// docVars are placeholder values (see the package doc), by placeholder.
+// Two keys are not placeholders: "/tmp/" names the directory that stands
+// for /tmp (a new one per command when missing), and the benchmarks'
+// "BENCHDIR" their -dir.
 type docVars map[string]string
 
 var (
 	binWord         = regexp.MustCompile(`(^|[\s;&|(])bin/`)
-	leftPlaceholder = regexp.MustCompile(`(^|[\s=])([A-Z][A-Z_]*(:[A-Z]+)?)(\s|$)`)
+	leftPlaceholder = regexp.MustCompile(`(^|[\s=])([A-Z][A-Z_]+(:[A-Z]+)?)(\s|$)`)
 )
 
 // substitute turns a documented command into the one that runs (the
