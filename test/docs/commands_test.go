@@ -54,7 +54,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -134,25 +133,40 @@ func (e *docEnv) substitute(t *testing.T, c string, v docVars) string {
 	// After /tmp/: the directories below are in the temporary directory.
 	c = binWord.ReplaceAllString(c, "${1}"+e.bin+"/")
 	c = strings.ReplaceAll(c, "/etc/blockrep/", e.etc+"/")
-	c = strings.ReplaceAll(c, "…", "docs test")
-	keys := make([]string, 0, len(v))
-	for k := range v {
-		if k != "/tmp/" && k != "BENCHDIR" {
-			keys = append(keys, k)
-		}
-	}
-	// Longest first: HOST:PORT before a HOST.
-	sort.Slice(keys, func(i, j int) bool { return len(keys[i]) > len(keys[j]) })
-	for _, k := range keys {
-		re := regexp.MustCompile(`(^|[^A-Za-z0-9_$])` + regexp.QuoteMeta(k) + `([^A-Za-z0-9_]|$)`)
-		for re.MatchString(c) {
-			c = re.ReplaceAllString(c, "${1}"+strings.ReplaceAll(v[k], "$", "$$")+"${2}")
-		}
-	}
-	if m := leftPlaceholder.FindStringSubmatch(c); m != nil {
-		t.Fatalf("%s: the placeholder %s has no value in this runner: give it one (docVars)", c, m[2])
+	c, err := expandVars(c, v)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return c
+}
+
+// docWord is a word of a command as placeholders are matched: HOST:PORT is
+// one word, $BLOCKREP_SOCKET one that is never a placeholder.
+var docWord = regexp.MustCompile(`\$?[A-Za-z0-9_]+(:[A-Za-z0-9_]+)?`)
+
+// expandVars replaces every word of c that is a key of v by its value and
+// "…" by "docs test", and refuses a placeholder left without a value (a
+// word of two capitals or more: NODE, HOST:PORT).
+func expandVars(c string, v docVars) (string, error) {
+	c = strings.ReplaceAll(c, "…", "docs test")
+	var out strings.Builder
+	last := 0
+	for _, m := range docWord.FindAllStringIndex(c, -1) {
+		w := c[m[0]:m[1]]
+		val, ok := v[w]
+		if !ok || w == "BENCHDIR" {
+			continue
+		}
+		out.WriteString(c[last:m[0]])
+		out.WriteString(val)
+		last = m[1]
+	}
+	out.WriteString(c[last:])
+	c = out.String()
+	if m := leftPlaceholder.FindStringSubmatch(c); m != nil {
+		return "", fmt.Errorf("%s: the placeholder %s has no value in this runner: give it one (docVars)", c, m[2])
+	}
+	return c, nil
 }
 
 // withConfig adds -c config to a blockctl command (-config to a blockrepd

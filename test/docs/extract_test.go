@@ -467,3 +467,43 @@ func TestExpandCommand(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestExpandVars(t *testing.T) {
+	v := docVars{"NODE": "node2", "HOST:PORT": "127.0.0.1:7000", "NAME": "w2", "ADDRESS": "127.0.0.1:7001", "PATH": "/x/m3.img"}
+	for _, tc := range []struct{ in, want, err string }{
+		{`blockctl promote NODE --force --reason "…"`, `blockctl promote node2 --force --reason "docs test"`, ""},
+		{"blockctl --node HOST:PORT status", "blockctl --node 127.0.0.1:7000 status", ""},
+		{"blockctl cluster add NAME ADDRESS", "blockctl cluster add w2 127.0.0.1:7001", ""},
+		{"FOO=$PATH blockctl raid add PATH NODES", "", "the placeholder NODES has no value"},
+		{"go test ./replica -run X -bench Y", "go test ./replica -run X -bench Y", ""},
+		{"X=$PATH blockctl raid add PATH", "X=$PATH blockctl raid add /x/m3.img", ""},
+		{"truncate -s SIZE PATH", "", "the placeholder SIZE has no value"},
+	} {
+		got, err := expandVars(tc.in, v)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("expandVars(%q): error %v, want one saying %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("expandVars(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestWithConfig(t *testing.T) {
+	e := &docEnv{bin: "/b"}
+	for _, tc := range []struct{ in, want string }{
+		{"blockctl status", "blockctl -c /c.toml status"},
+		{"/b/blockctl --node H:1 status", "/b/blockctl -c /c.toml --node H:1 status"},
+		{"blockctl -s /s status", "blockctl -s /s status"},
+		{"blockrepd -pprof 127.0.0.1:6061", "blockrepd -config /c.toml -pprof 127.0.0.1:6061"},
+		{"blockrepd -config /x.toml -forget-volume vol0", "blockrepd -config /x.toml -forget-volume vol0"},
+		{"truncate -s 1 /p", "truncate -s 1 /p"},
+	} {
+		if got := e.withConfig(tc.in, "/c.toml"); got != tc.want {
+			t.Errorf("withConfig(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
