@@ -193,9 +193,6 @@ type docNode struct {
 	NBD         string // NBD TCP address
 	Repl        string // replication.listen ("" without)
 	ClusterAddr string // cluster.listen ("" without)
-	// Args are blockrepd's arguments besides -config (none by default).
-	Args []string
-
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	waitErr error
@@ -232,7 +229,7 @@ func lastLines(s string, n int) string {
 // answers.
 func (e *docEnv) start(t *testing.T, n *docNode) {
 	t.Helper()
-	e.startLine(t, n, filepath.Join(e.bin, "blockrepd")+" -config "+n.Config+" "+strings.Join(n.Args, " "))
+	e.startLine(t, n, filepath.Join(e.bin, "blockrepd")+" -config "+n.Config)
 }
 
 // startLine starts the daemon with a shell command line (a documented
