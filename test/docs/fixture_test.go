@@ -193,9 +193,9 @@ type docNode struct {
 	NBD         string // NBD TCP address
 	Repl        string // replication.listen ("" without)
 	ClusterAddr string // cluster.listen ("" without)
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	waitErr error
+	cmd         *exec.Cmd
+	exited      chan struct{}
+	waitErr     error
 }
 
 // newNode prepares a node in a new directory; the caller writes Config.
