@@ -4,13 +4,14 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/blockrep/blockrep/config"
+
+	"github.com/blockrep/blockrep/internal/freeport"
 )
 
 // FailoverVolume is the name of the volume of the failover benchmark.
@@ -143,25 +144,8 @@ func writeSecret(workDir string) (string, error) {
 }
 
 // freePorts returns n distinct loopback TCP ports that were free a moment
-// ago (all held open at once, so they differ from each other).
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
-	}
-	return ports, nil
-}
+// ago, from below the ephemeral range (freeport).
+func freePorts(n int) ([]int, error) { return freeport.Pick(n) }
 
 // Members returns the [[cluster.member]] list every node carries.
 func (c *FailoverCluster) Members() []ClusterMember {

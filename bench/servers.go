@@ -37,12 +37,11 @@ type Server struct {
 
 // freePort returns a loopback TCP port that was free a moment ago.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := freePorts(1)
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports[0], nil
 }
 
 func start(ctx context.Context, name string, port int, logPath string, argv ...string) (*Server, error) {

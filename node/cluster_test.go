@@ -16,25 +16,18 @@ import (
 	"github.com/blockrep/blockrep/events"
 	"github.com/blockrep/blockrep/internal/authnet"
 	"github.com/blockrep/blockrep/replica"
+
+	"github.com/blockrep/blockrep/internal/freeport"
 )
 
 // freeAddrs returns n loopback addresses with free ports.
 func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	var out []string
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
+	addrs, err := freeport.Addrs(n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return out
+	return addrs
 }
 
 // trioConfigs returns the configurations of data nodes a and b and

@@ -17,6 +17,8 @@ import (
 	"github.com/blockrep/blockrep/internal/testrelay"
 	"github.com/blockrep/blockrep/meta"
 	"github.com/blockrep/blockrep/replica/wire"
+
+	"github.com/blockrep/blockrep/internal/freeport"
 )
 
 // testNode is one in-process node: meta database, memory store, volume and
@@ -50,12 +52,11 @@ var testSecret = []byte("0123456789abcdef-test-secret")
 
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addrs, err := freeport.Addrs(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addrs[0]
 }
 
 // newTestCluster makes nodes n1..nN; roles[i] is node i's configured role.

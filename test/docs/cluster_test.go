@@ -160,6 +160,18 @@ func clusterGroup() docGroup {
 					}
 				}
 			}},
+			// The common flags before the command: the JSON status,
+			// current (a read barrier answered) on a healthy cluster.
+			{"blockctl -o json --timeout 5s status", func(t *testing.T, f *docFixture, key string) {
+				r := f.on(t, node(f, "node2"), key, nil)
+				var s api.Status
+				if err := json.Unmarshal([]byte(r.Stdout), &s); err != nil {
+					t.Fatalf("%s: not JSON (%v):\n%s", r.Line, err, r.Stdout)
+				}
+				if s.Node != "node2" || s.Cluster == nil || s.Cluster.Stale != "" || !s.Cluster.CaughtUp || clusterPrimary(&s) != "node1" {
+					t.Errorf("%s: want node2's current status naming node1 primary:\n%s", r.Line, r.Stdout)
+				}
+			}},
 			// -c of node2 gives the secret and the cluster's name; the
 			// command goes to the witness over its cluster port.
 			{"blockctl --node HOST:PORT status", func(t *testing.T, f *docFixture, key string) {

@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,10 +41,8 @@ const (
 // requireTools turns a missing tool from a skip into a failure.
 var requireTools = os.Getenv("BLOCKREP_REQUIRE_TOOLS") == "1"
 
-// TestDemo runs scripts/demo --check from a clean build and checks that
-// every step did what it printed (runDemo).
-func TestDemo(t *testing.T) {
-	out := runDemo(t)
+// logDemoTimes logs the demo's timing and resync lines of out.
+func logDemoTimes(t *testing.T, out string) {
 	for _, l := range strings.Split(out, "\n") {
 		if demoTimingLine.MatchString(l) || demoResyncLine.MatchString(l) {
 			t.Log(strings.TrimSpace(l))
@@ -60,7 +59,19 @@ func TestDemo(t *testing.T) {
 // step with the right values (demoProblems), leaves no process running, and
 // leaves the two stores identical as it printed, with no full resync in the
 // logs. On failure it logs the output and the end of each daemon's log.
-func runDemo(t *testing.T) (output string) {
+func runDemo(t *testing.T) (output string) { return runDemoMode(t, true) }
+
+// runDemoInteractive runs scripts/demo as the README's first line says,
+// with no argument: once it says "Press Ctrl-C", it gets the SIGINT a
+// terminal sends its process group, and must stop its daemons cleanly and
+// exit 0 (demoInteractiveProblems), having printed every step up to there.
+func runDemoInteractive(t *testing.T) (output string) { return runDemoMode(t, false) }
+
+// demoPressCtrlC is the last line of an interactive demo before it waits.
+const demoPressCtrlC = "Press Ctrl-C to stop the daemons."
+
+// runDemoMode is runDemo (check) or runDemoInteractive.
+func runDemoMode(t *testing.T, check bool) (output string) {
 	t.Helper()
 	for _, tool := range []struct{ name, pkg string }{
 		{"bash", "bash"}, {"go", "golang"}, {"python3", "python3"}, {"nbdcopy", "libnbd-bin"},
@@ -84,7 +95,13 @@ func runDemo(t *testing.T) (output string) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), demoTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "demo"), "--check")
+	var args []string
+	name := "scripts/demo"
+	if check {
+		args = []string{"--check"}
+		name += " --check"
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "demo"), args...)
 	cmd.Dir = root
 	cmd.Env = demoEnv(os.Environ(), dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -92,14 +109,26 @@ func runDemo(t *testing.T) (output string) {
 	// then after demoStopGrace a SIGKILL.
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	cmd.WaitDelay = demoStopGrace
-	var buf bytes.Buffer
+	var buf lockedBuffer
 	cmd.Stdout = &buf
 	cmd.Stderr = &buf
-	t.Logf("$ BLOCKREP_DEMO_DIR=%s scripts/demo --check (in %s)", dir, root)
+	t.Logf("$ BLOCKREP_DEMO_DIR=%s %s (in %s)", dir, name, root)
 	start := time.Now()
 	err := cmd.Start()
 	if err != nil {
 		t.Fatalf("starting scripts/demo: %v", err)
+	}
+	if !check {
+		// Ctrl-C: the terminal's SIGINT to the foreground process group,
+		// once the demo waits for it.
+		go func() {
+			for ctx.Err() == nil && !strings.Contains(buf.String(), "\n"+demoPressCtrlC+"\n") {
+				time.Sleep(100 * time.Millisecond)
+			}
+			if ctx.Err() == nil {
+				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
+			}
+		}()
 	}
 	err = cmd.Wait()
 	// Whatever is left of its process group (its daemons run in sessions
@@ -111,17 +140,21 @@ func runDemo(t *testing.T) (output string) {
 	exited0 := false
 	switch {
 	case ctx.Err() != nil:
-		t.Errorf("scripts/demo --check did not finish within %v: stopped it (%v)", demoTimeout, err)
+		t.Errorf("%s did not finish within %v: stopped it (%v)", name, demoTimeout, err)
 	case err != nil:
-		t.Errorf("scripts/demo --check failed after %v: %v (want exit status 0)", took, err)
+		t.Errorf("%s failed after %v: %v (want exit status 0)", name, took, err)
 	default:
 		exited0 = true
-		t.Logf("scripts/demo --check exited 0 after %v", took)
+		t.Logf("%s exited 0 after %v", name, took)
 	}
 	for _, p := range killLeftovers(dir) {
 		t.Errorf("the demo left %s running after it ended; killed it", p)
 	}
-	for _, p := range demoProblems(output) {
+	problems := demoProblems
+	if !check {
+		problems = demoInteractiveProblems
+	}
+	for _, p := range problems(output) {
 		t.Error(p)
 	}
 	if exited0 { // else the stores are those of a story cut short
@@ -133,15 +166,41 @@ func runDemo(t *testing.T) (output string) {
 			t.Errorf("the demo did not build bin/%s: %v", name, err)
 		}
 	}
+	if !check {
+		for _, n := range []string{"node1", "node2", "w"} {
+			if log, err := os.ReadFile(filepath.Join(dir, n+".log")); err != nil || !bytes.Contains(log, []byte("shutdown complete")) {
+				t.Errorf("after Ctrl-C %s's log does not end with a clean shutdown (%v)", n, err)
+			}
+		}
+	}
 	if t.Failed() {
-		t.Logf("scripts/demo --check output:\n%s", output)
+		t.Logf("%s output:\n%s", name, output)
 		logTails(t, dir, 30)
 		t.FailNow()
 	}
 	if testing.Verbose() {
-		t.Logf("scripts/demo --check output:\n%s", output)
+		t.Logf("%s output:\n%s", name, output)
 	}
 	return output
+}
+
+// lockedBuffer is a bytes.Buffer that the demo's output and a reader
+// watching it share.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // needTool skips the test when a tool is not on PATH, or fails it under
@@ -237,7 +296,18 @@ var (
 // demoProblems checks the output of scripts/demo --check: every step's
 // lines, in order, with the values the story claims. It returns one
 // message per problem, naming the step; none when the run is right.
-func demoProblems(out string) []string {
+func demoProblems(out string) []string { return demoLineProblems(out, true) }
+
+// demoInteractiveProblems checks the output of scripts/demo without
+// --check as demoProblems does, up to its last line before it waits for
+// Ctrl-C, which must be there.
+func demoInteractiveProblems(out string) []string { return demoLineProblems(out, false) }
+
+// demoPressCtrlCLine is demoPressCtrlC as a whole line.
+var demoPressCtrlCLine = regexp.MustCompile(`^` + regexp.QuoteMeta(demoPressCtrlC) + `$`)
+
+// demoLineProblems is demoProblems (check) or demoInteractiveProblems.
+func demoLineProblems(out string, check bool) []string {
 	lines := strings.Split(out, "\n")
 	var problems []string
 	problem := func(step, format string, args ...any) {
@@ -319,6 +389,10 @@ func demoProblems(out string) []string {
 	}
 	same("switchover")
 
+	if !check {
+		expect("wait", demoPressCtrlCLine)
+		return problems
+	}
 	expect("stop", demoStopHeader)
 	expect("stop", demoStoppedLine)
 	expect("stop", demoPassedLine)

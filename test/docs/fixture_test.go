@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +18,8 @@ import (
 
 	"github.com/blockrep/blockrep/api"
 	"github.com/blockrep/blockrep/internal/nbdclient"
+
+	"github.com/blockrep/blockrep/internal/freeport"
 )
 
 // Bounds of the fixtures' waits: only to catch a hang, never a measure.
@@ -390,38 +390,18 @@ func inSync(s *api.Status, vol, role string) bool {
 	return true
 }
 
-// freePorts returns n distinct TCP ports on 127.0.0.1 that were free a
-// moment ago. They are picked below the kernel's ephemeral range (32768
-// and up by default), from which listeners on port 0 and outgoing
-// connections take theirs: blockbench and other tests running beside
-// these fixtures then cannot take one between the pick and the daemon's
-// bind.
+// freePorts returns n distinct "127.0.0.1:PORT" addresses that were free
+// a moment ago, from below the kernel's ephemeral range (freeport), so
+// that blockbench and other tests running beside these fixtures cannot
+// take one between the pick and the daemon's bind.
 func freePorts(t *testing.T, n int) []string {
 	t.Helper()
-	var out []string
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for attempts := 0; len(out) < n; attempts++ {
-		if attempts > 1000 {
-			t.Fatalf("no %d free ports in [%d, %d)", n, docPortLow, docPortHigh)
-		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(docPortLow+rand.IntN(docPortHigh-docPortLow)))
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		ls = append(ls, l)
-		out = append(out, addr)
+	addrs, err := freeport.Addrs(n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return addrs
 }
-
-// The range freePorts picks from.
-const docPortLow, docPortHigh = 20000, 32000
 
 // writeFile writes a file and fails t on an error.
 func writeFile(t *testing.T, path, text string, mode os.FileMode) {

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/blockrep/blockrep/internal/nbdclient"
+
+	"github.com/blockrep/blockrep/internal/freeport"
 )
 
 // The cluster harness: N blockrepd daemons named node1..nodeN on loopback,
@@ -141,20 +143,9 @@ func newSecretFile(t *testing.T, dir, name string) string {
 // moment ago (all held open at once, so they differ from each other).
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, n)
-	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports[i] = l.Addr().(*net.TCPAddr).Port
+	ports, err := freeport.Pick(n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return ports
 }
