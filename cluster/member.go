@@ -137,9 +137,9 @@ type Member struct {
 	// heard is the last heartbeat the leader answered: when it was sent
 	// and the read index it carried; current is set once the node had
 	// applied a leader's read index (it never is before, after a start).
-	heard   time.Time
-	heardAt uint64
-	current bool
+	heard      time.Time
+	heardIndex uint64
+	current    bool
 }
 
 // Raft timings derived from the failover timing: an election starts after
@@ -837,7 +837,7 @@ func (m *Member) snapshotIndex() uint64 {
 // why it may be stale; caughtUp whether it ever was since the start.
 func (m *Member) freshness() (stale string, caughtUp bool) {
 	m.mu.Lock()
-	heard, at := m.heard, m.heardAt
+	heard, at := m.heard, m.heardIndex
 	m.mu.Unlock()
 	switch {
 	case heard.IsZero():
@@ -924,7 +924,7 @@ func (m *Member) heartbeat(ctx context.Context) {
 		return
 	}
 	m.mu.Lock()
-	m.heard, m.heardAt = sent, reply.ReadIndex
+	m.heard, m.heardIndex = sent, reply.ReadIndex
 	m.mu.Unlock()
 	until := sent.Add(m.cfg.Timing.Lease())
 	for _, v := range m.cfg.Volumes {
