@@ -15,10 +15,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/blockrep/blockrep/internal/syncbuf"
 )
 
 const (
@@ -109,7 +110,7 @@ func runDemoMode(t *testing.T, check bool) (output string) {
 	// then after demoStopGrace a SIGKILL.
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	cmd.WaitDelay = demoStopGrace
-	var buf lockedBuffer
+	var buf syncbuf.Buffer
 	cmd.Stdout = &buf
 	cmd.Stderr = &buf
 	t.Logf("$ BLOCKREP_DEMO_DIR=%s %s (in %s)", dir, name, root)
@@ -182,25 +183,6 @@ func runDemoMode(t *testing.T, check bool) (output string) {
 		t.Logf("%s output:\n%s", name, output)
 	}
 	return output
-}
-
-// lockedBuffer is a bytes.Buffer that the demo's output and a reader
-// watching it share.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // needTool skips the test when a tool is not on PATH, or fails it under
