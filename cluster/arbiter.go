@@ -81,7 +81,9 @@ type LocalReport struct {
 // heartbeat it granted it (heartbeats arrive after they were sent, so the
 // lease has run out by then), and a new leader counts every node as heard
 // at the moment it took office: a lease granted by the previous leader was
-// granted before this leader was elected. Once it has declared a primary
+// granted before this leader was elected. That presumption only delays a
+// loss: a promotion goes only to a node whose heartbeat this leader
+// received within the failover timeout. Once it has declared a primary
 // lost, the arbiter grants that primary no lease for the volume again.
 type Arbiter struct {
 	timing  Timing
@@ -172,6 +174,22 @@ func (a *Arbiter) Alive(now time.Time, s *State) map[string]bool {
 	return alive
 }
 
+// heardRecently returns the nodes of s whose heartbeat this leader
+// received within the failover timeout: the candidates of a promotion.
+// Unlike Alive it does not count the leader's own start as a hearing: that
+// presumption only delays declaring a primary lost (its lease may still
+// run), while a node the leader never heard may well be dead, and
+// promoting it would leave the volume without a primary for another
+// failover timeout.
+func (a *Arbiter) heardRecently(now time.Time, s *State) map[string]bool {
+	heard := map[string]bool{}
+	for name := range s.Nodes {
+		h, ok := a.heard[name]
+		heard[name] = ok && now.Sub(h) < a.timing.FailoverTimeout
+	}
+	return heard
+}
+
 // LastHeard returns when each node was last heard (zero: never since this
 // leader took office).
 func (a *Arbiter) LastHeard() map[string]time.Time { return maps.Clone(a.heard) }
@@ -232,6 +250,9 @@ func (a *Arbiter) Switchover(now time.Time, s *State, volume, target string, wai
 // is called again after they were applied (or failed), with the new state.
 func (a *Arbiter) Decide(now time.Time, s *State) []Command {
 	alive := a.Alive(now, s)
+	// Promotions go only to nodes actually heard (heardRecently); loss is
+	// judged on alive.
+	heard := a.heardRecently(now, s)
 	// A failure whose command fails to apply is proposed again from the
 	// node's next heartbeat.
 	defer clear(a.unjudged)
@@ -252,7 +273,7 @@ func (a *Arbiter) Decide(now time.Time, s *State) []Command {
 				}
 			}
 			if after != nil && v.Primary != "" && after.Volumes[name].Primary == "" && v.Failover != FailoverManual {
-				if node, ok, reason := ChooseFailover(after, name, alive); ok {
+				if node, ok, reason := ChooseFailover(after, name, heard); ok {
 					cmds = append(cmds, Command{Op: OpPromote, Volume: name, Node: node, Epoch: v.Epoch + 1,
 						Reason: "the primary's disk failed; " + reason})
 				}
@@ -260,7 +281,7 @@ func (a *Arbiter) Decide(now time.Time, s *State) []Command {
 			continue
 		}
 		if sw := a.switchovers[name]; sw != nil && !sw.Done && sw.Err == nil {
-			if c, ok := a.switchover(now, s, v, sw, alive); ok {
+			if c, ok := a.switchover(now, s, v, sw, alive, heard); ok {
 				cmds = append(cmds, c)
 			}
 			if sw.Err == nil && !sw.Done {
@@ -283,7 +304,7 @@ func (a *Arbiter) Decide(now time.Time, s *State) []Command {
 			if v.Failover == FailoverManual {
 				continue
 			}
-			if node, ok, reason := ChooseFailover(after, name, alive); ok {
+			if node, ok, reason := ChooseFailover(after, name, heard); ok {
 				cmds = append(cmds, Command{Op: OpPromote, Volume: name, Node: node, Epoch: v.Epoch + 1, Reason: reason})
 			}
 			continue
@@ -294,7 +315,7 @@ func (a *Arbiter) Decide(now time.Time, s *State) []Command {
 		if a.someoneServes(name, alive) {
 			continue
 		}
-		if n := v.Next; n != "" && v.Disks[n] == replica.UpToDate && alive[n] {
+		if n := v.Next; n != "" && v.Disks[n] == replica.UpToDate && heard[n] {
 			// A switchover demoted the primary for n (under an earlier
 			// leader, or this one's record was lost): finish it.
 			cmds = append(cmds, Command{Op: OpPromote, Volume: name, Node: n, Epoch: v.Epoch + 1, Reason: "switchover"})
@@ -306,7 +327,7 @@ func (a *Arbiter) Decide(now time.Time, s *State) []Command {
 			// before choosing among those that did.
 			continue
 		}
-		if node, ok, reason := ChooseFailover(s, name, alive); ok {
+		if node, ok, reason := ChooseFailover(s, name, heard); ok {
 			cmds = append(cmds, Command{Op: OpPromote, Volume: name, Node: node, Epoch: v.Epoch + 1, Reason: reason})
 		}
 	}
@@ -329,15 +350,16 @@ func (a *Arbiter) diskFailures(v *VolumeState, alive map[string]bool) []Command 
 	return cmds
 }
 
-// switchover advances sw one step; the command, if any, comes back.
-func (a *Arbiter) switchover(now time.Time, s *State, v *VolumeState, sw *Switchover, alive map[string]bool) (Command, bool) {
+// switchover advances sw one step; the command, if any, comes back. The
+// target must have been heard (heard), the old primary is judged on alive.
+func (a *Arbiter) switchover(now time.Time, s *State, v *VolumeState, sw *Switchover, alive, heard map[string]bool) (Command, bool) {
 	switch {
 	case v.Primary == sw.Target:
 		sw.Done = true
 	case v.Epoch != sw.Epoch:
 		sw.Err = fmt.Errorf("volume %s moved to epoch %d (primary %s) during the switchover", v.Name, v.Epoch, orNobody(v.Primary))
 	case v.Primary == sw.From:
-		if v.Disks[sw.Target] == replica.UpToDate && alive[sw.Target] {
+		if v.Disks[sw.Target] == replica.UpToDate && heard[sw.Target] {
 			return Command{Op: OpDemote, Volume: v.Name, Node: sw.From, Epoch: v.Epoch, To: sw.Target,
 				Reason: "switchover to " + sw.Target}, true
 		}
