@@ -30,7 +30,8 @@ const fsIocGetFSUUID = 0x80111500
 // methods are safe for concurrent use; Close must not race with them.
 type FS struct {
 	export    uint32
-	root      int // O_PATH|O_DIRECTORY fd of the export root, also the mount fd for open_by_handle_at
+	root      int // O_PATH|O_DIRECTORY fd of the export root, for the *at calls
+	mountFD   int // O_RDONLY|O_DIRECTORY fd of the export root: open_by_handle_at refuses an O_PATH mount fd (EBADF)
 	dev       uint64
 	ino       uint64
 	mountID   int
@@ -49,9 +50,9 @@ func Open(path string, export uint32) (*FS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("export root %q: %w", path, err)
 	}
-	f := &FS{export: export, root: fd}
+	f := &FS{export: export, root: fd, mountFD: -1}
 	if err := f.init(path); err != nil {
-		unix.Close(fd)
+		f.Close()
 		return nil, err
 	}
 	return f, nil
@@ -59,10 +60,15 @@ func Open(path string, export uint32) (*FS, error) {
 
 func (f *FS) init(path string) error {
 	var st unix.Stat_t
-	if err := unix.Fstat(f.root, &st); err != nil {
+	err := unix.Fstat(f.root, &st)
+	if err != nil {
 		return fmt.Errorf("export root %q: fstat: %w", path, err)
 	}
 	f.dev, f.ino = st.Dev, st.Ino
+	f.mountFD, err = unix.Openat(f.root, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("export root %q: open as the mount fd: %w", path, err)
+	}
 	kh, mountID, err := unix.NameToHandleAt(f.root, "", unix.AT_EMPTY_PATH)
 	if err != nil {
 		if errors.Is(err, unix.EOPNOTSUPP) {
@@ -188,8 +194,16 @@ func superblockUUIDOf(mnt MountInfo, dev uint64) (UUID, error) {
 	return SuperblockUUID(mnt.FSType, sb)
 }
 
-// Close closes the export root.
-func (f *FS) Close() error { return unix.Close(f.root) }
+// Close closes the export root's fds.
+func (f *FS) Close() error {
+	err := unix.Close(f.root)
+	if f.mountFD >= 0 {
+		if err2 := unix.Close(f.mountFD); err == nil {
+			err = err2
+		}
+	}
+	return err
+}
 
 // Export returns the export id.
 func (f *FS) Export() uint32 { return f.export }
@@ -287,7 +301,7 @@ func (f *FS) Open(h Handle, flags int) (int, error) {
 	if err := h.Check(f.export, f.uuid); err != nil {
 		return -1, err
 	}
-	fd, err := unix.OpenByHandleAt(f.root, unix.NewFileHandle(h.Kernel.Type, h.Kernel.Bytes), flags|unix.O_CLOEXEC|unix.O_NOFOLLOW)
+	fd, err := unix.OpenByHandleAt(f.mountFD, unix.NewFileHandle(h.Kernel.Type, h.Kernel.Bytes), flags|unix.O_CLOEXEC|unix.O_NOFOLLOW)
 	if err != nil {
 		return -1, openError(h, err)
 	}
