@@ -28,6 +28,29 @@
 // which the server answers with NFS3ERR_BADHANDLE; a well-formed handle that
 // names another export or another file system, or a file that no longer
 // exists, is of kind [Stale], answered with NFS3ERR_STALE. See [Kind] for why.
+//
+// # The file system's UUID
+//
+// [Open] asks the kernel with the FS_IOC_GETFSUUID ioctl (Linux 6.5+; it
+// returns the superblock's UUID that ext4 and xfs hand to the VFS: ext4
+// s_uuid, xfs sb_uuid, the UUID blkid shows). On an older kernel, or a file
+// system that does not fill it in, it reads the superblock from the mount's
+// block device, found by the mount ID in /proc/self/mountinfo and checked
+// against st_dev ([SuperblockUUID] parses ext2/3/4 and xfs). blkid is not
+// used: it is a process per export and, without -p, answers from a cache
+// that can name the previous file system of a reused loop device. The UUID
+// is on disk, so a block-identical copy has the same one. statfs's f_fsid is
+// not usable: ext4 derives it from the UUID (same on a copy), but xfs from
+// the device number (7:0 on /dev/loop0, 7:1 on the copy on /dev/loop1; the
+// tests check both).
+//
+// # The export boundary
+//
+// [FS.Open] refuses (Stale, wrapping [ErrOutsideExport]) a directory whose
+// ".." chain does not reach the export root. A non-directory is checked only
+// for its file system: the kernel cannot name its parent reliably (hard
+// links, disconnected dentries on a cold cache). Exporting the root of a
+// file system makes the check exact (and skips the walk).
 package fh
 
 import (
