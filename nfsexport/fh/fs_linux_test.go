@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -562,4 +563,49 @@ func TestOtherFileSystem(t *testing.T) {
 	if !errors.Is(err, ErrStale) || errors.Is(err, unix.ESTALE) {
 		t.Fatalf("the other file system's handle: %v, want Stale from the UUID check, before the kernel", err)
 	}
+}
+
+// TestNoCapability checks that open_by_handle_at without
+// CAP_DAC_READ_SEARCH is an unclassified error (the server's trouble, not
+// the handle's) that names the capability.
+func TestNoCapability(t *testing.T) {
+	needRoot(t)
+	m := mountDev(t, attach(t, makeImage(t, "ext4")), "ext4")
+	writeFile(t, filepath.Join(m.dir, "f"), "x")
+	f := openFS(t, m.dir, 1)
+	h, err := f.HandleAt(f.RootFD(), "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// Credentials are per thread: drop the capability from this
+		// goroutine's thread only, and never unlock it, so that the Go
+		// runtime ends the thread when the goroutine returns.
+		runtime.LockOSThread()
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			errc <- err
+			return
+		}
+		data[0].Effective &^= 1 << unix.CAP_DAC_READ_SEARCH
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			errc <- err
+			return
+		}
+		fd, err := f.Open(h, unix.O_RDONLY)
+		if err == nil {
+			unix.Close(fd)
+		}
+		errc <- err
+	}()
+	err = <-errc
+	if err == nil {
+		t.Fatal("open_by_handle_at without CAP_DAC_READ_SEARCH succeeded")
+	}
+	if !errors.Is(err, unix.EPERM) || errors.Is(err, ErrStale) || errors.Is(err, ErrBadHandle) || !strings.Contains(err.Error(), "CAP_DAC_READ_SEARCH") {
+		t.Fatalf("without CAP_DAC_READ_SEARCH: %v, want an unclassified EPERM naming the capability", err)
+	}
+	t.Log(err)
 }
