@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"fmt"
+	"net"
 
 	"github.com/blockrep/blockrep/nfsexport/xdr"
 )
@@ -89,6 +90,10 @@ type Call struct {
 	Proc uint32
 	Cred Cred
 	Args xdr.Decoder
+
+	// Local and Remote are the connection's addresses (for access checks by
+	// client network, or to tell a client where a service listens).
+	Local, Remote net.Addr
 
 	gids [maxAuthSysGroup]uint32 // backing store of Cred.Sys.GIDs
 }

@@ -311,7 +311,7 @@ func (c *conn) serveCall(ctx context.Context, rb *[]byte) {
 // answer decodes the call in rec and appends the reply body to e; false means
 // there is nothing to send.
 func (c *conn) answer(ctx context.Context, rec []byte, e *xdr.Encoder) bool {
-	var call Call
+	call := Call{Local: c.c.LocalAddr(), Remote: c.c.RemoteAddr()}
 	verdict, authStat, err := parseCall(rec, &call)
 	switch verdict {
 	case verdictDrop:
