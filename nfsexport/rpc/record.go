@@ -28,15 +28,22 @@ var ErrRecordTooLarge = errors.New("rpc: record over the maximum size")
 // before a record starts returns io.EOF.
 func ReadRecord(r io.Reader, buf []byte, maxSize int) ([]byte, error) {
 	rec := buf[:0]
-	var hdr [4]byte
 	for first := true; ; first = false {
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		// The header is read into the buffer's spare capacity: a local
+		// array would escape to the heap through the io.Reader.
+		if cap(rec)-len(rec) < 4 {
+			grown := make([]byte, len(rec), max(2*cap(rec), len(rec)+4, 64))
+			copy(grown, rec)
+			rec = grown
+		}
+		hdr := rec[len(rec) : len(rec)+4]
+		if _, err := io.ReadFull(r, hdr); err != nil {
 			if err == io.EOF && !first {
 				err = io.ErrUnexpectedEOF
 			}
 			return rec, err
 		}
-		h := binary.BigEndian.Uint32(hdr[:])
+		h := binary.BigEndian.Uint32(hdr)
 		n := int(h &^ lastFragment)
 		if n > maxSize-len(rec) {
 			return rec, fmt.Errorf("%w: fragment of %d bytes after %d, maximum %d", ErrRecordTooLarge, n, len(rec), maxSize)

@@ -93,7 +93,15 @@ type Server struct {
 	handlers map[progVers]Handler
 	versions map[uint32][2]uint32 // prog -> lowest, highest registered version
 
-	bufs sync.Pool // *[]byte
+	bufs  sync.Pool // *[]byte
+	state sync.Pool // *callState
+}
+
+// callState is what one call in progress needs, pooled so that serving a
+// call allocates nothing in the common case.
+type callState struct {
+	call Call
+	enc  xdr.Encoder
 }
 
 // NewServer returns a Server configured by cfg.
@@ -201,11 +209,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // conn is the state of one connection.
 type conn struct {
-	s       *Server
-	c       net.Conn
-	log     *slog.Logger
-	slots   chan struct{} // per-connection semaphore
-	replies chan *[]byte  // whole records (marker included) for the writer
+	s      *Server
+	c      net.Conn
+	local  net.Addr
+	remote net.Addr
+	ctx    context.Context // ends when the connection closes
+
+	handlers sync.WaitGroup // calls in progress
+	log      *slog.Logger
+	slots    chan struct{} // per-connection semaphore
+	replies  chan *[]byte  // whole records (marker included) for the writer
 }
 
 func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
@@ -216,15 +229,17 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	c := &conn{
 		s:       s,
 		c:       nc,
+		ctx:     ctx,
+		local:   nc.LocalAddr(),
+		remote:  nc.RemoteAddr(),
 		log:     s.log.With("remote", nc.RemoteAddr().String()),
 		slots:   make(chan struct{}, s.cfg.MaxCallsPerConn),
 		replies: make(chan *[]byte, s.cfg.MaxCallsPerConn),
 	}
 	var writer sync.WaitGroup
 	writer.Go(func() { c.write(cancel) })
-	var handlers sync.WaitGroup
-	c.read(ctx, &handlers)
-	handlers.Wait()
+	c.read(ctx)
+	c.handlers.Wait()
 	close(c.replies)
 	writer.Wait()
 	nc.Close()
@@ -233,7 +248,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 // read is the connection's only reader: it reads records, decodes their
 // headers and starts a goroutine per call, blocking while the bounds are
 // reached. It returns when the connection fails or ctx ends.
-func (c *conn) read(ctx context.Context, handlers *sync.WaitGroup) {
+func (c *conn) read(ctx context.Context) {
 	s := c.s
 	br := bufio.NewReaderSize(c.c, 64<<10)
 	for {
@@ -273,7 +288,8 @@ func (c *conn) read(ctx context.Context, handlers *sync.WaitGroup) {
 			}
 			return
 		}
-		handlers.Go(func() { c.serveCall(ctx, rb) })
+		c.handlers.Add(1)
+		go c.serveCall(rb)
 	}
 }
 
@@ -295,24 +311,34 @@ func (c *conn) release(rb *[]byte) {
 }
 
 // serveCall answers one record and hands the reply to the writer.
-func (c *conn) serveCall(ctx context.Context, rb *[]byte) {
+func (c *conn) serveCall(rb *[]byte) {
+	defer c.handlers.Done()
+	ctx := c.ctx
 	defer c.release(rb)
+	st, ok := c.s.state.Get().(*callState)
+	if !ok {
+		st = new(callState)
+	}
+	defer c.s.state.Put(st)
 	out := c.s.getBuf(initialReplyBufferCap)
-	e := xdr.NewEncoder(AppendRecordMark((*out)[:0]))
-	if !c.answer(ctx, *rb, e) {
+	st.enc.Reset(AppendRecordMark((*out)[:0]))
+	st.call = Call{Local: c.local, Remote: c.remote}
+	sent := c.answer(ctx, *rb, &st.call, &st.enc)
+	*out = st.enc.Bytes()
+	st.enc.Reset(nil)
+	st.call = Call{}
+	if !sent {
 		c.s.putBuf(out)
 		return
 	}
-	*out = e.Bytes()
 	SetRecordMark(*out)
 	c.replies <- out
 }
 
-// answer decodes the call in rec and appends the reply body to e; false means
-// there is nothing to send.
-func (c *conn) answer(ctx context.Context, rec []byte, e *xdr.Encoder) bool {
-	call := Call{Local: c.c.LocalAddr(), Remote: c.c.RemoteAddr()}
-	verdict, authStat, err := parseCall(rec, &call)
+// answer decodes the call in rec into call and appends the reply body to e;
+// false means there is nothing to send.
+func (c *conn) answer(ctx context.Context, rec []byte, call *Call, e *xdr.Encoder) bool {
+	verdict, authStat, err := parseCall(rec, call)
 	switch verdict {
 	case verdictDrop:
 		c.log.Debug("rpc: dropping record", "err", err, "len", len(rec))
@@ -336,7 +362,7 @@ func (c *conn) answer(ctx context.Context, rec []byte, e *xdr.Encoder) bool {
 	}
 	start := e.Len()
 	appendAccepted(e, call.XID, Success)
-	err = c.callHandler(ctx, h, &call, e)
+	err = c.callHandler(ctx, h, call, e)
 	if err == nil {
 		return true
 	}
