@@ -178,8 +178,8 @@ func clusterGroup() docGroup {
 				w := node(f, "w")
 				r := f.on(t, node(f, "node2"), key, docVars{"HOST:PORT": w.ClusterAddr})
 				local := f.ctl(t, w, "status")
-				if firstLine(r.Stdout) != firstLine(local) || !strings.Contains(r.Stdout, "witness") {
-					t.Errorf("%s: want the witness's status (%q):\n%s", r.Line, firstLine(local), r.Stdout)
+				if nodeLine(r.Stdout) != nodeLine(local) || !strings.Contains(r.Stdout, "witness") {
+					t.Errorf("%s: want the witness's status (%q):\n%s", r.Line, nodeLine(local), r.Stdout)
 				}
 			}},
 			{"blockctl events [-o json]", func(t *testing.T, f *docFixture, key string) {
@@ -242,8 +242,11 @@ func clusterGroup() docGroup {
 		}}
 }
 
-func firstLine(s string) string {
+// nodeLine is the node's name and ID from the first line of a status
+// table ("node w  id …  version …  up 1s"): the rest, its uptime, moves.
+func nodeLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
+	l, _, _ = strings.Cut(l, "  version ")
 	return l
 }
 
