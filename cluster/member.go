@@ -1140,6 +1140,19 @@ func (m *Member) Status() MemberStatus {
 	return st
 }
 
+// StatusAfter is the member's view of the cluster right after a read
+// barrier that returned barrier (see ReadBarrier): current if it
+// succeeded, else Stale says why not.
+func (m *Member) StatusAfter(barrier error) MemberStatus {
+	st := m.status()
+	if barrier != nil {
+		st.Stale = barrier.Error()
+	} else {
+		st.CaughtUp = true
+	}
+	return st
+}
+
 // status is Status without the freshness.
 func (m *Member) status() MemberStatus {
 	applied := m.raft.AppliedIndex()

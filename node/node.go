@@ -24,6 +24,7 @@ import (
 
 	"github.com/blockrep/blockrep/api"
 	"github.com/blockrep/blockrep/block"
+	"github.com/blockrep/blockrep/cluster"
 	"github.com/blockrep/blockrep/config"
 	"github.com/blockrep/blockrep/events"
 	"github.com/blockrep/blockrep/internal/acceptloop"
@@ -642,14 +643,11 @@ func (n *Node) status(ctx context.Context, current bool) (api.Status, error) {
 		st.Volumes = append(st.Volumes, vs)
 	}
 	if m != nil {
-		cs := m.Status()
+		var cs cluster.MemberStatus
 		if current {
-			cs.Stale = ""
-			if stale != nil {
-				cs.Stale = stale.Error()
-			} else {
-				cs.CaughtUp = true
-			}
+			cs = m.StatusAfter(stale)
+		} else {
+			cs = m.Status()
 		}
 		st.Cluster = &cs
 	}

@@ -74,17 +74,7 @@ func runBench(t *testing.T, f *docFixture, key string) {
 	if ok {
 		t.Logf("the same run as %s", r.Line)
 	} else {
-		// blockbench picks its daemons' ports by listening on port 0
-		// and closing: on a busy machine another process can take one
-		// before the daemon binds it. That is the machine, not the
-		// command: run it again.
-		for attempt := 1; ; attempt++ {
-			r = f.shell(t, "", line)
-			if r.Code == 0 || !strings.Contains(r.Stderr, "address already in use") || attempt == 3 {
-				break
-			}
-			t.Logf("attempt %d: a port blockbench picked was taken before its daemon bound it; running it again", attempt)
-		}
+		r = f.shell(t, "", line)
 		f.Runs[k] = r
 	}
 	if r.Code != 0 {
