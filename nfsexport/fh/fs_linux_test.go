@@ -13,11 +13,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-)
 
-// requireTools turns a missing tool into a failure (scripts/test sets it
-// when every package is installed).
-var requireTools = os.Getenv("BLOCKREP_REQUIRE_TOOLS") == "1"
+	"github.com/blockrep/blockrep/internal/testtool"
+)
 
 // imageSize is the smallest image each mkfs accepts here (mkfs.xfs 6.1
 // refuses less than 300 MB).
@@ -25,27 +23,15 @@ var imageSize = map[string]string{"ext4": "64M", "xfs": "300M"}
 
 var mkfsArgs = map[string][]string{"ext4": {"mkfs.ext4", "-q", "-F"}, "xfs": {"mkfs.xfs", "-q", "-f"}}
 
-func lookTool(t *testing.T, name string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin"} {
-		if p := filepath.Join(dir, name); isExecutable(p) {
-			return p
-		}
-	}
-	msg := name + " not installed (scripts/test installs it: e2fsprogs, xfsprogs, util-linux)"
-	if requireTools {
-		t.Fatal(msg + " (BLOCKREP_REQUIRE_TOOLS=1)")
-	}
-	t.Skip(msg + "; skipping")
-	return ""
+// toolPackage names the Debian package of each tool these tests run.
+var toolPackage = map[string]string{
+	"truncate": "coreutils", "mkfs.ext4": "e2fsprogs", "mkfs.xfs": "xfsprogs",
+	"losetup": "mount", "blkid": "util-linux", "cp": "coreutils", "sync": "coreutils",
 }
 
-func isExecutable(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
+func lookTool(t *testing.T, name string) string {
+	t.Helper()
+	return testtool.Need(t, name, toolPackage[name])
 }
 
 func needRoot(t *testing.T) {

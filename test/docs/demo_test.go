@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/blockrep/blockrep/internal/syncbuf"
+	"github.com/blockrep/blockrep/internal/testtool"
 )
 
 const (
@@ -38,9 +39,6 @@ const (
 	// fixedPortsWait bounds the wait for that lock.
 	fixedPortsWait = 10 * time.Minute
 )
-
-// requireTools turns a missing tool from a skip into a failure.
-var requireTools = os.Getenv("BLOCKREP_REQUIRE_TOOLS") == "1"
 
 // logDemoTimes logs the demo's timing and resync lines of out.
 func logDemoTimes(t *testing.T, out string) {
@@ -77,7 +75,7 @@ func runDemoMode(t *testing.T, check bool) (output string) {
 	for _, tool := range []struct{ name, pkg string }{
 		{"bash", "bash"}, {"go", "golang"}, {"python3", "python3"}, {"nbdcopy", "libnbd-bin"},
 	} {
-		needTool(t, tool.name, tool.pkg)
+		testtool.Need(t, tool.name, tool.pkg)
 	}
 	root := repoRoot(t)
 	lockFixedPorts(t)
@@ -183,20 +181,6 @@ func runDemoMode(t *testing.T, check bool) (output string) {
 		t.Logf("%s output:\n%s", name, output)
 	}
 	return output
-}
-
-// needTool skips the test when a tool is not on PATH, or fails it under
-// BLOCKREP_REQUIRE_TOOLS=1.
-func needTool(t *testing.T, name, debianPackage string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err == nil {
-		return
-	}
-	msg := fmt.Sprintf("scripts/demo needs %s (Debian package %s), which is not on PATH", name, debianPackage)
-	if requireTools {
-		t.Fatalf("%s (BLOCKREP_REQUIRE_TOOLS=1)", msg)
-	}
-	t.Skipf("%s; skipping (set BLOCKREP_REQUIRE_TOOLS=1 to fail instead)", msg)
 }
 
 // repoRoot returns the repository's root: two levels above this package.

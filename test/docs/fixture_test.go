@@ -20,6 +20,7 @@ import (
 	"github.com/blockrep/blockrep/internal/nbdclient"
 
 	"github.com/blockrep/blockrep/internal/freeport"
+	"github.com/blockrep/blockrep/internal/testtool"
 )
 
 // Bounds of the fixtures' waits: only to catch a hang, never a measure.
@@ -476,16 +477,6 @@ var docPackages = map[string]string{"nbdinfo": "libnbd-bin", "nbdkit": "nbdkit",
 func needTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err == nil {
-			continue
-		}
-		if _, err := os.Stat(filepath.Join("/usr/sbin", tool)); err == nil {
-			continue
-		}
-		msg := fmt.Sprintf("%s is not installed (Debian package %s); scripts/test installs it", tool, docPackages[tool])
-		if os.Getenv("BLOCKREP_REQUIRE_TOOLS") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		testtool.Need(t, tool, docPackages[tool])
 	}
 }

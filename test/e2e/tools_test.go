@@ -20,11 +20,9 @@ import (
 	"github.com/blockrep/blockrep/storeid"
 	"time"
 
+	"github.com/blockrep/blockrep/internal/testtool"
 	"golang.org/x/sys/unix"
 )
-
-// requireTools turns a missing tool from a skip into a failure.
-var requireTools = os.Getenv("BLOCKREP_REQUIRE_TOOLS") == "1"
 
 // debianPackage names the Debian package that provides each tool.
 var debianPackage = map[string]string{
@@ -44,32 +42,13 @@ var debianPackage = map[string]string{
 	"nbdkit":      "nbdkit",
 }
 
-// extraDirs are searched after PATH: the sbin directories are often missing
-// from a non-login PATH.
-var extraDirs = []string{"/usr/sbin", "/sbin"}
-
-// lookTool finds a tool on PATH or in extraDirs.
-func lookTool(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	for _, dir := range extraDirs {
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found on PATH or in %s", name, strings.Join(extraDirs, ":"))
-}
+// lookTool finds a tool on PATH or in the sbin directories.
+func lookTool(name string) (string, error) { return testtool.Look(name) }
 
 // missing skips the test, or fails it under BLOCKREP_REQUIRE_TOOLS=1.
 func missing(t *testing.T, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if requireTools {
-		t.Fatalf("%s (BLOCKREP_REQUIRE_TOOLS=1)", msg)
-	}
-	t.Skipf("%s; skipping (set BLOCKREP_REQUIRE_TOOLS=1 to fail instead)", msg)
+	testtool.Missing(t, format, args...)
 }
 
 // toolChecks memoises the extra checks that some tools need.
