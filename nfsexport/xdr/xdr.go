@@ -19,6 +19,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // ErrShort is wrapped by an *Error when the input ends before the item does.
@@ -28,15 +29,19 @@ var ErrShort = errors.New("input too short")
 // the maximum the caller allows.
 var ErrTooLong = errors.New("length over the maximum")
 
+// ErrInvalid is wrapped by an *Error, made by the caller, when a value is
+// outside its enumeration (e.g. a discriminant no arm matches).
+var ErrInvalid = errors.New("value not in its enumeration")
+
 // ErrBadBool is wrapped by an *Error when a boolean is neither 0 nor 1.
 var ErrBadBool = errors.New("boolean neither 0 nor 1")
 
 // Error describes a decoding failure: which field, at which offset of the
-// input, and why (one of ErrShort, ErrTooLong, ErrBadBool).
+// input, and why (one of ErrShort, ErrTooLong, ErrBadBool, ErrInvalid).
 type Error struct {
 	Field  string // the name the caller gave the item
 	Offset int    // offset of the item in the input
-	Err    error  // ErrShort, ErrTooLong or ErrBadBool
+	Err    error  // ErrShort, ErrTooLong, ErrBadBool or ErrInvalid
 	Detail string // numbers that explain Err, e.g. "need 8 bytes, 3 remain"
 }
 
@@ -200,6 +205,16 @@ func (e *Encoder) Bytes() []byte { return e.buf }
 
 // Len returns the number of encoded bytes.
 func (e *Encoder) Len() int { return len(e.buf) }
+
+// Reserve appends n bytes for the caller to fill (a READ's data, read
+// straight into the reply) and returns them. Their contents are whatever
+// the buffer held: fill them all, or Truncate what was not filled.
+func (e *Encoder) Reserve(n int) []byte {
+	e.buf = slices.Grow(e.buf, n)
+	start := len(e.buf)
+	e.buf = e.buf[:start+n]
+	return e.buf[start:]
+}
 
 // Truncate drops everything encoded after the first n bytes.
 func (e *Encoder) Truncate(n int) { e.buf = e.buf[:n] }

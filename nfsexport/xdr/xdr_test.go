@@ -169,3 +169,14 @@ func FuzzDecoder(f *testing.F) {
 		}
 	})
 }
+
+func TestReserve(t *testing.T) {
+	e := NewEncoder(nil)
+	e.Uint32(7)
+	b := e.Reserve(5)
+	copy(b, "hello")
+	e.Truncate(e.Len() - 1)
+	if got := string(e.Bytes()[4:]); got != "hell" || len(b) != 5 {
+		t.Fatalf("after Reserve and Truncate: %q", got)
+	}
+}
