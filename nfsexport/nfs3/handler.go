@@ -1,0 +1,320 @@
+// Package nfs3 is the NFSv3 program (RFC 1813) of blockrep's NFS server: an
+// rpc.Handler that serves every procedure on file descriptors, never on
+// paths, so that a file handle keeps working across renames, remounts and a
+// failover to a node holding a block-identical copy of the file system.
+//
+// Each call runs in two phases:
+//
+//  1. As the server (root): the handles in the arguments are opened with
+//     open_by_handle_at (package fh), which needs CAP_DAC_READ_SEARCH. The
+//     export is found by the id in the handle; a client outside the export's
+//     networks gets NFS3ERR_ACCES, a credential the export refuses
+//     AUTH_TOOWEAK, a mutating procedure on a read-only export NFS3ERR_ROFS.
+//  2. As the client (the identity export.Options.Identity maps its AUTH_SYS
+//     credential to): the OS thread is locked and its fsuid, fsgid and
+//     supplementary groups are set, as knfsd does, so that the kernel checks
+//     every *at call, chmod, chown and utimes against the client's identity.
+//     READ and WRITE use an fd opened by root, so their access is checked
+//     explicitly with faccessat2(AT_EACCESS) under the identity, with knfsd's
+//     owner override (the owner may read and write its own file whatever the
+//     mode bits say, since a client checks modes at open and may chmod after).
+//
+// Names are followed only with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|
+// RESOLVE_NO_MAGICLINKS|RESOLVE_NO_XDEV) and only one component at a time,
+// so no procedure follows a symlink or leaves the export's file system.
+//
+// Durability: WRITE UNSTABLE is answered UNSTABLE (the data is in the page
+// cache); DATA_SYNC is answered after fdatasync and FILE_SYNC after fsync of
+// the file; COMMIT fsyncs. WRITE and COMMIT return the handler's write
+// verifier, which the caller chooses anew for every serving instance (start
+// and each takeover) so that clients resend what was not committed.
+package nfs3
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/blockrep/blockrep/nfsexport/export"
+	"github.com/blockrep/blockrep/nfsexport/fh"
+	"github.com/blockrep/blockrep/nfsexport/rpc"
+	"github.com/blockrep/blockrep/nfsexport/xdr"
+)
+
+// Export is one exported directory: its handles and its policy.
+type Export struct {
+	FS   *fh.FS
+	Opts *export.Options
+}
+
+// Config configures a Handler.
+type Config struct {
+	// Exports are the exported directories; their ids (Opts.ID, equal to
+	// FS.Export()) must be unique.
+	Exports []Export
+	// Verifier is the write verifier returned by WRITE and COMMIT. It must
+	// be new for every serving instance (see package doc).
+	Verifier [8]byte
+	// Seen, if not nil, is called for every admitted call with the export's
+	// id and the client's address (for status: which clients use an export).
+	Seen func(exportID uint32, client netip.Addr)
+	// Logger receives server-side failures; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Handler serves NFSv3. It is safe for concurrent use.
+type Handler struct {
+	exports map[uint32]*Export
+	verf    [8]byte
+	seen    func(uint32, netip.Addr)
+	log     *slog.Logger
+	// groups are the process's supplementary groups, which a thread gets
+	// back after serving a call as a client.
+	groups []int
+}
+
+// NewHandler returns a Handler for cfg.
+func NewHandler(cfg Config) (*Handler, error) {
+	h := &Handler{exports: make(map[uint32]*Export), verf: cfg.Verifier, seen: cfg.Seen, log: cfg.Logger}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	groups, err := unix.Getgroups()
+	if err != nil {
+		return nil, fmt.Errorf("nfs3: getgroups: %w", err)
+	}
+	h.groups = groups
+	for i := range cfg.Exports {
+		e := &cfg.Exports[i]
+		if e.FS == nil || e.Opts == nil {
+			return nil, fmt.Errorf("nfs3: export %d: FS and Opts are required", i)
+		}
+		if e.FS.Export() != e.Opts.ID {
+			return nil, fmt.Errorf("nfs3: export %s: FS has id %d, options %d", e.Opts.Path, e.FS.Export(), e.Opts.ID)
+		}
+		if _, dup := h.exports[e.Opts.ID]; dup {
+			return nil, fmt.Errorf("nfs3: export %s: id %d used twice", e.Opts.Path, e.Opts.ID)
+		}
+		h.exports[e.Opts.ID] = e
+	}
+	return h, nil
+}
+
+// Verifier returns the write verifier.
+func (h *Handler) Verifier() [8]byte { return h.verf }
+
+// procedure is one NFSv3 procedure: it decodes its arguments from d and
+// appends its result (status first) to e. It returns an rpc error to answer
+// something other than SUCCESS (GARBAGE_ARGS, AUTH_TOOWEAK).
+type procedure func(h *Handler, c *call, d *xdr.Decoder, e *xdr.Encoder) error
+
+// procs is indexed by procedure number.
+var procs = [...]procedure{
+	ProcNull:        func(*Handler, *call, *xdr.Decoder, *xdr.Encoder) error { return nil },
+	ProcGetattr:     (*Handler).getattr,
+	ProcSetattr:     (*Handler).setattr,
+	ProcLookup:      (*Handler).lookup,
+	ProcAccess:      (*Handler).access,
+	ProcReadlink:    (*Handler).readlink,
+	ProcRead:        (*Handler).read,
+	ProcWrite:       (*Handler).write,
+	ProcCreate:      (*Handler).create,
+	ProcMkdir:       (*Handler).mkdir,
+	ProcSymlink:     (*Handler).symlink,
+	ProcMknod:       (*Handler).mknod,
+	ProcRemove:      (*Handler).remove,
+	ProcRmdir:       (*Handler).rmdir,
+	ProcRename:      (*Handler).rename,
+	ProcLink:        (*Handler).link,
+	ProcReaddir:     (*Handler).readdir,
+	ProcReaddirplus: (*Handler).readdirplus,
+	ProcFsstat:      (*Handler).fsstat,
+	ProcFsinfo:      (*Handler).fsinfo,
+	ProcPathconf:    (*Handler).pathconf,
+	ProcCommit:      (*Handler).commit,
+}
+
+// ServeRPC implements rpc.Handler.
+func (h *Handler) ServeRPC(ctx context.Context, rc *rpc.Call, reply *xdr.Encoder) error {
+	if int(rc.Proc) >= len(procs) {
+		return rpc.ErrProcUnavail
+	}
+	c := &call{ctx: ctx, rpc: rc, h: h, remote: addrOf(rc.Remote)}
+	return procs[rc.Proc](h, c, &rc.Args, reply)
+}
+
+// call is the state of one call as it is served.
+type call struct {
+	ctx    context.Context
+	rpc    *rpc.Call
+	h      *Handler
+	remote netip.Addr
+	exp    *Export
+	id     export.Identity
+	fsid   uint64
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	if t, ok := a.(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(t.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+// errGarbage wraps a decoding error as GARBAGE_ARGS.
+func errGarbage(err error) error { return fmt.Errorf("%w: %v", rpc.ErrGarbageArgs, err) }
+
+// getHandle decodes an nfs_fh3.
+func getHandle(d *xdr.Decoder, field string) ([]byte, error) {
+	b, err := d.Opaque(field, fh.MaxSize)
+	if err != nil {
+		return nil, errGarbage(err)
+	}
+	return b, nil
+}
+
+// getName decodes a filename3 and checks it names one entry: not empty, no
+// "/" and no NUL (NFS3ERR_ACCES, as knfsd answers), at most MaxName bytes
+// (NFS3ERR_NAMETOOLONG).
+func getName(d *xdr.Decoder, field string) (string, *Error, error) {
+	b, err := d.Opaque(field, 1<<16)
+	if err != nil {
+		return "", nil, errGarbage(err)
+	}
+	name := string(b)
+	switch {
+	case len(name) > MaxName:
+		return "", failStatus(ErrNameTooLong, "name", fmt.Errorf("%s: %d bytes, at most %d", field, len(name), MaxName)), nil
+	case name == "":
+		return "", failStatus(ErrAcces, "name", fmt.Errorf("%s: empty", field)), nil
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] == '/' || name[i] == 0 {
+			return "", failStatus(ErrAcces, "name", fmt.Errorf("%s %q: contains / or NUL", field, name)), nil
+		}
+	}
+	return name, nil, nil
+}
+
+// bind finds the export of handle b and applies its policy to the call:
+// the client's network, its credential, and (for mutating procedures)
+// read-only. On the first call of a procedure it fixes c.exp; a second
+// handle (RENAME, LINK) must name the same export (NFS3ERR_XDEV).
+func (h *Handler) bind(c *call, b []byte, mutating bool) (*Error, error) {
+	hd, err := fh.Decode(b)
+	if err != nil {
+		return fail("decode handle", err), nil
+	}
+	exp, ok := h.exports[hd.Export]
+	if !ok {
+		return failStatus(ErrStale, "find export", fmt.Errorf("no export with id %d", hd.Export)), nil
+	}
+	if c.exp != nil {
+		if exp != c.exp {
+			return failStatus(ErrXDev, "second handle", fmt.Errorf("export %d, first handle's %d", hd.Export, c.exp.Opts.ID)), nil
+		}
+		return nil, nil
+	}
+	if err := exp.Opts.Admit(c.remote); err != nil {
+		h.log.Info("nfs: client refused", "client", c.remote, "export", exp.Opts.Path, "err", err)
+		return failStatus(ErrAcces, "admit", err), nil
+	}
+	id, err := exp.Opts.Identity(c.rpc.Cred)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", rpc.ErrAuthTooWeak, err)
+	}
+	if mutating && exp.Opts.ReadOnly {
+		return failStatus(ErrROFS, "read-only export", fmt.Errorf("export %s is read-only", exp.Opts.Path)), nil
+	}
+	c.exp, c.id, c.fsid = exp, id, fsidOf(exp.FS.UUID())
+	if h.seen != nil {
+		h.seen(exp.Opts.ID, c.remote)
+	}
+	return nil, nil
+}
+
+// open binds the call to b's export and opens b with flags (as root).
+func (h *Handler) open(c *call, b []byte, flags int, mutating bool) (int, *Error, error) {
+	if nerr, err := h.bind(c, b, mutating); nerr != nil || err != nil {
+		return -1, nerr, err
+	}
+	fd, err := c.exp.FS.OpenBytes(b, flags)
+	if err != nil {
+		if !errors.Is(err, fh.ErrStale) && !errors.Is(err, fh.ErrBadHandle) {
+			var errno unix.Errno
+			if errors.As(err, &errno) && errno == unix.ELOOP {
+				// O_NOFOLLOW met a symlink opened for data or as a directory.
+				return -1, failStatus(ErrInval, "open", err), nil
+			}
+			if errors.As(err, &errno) && errno == unix.ENOTDIR {
+				return -1, failStatus(ErrNotDir, "open", err), nil
+			}
+			h.log.Warn("nfs: open by handle", "export", c.exp.Opts.Path, "err", err)
+		}
+		return -1, fail("open by handle", err), nil
+	}
+	return fd, nil, nil
+}
+
+// asClient runs fn with the calling thread's fsuid, fsgid and
+// supplementary groups set to the call's identity, as knfsd does. Root
+// squashed to nobody thereby loses CAP_DAC_OVERRIDE and the other file
+// capabilities for fn's system calls. If the thread's credentials cannot be
+// restored, the thread stays locked, and so dies with its goroutine instead
+// of serving another one with the wrong identity.
+func (c *call) asClient(fn func() error) error {
+	id := c.id
+	if id.UID == 0 && id.GID == 0 && len(id.Groups) == 0 {
+		return fn()
+	}
+	runtime.LockOSThread()
+	groups := make([]int, len(id.Groups))
+	for i, g := range id.Groups {
+		groups[i] = int(g)
+	}
+	if err := unix.Setgroups(groups); err != nil {
+		if rerr := c.restoreCreds(); rerr != nil {
+			return fmt.Errorf("setgroups: %v; restoring: %w", err, rerr)
+		}
+		runtime.UnlockOSThread()
+		return fmt.Errorf("setgroups %v: %w", id.Groups, err)
+	}
+	// setfsuid/setfsgid report no error; they are checked by reading back.
+	unix.Setfsgid(int(id.GID))
+	unix.Setfsuid(int(id.UID))
+	if got, _ := unix.SetfsuidRetUid(-1); got != int(id.UID) {
+		if rerr := c.restoreCreds(); rerr != nil {
+			return fmt.Errorf("setfsuid %d did not take; restoring: %w", id.UID, rerr)
+		}
+		runtime.UnlockOSThread()
+		return fmt.Errorf("setfsuid %d did not take (fsuid %d)", id.UID, got)
+	}
+	err := fn()
+	if rerr := c.restoreCreds(); rerr != nil {
+		return fmt.Errorf("restoring the thread's credentials: %w", rerr)
+	}
+	runtime.UnlockOSThread()
+	return err
+}
+
+// restoreCreds gives the thread back the process's credentials (fsuid and
+// fsgid follow the effective ids; the supplementary groups are re-read).
+func (c *call) restoreCreds() error {
+	unix.Setfsuid(unix.Geteuid())
+	unix.Setfsgid(unix.Getegid())
+	if got, _ := unix.SetfsuidRetUid(-1); got != unix.Geteuid() {
+		return fmt.Errorf("fsuid is %d, not %d", got, unix.Geteuid())
+	}
+	if got, _ := unix.SetfsgidRetGid(-1); got != unix.Getegid() {
+		return fmt.Errorf("fsgid is %d, not %d", got, unix.Getegid())
+	}
+	return unix.Setgroups(c.h.groups)
+}
