@@ -38,6 +38,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -71,7 +72,7 @@ type Config struct {
 // Handler serves NFSv3. It is safe for concurrent use.
 type Handler struct {
 	exports map[uint32]*Export
-	verf    [8]byte
+	verf    atomic.Pointer[[8]byte] // see resetVerifier
 	seen    func(uint32, netip.Addr)
 	log     *slog.Logger
 	// groups are the process's supplementary groups, which a thread gets
@@ -81,7 +82,9 @@ type Handler struct {
 
 // NewHandler returns a Handler for cfg.
 func NewHandler(cfg Config) (*Handler, error) {
-	h := &Handler{exports: make(map[uint32]*Export), verf: cfg.Verifier, seen: cfg.Seen, log: cfg.Logger}
+	h := &Handler{exports: make(map[uint32]*Export), seen: cfg.Seen, log: cfg.Logger}
+	verf := cfg.Verifier
+	h.verf.Store(&verf)
 	if h.log == nil {
 		h.log = slog.Default()
 	}
@@ -106,8 +109,9 @@ func NewHandler(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
-// Verifier returns the write verifier.
-func (h *Handler) Verifier() [8]byte { return h.verf }
+// Verifier returns the write verifier WRITE and COMMIT answer now. It is
+// Config.Verifier until a write or sync fails (see resetVerifier).
+func (h *Handler) Verifier() [8]byte { return *h.verf.Load() }
 
 // procedure is one NFSv3 procedure: it decodes its arguments from d and
 // appends its result (status first) to e. It returns an rpc error to answer
@@ -250,6 +254,9 @@ func (h *Handler) open(c *call, b []byte, flags int, mutating bool) (int, *Error
 	if err != nil {
 		if !errors.Is(err, fh.ErrStale) && !errors.Is(err, fh.ErrBadHandle) {
 			var errno unix.Errno
+			if errors.As(err, &errno) && errno == unix.ELOOP && flags&unix.O_DIRECTORY != 0 {
+				return -1, failStatus(ErrNotDir, "open", err), nil
+			}
 			if errors.As(err, &errno) && errno == unix.ELOOP {
 				// O_NOFOLLOW met a symlink opened for data or as a directory.
 				return -1, failStatus(ErrInval, "open", err), nil
