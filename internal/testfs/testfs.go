@@ -28,7 +28,7 @@ var mkfsArgs = map[string][]string{"ext4": {"mkfs.ext4", "-q", "-F"}, "xfs": {"m
 
 // toolPackage names the Debian package of each tool this package runs.
 var toolPackage = map[string]string{
-	"truncate": "coreutils", "mkfs.ext4": "e2fsprogs", "mkfs.xfs": "xfsprogs", "losetup": "mount",
+	"truncate": "coreutils", "cp": "coreutils", "sync": "coreutils", "mkfs.ext4": "e2fsprogs", "mkfs.xfs": "xfsprogs", "losetup": "mount",
 }
 
 // NeedRoot skips t unless it runs as root.
@@ -87,8 +87,19 @@ type Mount struct {
 // MountDev mounts dev (of type fstype) on a new temporary directory.
 func MountDev(t testing.TB, dev, fstype string) *Mount {
 	t.Helper()
+	return MountDevData(t, dev, fstype, "")
+}
+
+// CopyOptions are the mount options for a block-identical copy of a file
+// system that is mounted too: xfs refuses a second mount of a UUID
+// without nouuid (on another node there is no such conflict).
+var CopyOptions = map[string]string{"xfs": "nouuid"}
+
+// MountDevData mounts dev with the file system's mount options data.
+func MountDevData(t testing.TB, dev, fstype, data string) *Mount {
+	t.Helper()
 	m := &Mount{Dir: t.TempDir()}
-	if err := unix.Mount(dev, m.Dir, fstype, 0, ""); err != nil {
+	if err := unix.Mount(dev, m.Dir, fstype, 0, data); err != nil {
 		t.Fatalf("mount %s on %s (%s): %v", dev, m.Dir, fstype, err)
 	}
 	t.Cleanup(func() {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ type server struct {
 	addr string
 	logs *syncbuf.Buffer
 	root []byte
+	stop func() // stops serving and closes the export (once)
 }
 
 func loopback() []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} }
@@ -60,7 +62,6 @@ func serveDir(t *testing.T, dir string, opts export.Options) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { fs.Close() })
 	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h, err := NewHandler(Config{Exports: []Export{{FS: fs, Opts: &opts}}, Verifier: [8]byte{1, 2, 3, 4, 5, 6, 7, 8}, Logger: log})
@@ -76,18 +77,23 @@ func serveDir(t *testing.T, dir string, opts export.Options) *server {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- rs.Serve(ctx, ln) }()
-	t.Cleanup(func() {
+	srv := &server{t: t, dir: dir, fs: fs, h: h, addr: ln.Addr().String(), logs: logs, root: fs.RootBytes()}
+	srv.stop = sync.OnceFunc(func() {
 		cancel()
 		select {
 		case <-done:
 		case <-time.After(20 * time.Second):
 			t.Error("Serve did not return")
 		}
+		fs.Close()
+	})
+	t.Cleanup(func() {
+		srv.stop()
 		if t.Failed() {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	return &server{t: t, dir: dir, fs: fs, h: h, addr: ln.Addr().String(), logs: logs, root: fs.RootBytes()}
+	return srv
 }
 
 // client makes NFSv3 calls as one credential.
