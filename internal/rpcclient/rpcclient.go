@@ -158,14 +158,26 @@ func parseReply(rec []byte) ([]byte, error) {
 
 // Call sends one call and waits for its reply's results.
 func (c *Client) Call(prog, vers, proc uint32, cred Cred, args []byte) ([]byte, error) {
+	c.mu.Lock()
+	c.xid++
+	xid := c.xid
+	c.mu.Unlock()
+	return c.CallXID(xid, prog, vers, proc, cred, args)
+}
+
+// CallXID is Call with a chosen xid (to retransmit a call as a client
+// does after reconnecting). The xid must not be in flight on c.
+func (c *Client) CallXID(xid, prog, vers, proc uint32, cred Cred, args []byte) ([]byte, error) {
 	ch := make(chan result, 1)
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
 		return nil, c.err
 	}
-	c.xid++
-	xid := c.xid
+	if _, busy := c.waiting[xid]; busy {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("rpcclient: xid %d already in flight", xid)
+	}
 	c.waiting[xid] = ch
 	c.mu.Unlock()
 

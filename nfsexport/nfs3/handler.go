@@ -325,3 +325,17 @@ func (c *call) restoreCreds() error {
 	}
 	return unix.Setgroups(c.h.groups)
 }
+
+// CacheReply implements rpc.ReplyCacher: the procedures that change the
+// file system in a way a second run would answer differently (a REMOVE
+// that succeeded would answer NOENT) are answered from the reply cache
+// when a client retransmits them. WRITE and SETATTR without a guard
+// would give the same result run twice, and COMMIT and the reads are
+// idempotent.
+func (h *Handler) CacheReply(proc uint32) bool {
+	switch proc {
+	case ProcSetattr, ProcCreate, ProcMkdir, ProcSymlink, ProcMknod, ProcRemove, ProcRmdir, ProcRename, ProcLink:
+		return true
+	}
+	return false
+}

@@ -497,3 +497,30 @@ func TestSymlinksNotFollowed(t *testing.T) {
 		}
 	})
 }
+
+// TestRetransmittedRemove: a REMOVE resent with the same xid after a lost
+// connection is answered from the reply cache (OK), not run again (NOENT).
+func TestRetransmittedRemove(t *testing.T) {
+	s := newServer(t, "ext4", export.Options{Squash: export.NoRootSquash})
+	os.WriteFile(filepath.Join(s.dir, "f"), nil, 0o644)
+	var e xdr.Encoder
+	e.Opaque(s.root)
+	e.String("f")
+	for i := range 2 {
+		c, err := rpcclient.Dial(s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := c.CallXID(77, Program, Version, ProcRemove, rpcclient.Root, e.Bytes())
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := status(xdr.NewDecoder(body)); st != OK {
+			t.Fatalf("REMOVE, transmission %d: status %d, want OK", i+1, st)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(s.dir, "f")); !os.IsNotExist(err) {
+		t.Fatalf("the file is still there: %v", err)
+	}
+}

@@ -76,6 +76,9 @@ type Config struct {
 	// IdleTimeout closes a connection that sends nothing and has no call in
 	// progress for this long; it also bounds the time to receive one record.
 	IdleTimeout time.Duration
+	// ReplyCacheEntries bounds the duplicate request cache (see
+	// ReplyCacher); 0 means DefaultReplyCacheEntries.
+	ReplyCacheEntries int
 	// Logger receives connection-level events; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -95,6 +98,8 @@ type Server struct {
 
 	bufs  sync.Pool // *[]byte
 	state sync.Pool // *callState
+
+	replies *replyCache
 }
 
 // callState is what one call in progress needs, pooled so that serving a
@@ -118,6 +123,9 @@ func NewServer(cfg Config) *Server {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
+	if cfg.ReplyCacheEntries <= 0 {
+		cfg.ReplyCacheEntries = DefaultReplyCacheEntries
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -128,6 +136,7 @@ func NewServer(cfg Config) *Server {
 		calls:    make(chan struct{}, cfg.MaxCalls),
 		handlers: make(map[progVers]Handler),
 		versions: make(map[uint32][2]uint32),
+		replies:  newReplyCache(cfg.ReplyCacheEntries),
 	}
 }
 
@@ -361,10 +370,33 @@ func (c *conn) answer(ctx context.Context, rec []byte, call *Call, e *xdr.Encode
 		return true
 	}
 	start := e.Len()
+	if rc, ok := h.(ReplyCacher); ok && rc.CacheReply(call.Proc) {
+		if k, ok := keyOf(call.Remote, call, call.Args.Rest()); ok {
+			reply, found, busy := c.s.replies.begin(k)
+			switch {
+			case busy:
+				c.log.Debug("rpc: dropping a retransmission of a call in progress", "xid", call.XID, "proc", call.Proc)
+				return false
+			case found:
+				c.log.Debug("rpc: answering a retransmission from the reply cache", "xid", call.XID, "proc", call.Proc)
+				e.FixedOpaque(reply)
+				return true
+			}
+			c.serve(ctx, h, call, e, start)
+			c.s.replies.finish(k, e.Bytes()[start:])
+			return true
+		}
+	}
+	c.serve(ctx, h, call, e, start)
+	return true
+}
+
+// serve runs the handler and appends its reply, from offset start of e.
+func (c *conn) serve(ctx context.Context, h Handler, call *Call, e *xdr.Encoder, start int) {
 	appendAccepted(e, call.XID, Success)
-	err = c.callHandler(ctx, h, call, e)
+	err := c.callHandler(ctx, h, call, e)
 	if err == nil {
-		return true
+		return
 	}
 	e.Truncate(start)
 	switch {
@@ -380,7 +412,6 @@ func (c *conn) answer(ctx context.Context, rec []byte, call *Call, e *xdr.Encode
 		}
 		appendAccepted(e, call.XID, SystemErr)
 	}
-	return true
 }
 
 // callHandler runs h, turning a panic into SYSTEM_ERR so that one bad call
