@@ -14,107 +14,34 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/blockrep/blockrep/internal/testfs"
 	"github.com/blockrep/blockrep/internal/testtool"
 )
 
-// imageSize is the smallest image each mkfs accepts here (mkfs.xfs 6.1
-// refuses less than 300 MB).
-var imageSize = map[string]string{"ext4": "64M", "xfs": "300M"}
+// toolPackage names the Debian package of each tool these tests run
+// besides those of testfs.
+var toolPackage = map[string]string{"blkid": "util-linux", "cp": "coreutils", "sync": "coreutils"}
 
-var mkfsArgs = map[string][]string{"ext4": {"mkfs.ext4", "-q", "-F"}, "xfs": {"mkfs.xfs", "-q", "-f"}}
-
-// toolPackage names the Debian package of each tool these tests run.
-var toolPackage = map[string]string{
-	"truncate": "coreutils", "mkfs.ext4": "e2fsprogs", "mkfs.xfs": "xfsprogs",
-	"losetup": "mount", "blkid": "util-linux", "cp": "coreutils", "sync": "coreutils",
-}
-
-func lookTool(t *testing.T, name string) string {
-	t.Helper()
-	return testtool.Need(t, name, toolPackage[name])
-}
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: loop devices, mount, and open_by_handle_at (CAP_DAC_READ_SEARCH)")
-	}
-}
+func needRoot(t *testing.T) { t.Helper(); testfs.NeedRoot(t) }
 
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(lookTool(t, name), args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	if pkg, ok := toolPackage[name]; ok {
+		out, err := exec.Command(testtool.Need(t, name, pkg), args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out))
 	}
-	return strings.TrimSpace(string(out))
+	return testfs.Run(t, name, args...)
 }
 
-// makeImage creates a sparse image file with a file system of type fstype.
 func makeImage(t *testing.T, fstype string) string {
 	t.Helper()
-	img := filepath.Join(t.TempDir(), fstype+".img")
-	run(t, "truncate", "-s", imageSize[fstype], img)
-	args := mkfsArgs[fstype]
-	run(t, args[0], append(args[1:], img)...)
-	return img
+	return testfs.MakeImage(t, fstype, "")
 }
-
-// attach loop-attaches img and detaches it when the test ends.
-func attach(t *testing.T, img string) string {
-	t.Helper()
-	losetup := lookTool(t, "losetup")
-	dev := run(t, "losetup", "--find", "--show", img)
-	t.Cleanup(func() {
-		if out, err := exec.Command(losetup, "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	})
-	return dev
-}
-
-// mounted is a mount made by a test; the test's cleanup unmounts it if the
-// test did not (lazily if a plain unmount fails).
-type mounted struct {
-	dir  string
-	done bool
-}
-
-func mountDev(t *testing.T, dev, fstype string) *mounted {
-	t.Helper()
-	m := &mounted{dir: t.TempDir()}
-	if err := unix.Mount(dev, m.dir, fstype, 0, ""); err != nil {
-		t.Fatalf("mount %s on %s (%s): %v", dev, m.dir, fstype, err)
-	}
-	t.Cleanup(func() {
-		if m.done {
-			return
-		}
-		if err := unix.Unmount(m.dir, 0); err != nil {
-			t.Errorf("umount %s: %v; trying umount -l", m.dir, err)
-			if err := unix.Unmount(m.dir, unix.MNT_DETACH); err != nil {
-				t.Errorf("umount -l %s: %v", m.dir, err)
-			}
-		}
-	})
-	return m
-}
-
-func (m *mounted) unmount(t *testing.T) {
-	t.Helper()
-	if err := unix.Unmount(m.dir, 0); err != nil {
-		t.Fatalf("umount %s: %v", m.dir, err)
-	}
-	m.done = true
-}
-
-func dropCaches(t *testing.T) {
-	t.Helper()
-	unix.Sync()
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0); err != nil {
-		t.Fatalf("drop caches: %v", err)
-	}
-}
+func attach(t *testing.T, img string) string { t.Helper(); return testfs.Attach(t, img) }
+func dropCaches(t *testing.T)                { t.Helper(); testfs.DropCaches(t) }
 
 func mkdirs(t *testing.T, dirs ...string) {
 	t.Helper()
@@ -241,14 +168,14 @@ func TestKernelHandles(t *testing.T) {
 func testKernelHandles(t *testing.T, fstype string) {
 	img := makeImage(t, fstype)
 	dev := attach(t, img)
-	m := mountDev(t, dev, fstype)
+	m := testfs.MountDev(t, dev, fstype)
 	fds := newFDSet(t) // after the mount: cleanups run last-registered first
 	od := func(path string) int { return fds.add(openDir(t, path)) }
-	exp := filepath.Join(m.dir, "exp")
-	mkdirs(t, filepath.Join(exp, "d1", "d2"), filepath.Join(exp, "other"), filepath.Join(m.dir, "outside", "sub"))
+	exp := filepath.Join(m.Dir, "exp")
+	mkdirs(t, filepath.Join(exp, "d1", "d2"), filepath.Join(exp, "other"), filepath.Join(m.Dir, "outside", "sub"))
 	writeFile(t, filepath.Join(exp, "d1", "d2", "file"), "hello "+fstype)
 	writeFile(t, filepath.Join(exp, "gone"), "soon deleted")
-	writeFile(t, filepath.Join(m.dir, "outside", "secret"), "not exported")
+	writeFile(t, filepath.Join(m.Dir, "outside", "secret"), "not exported")
 	if err := os.Symlink("/etc", filepath.Join(exp, "escape")); err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +276,7 @@ func testKernelHandles(t *testing.T, fstype string) {
 
 	// The export boundary: a directory outside the export's subtree is
 	// refused, also one that a rename moved out.
-	mountRoot := od(m.dir)
+	mountRoot := od(m.Dir)
 	outsideH, err := f.HandleAt(mountRoot, "outside")
 	if err != nil {
 		t.Fatal(err)
@@ -364,7 +291,7 @@ func testKernelHandles(t *testing.T, fstype string) {
 			t.Fatalf("%s: %v, want Stale wrapping ErrOutsideExport", name, err)
 		}
 	}
-	subH, err := f.HandleAt(od(filepath.Join(m.dir, "outside")), "sub")
+	subH, err := f.HandleAt(od(filepath.Join(m.Dir, "outside")), "sub")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +303,7 @@ func testKernelHandles(t *testing.T, fstype string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(filepath.Join(exp, "other"), filepath.Join(m.dir, "outside", "other")); err != nil {
+	if err := os.Rename(filepath.Join(exp, "other"), filepath.Join(m.Dir, "outside", "other")); err != nil {
 		t.Fatal(err)
 	}
 	if fd, err := f.Open(otherH, unix.O_PATH); !errors.Is(err, ErrOutsideExport) {
@@ -387,7 +314,7 @@ func testKernelHandles(t *testing.T, fstype string) {
 		unix.Close(fd)
 		t.Fatalf("directory below one moved out of the export: %v, want ErrOutsideExport", err)
 	}
-	if err := os.Rename(filepath.Join(m.dir, "outside", "other"), filepath.Join(exp, "other")); err != nil {
+	if err := os.Rename(filepath.Join(m.Dir, "outside", "other"), filepath.Join(exp, "other")); err != nil {
 		t.Fatal(err)
 	}
 	if got := inodeByHandle(t, f, dirB); got != dirIno {
@@ -395,7 +322,7 @@ func testKernelHandles(t *testing.T, fstype string) {
 	}
 	// The documented limitation: a non-directory outside the subtree is
 	// checked only for its file system.
-	secretH, err := f.HandleAt(od(filepath.Join(m.dir, "outside")), "secret")
+	secretH, err := f.HandleAt(od(filepath.Join(m.Dir, "outside")), "secret")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,11 +332,11 @@ func testKernelHandles(t *testing.T, fstype string) {
 		unix.Close(fd)
 	}
 	// The same export on the whole file system skips the walk.
-	whole := openFS(t, m.dir, 1)
+	whole := openFS(t, m.Dir, 1)
 	if !whole.wholeFS {
 		t.Fatal("the mount root does not count as the whole file system")
 	}
-	if got := inodeByHandle(t, whole, encode(t, outsideH)); got != inode(t, filepath.Join(m.dir, "outside")) {
+	if got := inodeByHandle(t, whole, encode(t, outsideH)); got != inode(t, filepath.Join(m.Dir, "outside")) {
 		t.Fatalf("whole-fs export: outside is inode %d", got)
 	}
 
@@ -463,10 +390,10 @@ func testKernelHandles(t *testing.T, fstype string) {
 	fds.closeAll()
 
 	// Unmount, drop caches, mount again elsewhere: same handles.
-	m.unmount(t)
+	m.Unmount(t)
 	dropCaches(t)
-	m2 := mountDev(t, dev, fstype)
-	f2 := openFS(t, filepath.Join(m2.dir, "exp"), 1)
+	m2 := testfs.MountDev(t, dev, fstype)
+	f2 := openFS(t, filepath.Join(m2.Dir, "exp"), 1)
 	t.Logf("mount IDs: first mount %d, remount %d", firstMountID, f2.mountID)
 	if !bytes.Equal(f2.RootBytes(), rootB) {
 		t.Fatalf("root handle after remount %x, before %x", f2.RootBytes(), rootB)
@@ -484,7 +411,7 @@ func testKernelHandles(t *testing.T, fstype string) {
 		t.Fatalf("after remount, deleted file: %v, want ESTALE", err)
 	}
 	f2.Close()
-	m2.unmount(t)
+	m2.Unmount(t)
 
 	// A block-identical copy on another loop device: same UUID, same
 	// handles, same contents.
@@ -493,9 +420,9 @@ func testKernelHandles(t *testing.T, fstype string) {
 	dev2 := attach(t, cp)
 	// Mount IDs are reused; hold one with a tmpfs so that the copy's mount
 	// surely has another ID than the original's, as on another node.
-	mountDev(t, "tmpfs", "tmpfs")
-	m3 := mountDev(t, dev2, fstype)
-	f3 := openFS(t, filepath.Join(m3.dir, "exp"), 1)
+	testfs.MountDev(t, "tmpfs", "tmpfs")
+	m3 := testfs.MountDev(t, dev2, fstype)
+	f3 := openFS(t, filepath.Join(m3.Dir, "exp"), 1)
 	if f3.mountID == firstMountID {
 		t.Fatalf("the copy got the original's mount ID %d: the test cannot tell that handles omit it", firstMountID)
 	}
@@ -511,7 +438,7 @@ func testKernelHandles(t *testing.T, fstype string) {
 	if got := inodeByHandle(t, f3, dirB); got != dirIno {
 		t.Fatalf("on the copy, dir by handle is inode %d, want %d", got, dirIno)
 	}
-	copyFsid := fsid(t, m3.dir)
+	copyFsid := fsid(t, m3.Dir)
 	t.Logf("%s: statfs f_fsid original %x on %s, copy %x on %s", fstype, firstFsid, dev, copyFsid, dev2)
 	wantSameFsid := fstype == "ext4" // ext4 derives f_fsid from the UUID, xfs from the device number
 	if (firstFsid == copyFsid) != wantSameFsid {
@@ -527,9 +454,9 @@ func TestOtherFileSystem(t *testing.T) {
 	var files [][]byte
 	for i := range 2 {
 		dev := attach(t, makeImage(t, "ext4"))
-		m := mountDev(t, dev, "ext4")
-		writeFile(t, filepath.Join(m.dir, "f"), "fs")
-		f := openFS(t, m.dir, 1)
+		m := testfs.MountDev(t, dev, "ext4")
+		writeFile(t, filepath.Join(m.Dir, "f"), "fs")
+		f := openFS(t, m.Dir, 1)
 		h, err := f.HandleAt(f.RootFD(), "f")
 		if err != nil {
 			t.Fatal(err)
@@ -556,9 +483,9 @@ func TestOtherFileSystem(t *testing.T) {
 // the handle's) that names the capability.
 func TestNoCapability(t *testing.T) {
 	needRoot(t)
-	m := mountDev(t, attach(t, makeImage(t, "ext4")), "ext4")
-	writeFile(t, filepath.Join(m.dir, "f"), "x")
-	f := openFS(t, m.dir, 1)
+	m := testfs.MountDev(t, attach(t, makeImage(t, "ext4")), "ext4")
+	writeFile(t, filepath.Join(m.Dir, "f"), "x")
+	f := openFS(t, m.Dir, 1)
 	h, err := f.HandleAt(f.RootFD(), "f")
 	if err != nil {
 		t.Fatal(err)

@@ -329,9 +329,9 @@ func (c *call) restoreCreds() error {
 // CacheReply implements rpc.ReplyCacher: the procedures that change the
 // file system in a way a second run would answer differently (a REMOVE
 // that succeeded would answer NOENT) are answered from the reply cache
-// when a client retransmits them. WRITE and SETATTR without a guard
-// would give the same result run twice, and COMMIT and the reads are
-// idempotent.
+// when a client retransmits them (SETATTR too: a guarded one would fail
+// NOT_SYNC the second time). WRITE gives the same result run twice, and
+// COMMIT and the reads are idempotent.
 func (h *Handler) CacheReply(proc uint32) bool {
 	switch proc {
 	case ProcSetattr, ProcCreate, ProcMkdir, ProcSymlink, ProcMknod, ProcRemove, ProcRmdir, ProcRename, ProcLink:
