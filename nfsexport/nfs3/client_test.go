@@ -24,7 +24,7 @@ import (
 // server is a Handler over a fresh loop-mounted file system, served on a
 // loopback port until the test ends.
 type server struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string // the export root on the host
 	fs   *fh.FS
 	h    *Handler
@@ -44,7 +44,7 @@ func newServer(t *testing.T, fstype string, opts export.Options) *server {
 	return serveDir(t, m.Dir, opts)
 }
 
-func serveDir(t *testing.T, dir string, opts export.Options) *server {
+func serveDir(t testing.TB, dir string, opts export.Options) *server {
 	t.Helper()
 	if opts.ID == 0 {
 		opts.ID = 7
@@ -98,7 +98,7 @@ func serveDir(t *testing.T, dir string, opts export.Options) *server {
 
 // client makes NFSv3 calls as one credential.
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	c    *rpcclient.Client
 	cred rpcclient.Cred
 }
@@ -459,4 +459,8 @@ func isReplyErr(err error, denied bool, stat uint32) bool {
 		return re.Denied && uint32(re.AuthStat) == stat
 	}
 	return !re.Denied && uint32(re.AcceptStat) == stat
+}
+
+func benchServer(b *testing.B, dir string) *server {
+	return serveDir(b, dir, export.Options{Squash: export.NoRootSquash})
 }

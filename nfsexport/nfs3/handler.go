@@ -212,45 +212,46 @@ func getName(d *xdr.Decoder, field string) (string, *Error, error) {
 // the client's network, its credential, and (for mutating procedures)
 // read-only. On the first call of a procedure it fixes c.exp; a second
 // handle (RENAME, LINK) must name the same export (NFS3ERR_XDEV).
-func (h *Handler) bind(c *call, b []byte, mutating bool) (*Error, error) {
+func (h *Handler) bind(c *call, b []byte, mutating bool) (fh.Handle, *Error, error) {
 	hd, err := fh.Decode(b)
 	if err != nil {
-		return fail("decode handle", err), nil
+		return hd, fail("decode handle", err), nil
 	}
 	exp, ok := h.exports[hd.Export]
 	if !ok {
-		return failStatus(ErrStale, "find export", fmt.Errorf("no export with id %d", hd.Export)), nil
+		return hd, failStatus(ErrStale, "find export", fmt.Errorf("no export with id %d", hd.Export)), nil
 	}
 	if c.exp != nil {
 		if exp != c.exp {
-			return failStatus(ErrXDev, "second handle", fmt.Errorf("export %d, first handle's %d", hd.Export, c.exp.Opts.ID)), nil
+			return hd, failStatus(ErrXDev, "second handle", fmt.Errorf("export %d, first handle's %d", hd.Export, c.exp.Opts.ID)), nil
 		}
-		return nil, nil
+		return hd, nil, nil
 	}
 	if err := exp.Opts.Admit(c.remote); err != nil {
 		h.log.Info("nfs: client refused", "client", c.remote, "export", exp.Opts.Path, "err", err)
-		return failStatus(ErrAcces, "admit", err), nil
+		return hd, failStatus(ErrAcces, "admit", err), nil
 	}
 	id, err := exp.Opts.Identity(c.rpc.Cred)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", rpc.ErrAuthTooWeak, err)
+		return hd, nil, fmt.Errorf("%w: %v", rpc.ErrAuthTooWeak, err)
 	}
 	if mutating && exp.Opts.ReadOnly {
-		return failStatus(ErrROFS, "read-only export", fmt.Errorf("export %s is read-only", exp.Opts.Path)), nil
+		return hd, failStatus(ErrROFS, "read-only export", fmt.Errorf("export %s is read-only", exp.Opts.Path)), nil
 	}
 	c.exp, c.id, c.fsid = exp, id, fsidOf(exp.FS.UUID())
 	if h.seen != nil {
 		h.seen(exp.Opts.ID, c.remote)
 	}
-	return nil, nil
+	return hd, nil, nil
 }
 
 // open binds the call to b's export and opens b with flags (as root).
 func (h *Handler) open(c *call, b []byte, flags int, mutating bool) (int, *Error, error) {
-	if nerr, err := h.bind(c, b, mutating); nerr != nil || err != nil {
+	hd, nerr, err := h.bind(c, b, mutating)
+	if nerr != nil || err != nil {
 		return -1, nerr, err
 	}
-	fd, err := c.exp.FS.OpenBytes(b, flags)
+	fd, err := c.exp.FS.Open(hd, flags)
 	if err != nil {
 		if !errors.Is(err, fh.ErrStale) && !errors.Is(err, fh.ErrBadHandle) {
 			var errno unix.Errno
