@@ -22,9 +22,10 @@
 //	21     4    kernel handle type (struct file_handle.handle_type)
 //	25     1    kernel handle length n (1..MaxKernelBytes)
 //	26     n    kernel handle bytes (struct file_handle.f_handle)
+//	26+n   0..3 zeros, so that the length is a multiple of 4 (ext4: 36 bytes, xfs: 40)
 //
 // Errors: a handle that fails the format's own checks (wrong length, unknown
-// version, length byte not matching) is an [*Error] of kind [BadHandle],
+// version, length byte not matching, padding not zero) is an [*Error] of kind [BadHandle],
 // which the server answers with NFS3ERR_BADHANDLE; a well-formed handle that
 // names another export or another file system, or a file that no longer
 // exists, is of kind [Stale], answered with NFS3ERR_STALE. See [Kind] for why.
@@ -201,7 +202,7 @@ func (h Handle) Encode() ([]byte, error) {
 		return nil, fmt.Errorf("nfs file handle: encode: kernel handle of type %d is %d bytes, more than the %d that fit in %d-byte NFSv3 handle",
 			h.Kernel.Type, n, MaxKernelBytes, MaxSize)
 	}
-	b := make([]byte, HeaderSize+n)
+	b := make([]byte, paddedSize(n))
 	b[0] = Version
 	binary.BigEndian.PutUint32(b[1:5], h.Export)
 	copy(b[5:21], h.FS[:])
@@ -229,16 +230,27 @@ func Decode(b []byte) (Handle, error) {
 	if n == 0 {
 		return Handle{}, badHandle("kernel handle length 0")
 	}
-	if HeaderSize+n != len(b) {
-		return Handle{}, badHandle("kernel handle length byte %d does not match the handle's length %d (want %d)", n, len(b), HeaderSize+n)
+	if paddedSize(n) != len(b) {
+		return Handle{}, badHandle("kernel handle length byte %d does not match the handle's length %d (want %d)", n, len(b), paddedSize(n))
+	}
+	for _, p := range b[HeaderSize+n:] {
+		if p != 0 {
+			return Handle{}, badHandle("padding byte %#x, want 0", p)
+		}
 	}
 	var h Handle
 	h.Export = binary.BigEndian.Uint32(b[1:5])
 	copy(h.FS[:], b[5:21])
 	h.Kernel.Type = int32(binary.BigEndian.Uint32(b[21:25]))
-	h.Kernel.Bytes = append([]byte(nil), b[HeaderSize:]...)
+	h.Kernel.Bytes = append([]byte(nil), b[HeaderSize:HeaderSize+n]...)
 	return h, nil
 }
+
+// paddedSize is the size of an encoded handle with n kernel bytes: the
+// fields, then zeros up to a multiple of 4. Clients pad an opaque on the
+// wire anyway; a handle that needs no padding survives clients that forget
+// it (go-nfs-client does), and knfsd's handles are multiples of 4 too.
+func paddedSize(n int) int { return (HeaderSize + n + 3) &^ 3 }
 
 // Check reports whether h belongs to the export with id export on the file
 // system fs. A mismatch is of kind Stale: the handle is well formed, but

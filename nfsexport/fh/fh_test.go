@@ -20,12 +20,9 @@ func TestEncodeLayout(t *testing.T) {
 	}
 	want := []byte{Version, 0, 0, 0, 7}
 	want = append(want, testUUID[:]...)
-	want = append(want, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8)
+	want = append(want, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0) // padded to 36
 	if !bytes.Equal(b, want) {
 		t.Fatalf("Encode = %x, want %x", b, want)
-	}
-	if len(b) != HeaderSize+8 {
-		t.Fatalf("len = %d", len(b))
 	}
 }
 
@@ -85,10 +82,12 @@ func TestDecodeBadHandle(t *testing.T) {
 		{"version 0", mod(func(b []byte) []byte { b[0] = 0; return b }), "version 0"},
 		{"version 2", mod(func(b []byte) []byte { b[0] = 2; return b }), "version 2"},
 		{"length byte 0", mod(func(b []byte) []byte { b[25] = 0; return b }), "kernel handle length 0"},
-		{"length byte too big", mod(func(b []byte) []byte { b[25] = 9; return b }), "length byte 9"},
-		{"length byte too small", mod(func(b []byte) []byte { b[25] = 7; return b }), "length byte 7"},
+		{"length byte too big", mod(func(b []byte) []byte { b[25] = 11; return b }), "length byte 11"},
+		{"length byte too small", mod(func(b []byte) []byte { b[25] = 5; return b }), "length byte 5"},
+		{"padding not zero", mod(func(b []byte) []byte { b[len(b)-1] = 1; return b }), "padding byte 0x1"},
 		{"truncated", good[:len(good)-1], "length byte 8"},
 		{"extra byte", append(append([]byte(nil), good...), 0), "length byte 8"},
+		{"unpadded", good[:HeaderSize+8], "length byte 8"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, err := Decode(tc.in)
