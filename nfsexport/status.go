@@ -108,8 +108,8 @@ func (s *Server) Status() Status {
 // on the path of every call, so a known client costs a map lookup and two
 // atomic operations; only a new client takes the lock.
 type clientTable struct {
-	max int
-	m   sync.Map // clientKey -> *clientStats
+	limit int
+	m     sync.Map // clientKey -> *clientStats
 
 	mu sync.Mutex // serializes adding and forgetting clients
 	n  int        // entries in m; guarded by mu
@@ -134,7 +134,7 @@ type clientSeen struct {
 	calls       uint64
 }
 
-func newClientTable(max int) *clientTable { return &clientTable{max: max} }
+func newClientTable(limit int) *clientTable { return &clientTable{limit: limit} }
 
 // see records a call of client to export at now.
 func (t *clientTable) see(export uint32, client netip.Addr, now time.Time) {
@@ -149,7 +149,7 @@ func (t *clientTable) see(export uint32, client netip.Addr, now time.Time) {
 		v.(*clientStats).record(now)
 		return
 	}
-	if t.n >= t.max {
+	if t.n >= t.limit {
 		t.forgetOldest()
 	}
 	c := &clientStats{first: now}

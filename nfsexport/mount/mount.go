@@ -192,11 +192,11 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if h.log == nil {
 		h.log = slog.Default()
 	}
-	max := cfg.MaxMounts
-	if max <= 0 {
-		max = DefaultMaxMounts
+	limit := cfg.MaxMounts
+	if limit <= 0 {
+		limit = DefaultMaxMounts
 	}
-	h.mounts = newTable(max)
+	h.mounts = newTable(limit)
 	for i := range cfg.Exports {
 		e := cfg.Exports[i]
 		if e.Opts == nil || e.FS == nil {

@@ -24,17 +24,17 @@ type entryKey struct {
 	path   string
 }
 
-// table is the mount list: at most max entries, the least recently
+// table is the mount list: at most limit entries, the least recently
 // mounted dropped first. It is not safe for concurrent use (the Handler
 // holds a mutex around it).
 type table struct {
-	max   int
+	limit int
 	order *list.List // of Entry, least recently mounted first
 	byKey map[entryKey]*list.Element
 }
 
-func newTable(max int) *table {
-	return &table{max: max, order: list.New(), byKey: make(map[entryKey]*list.Element)}
+func newTable(limit int) *table {
+	return &table{limit: limit, order: list.New(), byKey: make(map[entryKey]*list.Element)}
 }
 
 // add records e; a client mounting the same export again refreshes its
@@ -47,7 +47,7 @@ func (t *table) add(e Entry) (dropped []Entry) {
 		t.order.MoveToBack(el)
 		return nil
 	}
-	for t.order.Len() >= t.max && t.order.Len() > 0 {
+	for t.order.Len() >= t.limit && t.order.Len() > 0 {
 		front := t.order.Front()
 		old := t.order.Remove(front).(Entry)
 		delete(t.byKey, entryKey{old.Client, old.Path})
