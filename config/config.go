@@ -27,6 +27,7 @@ type Config struct {
 	Cluster     Cluster     // the [cluster] table
 	Volumes     []Volume
 	Hooks       []Hook // the [[hook]] tables, in file order
+	NFS         NFS    // the [nfs] table
 }
 
 // Replicated reports whether peers are configured, that is whether this node
@@ -138,6 +139,9 @@ type Volume struct {
 	// the volume's primary is lost (FailoverAuto) or leaves that to the
 	// operator (FailoverManual). Only with [cluster].
 	Failover Failover
+	// NFS are the volume's [[volume.nfs]] tables: directories of the file
+	// system on the volume exported over NFS, in file order.
+	NFS []NFSExport
 }
 
 // Defaults and limits.
@@ -202,6 +206,7 @@ func Parse(data []byte, name string) (*Config, error) {
 	rawCluster := root.sub("cluster")
 	rawPeers := root.tables("peer")
 	rawVols := root.tables("volume")
+	rawNFS := root.sub("nfs")
 	cfg.Hooks = decodeHooks(root.tables("hook"))
 	root.unknown()
 
@@ -221,7 +226,13 @@ func Parse(data []byte, name string) (*Config, error) {
 		_, set := t.m["role"]
 		roleSet = append(roleSet, set)
 	}
+	exports := false
+	for _, v := range cfg.Volumes {
+		exports = exports || len(v.NFS) > 0
+	}
+	decodeNFS(rawNFS, &cfg.NFS, exports)
 	validate(p, cfg, rawNBD, rawRepl)
+	validateNFS(p, cfg, rawNFS, rawVols)
 	validateCluster(p, cfg, rawCluster, rawRepl, roleSet)
 	if err := p.err(); err != nil {
 		return nil, err
@@ -387,7 +398,9 @@ func decodeVolume(t *table, replicated bool) Volume {
 	t.str("preferred_primary", &v.PreferredPrimary)
 	oneOf(t, "failover", &v.Failover, FailoverAuto, FailoverManual)
 	decodeRAID(t, &v)
+	nfsTables := t.tables("nfs")
 	t.unknown()
+	v.NFS = decodeNFSExports(nfsTables, v.Name)
 
 	switch {
 	case v.Name == "":

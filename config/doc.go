@@ -30,6 +30,14 @@
 //	default_export = ""  # volume served for the empty export name;
 //	                     # default: the only volume if there is exactly one
 //
+//	[nfs]                # optional; its defaults apply when a volume has
+//	                     # an export ([[volume.nfs]])
+//	listen = [":2049"]   # TCP host:port of NFS and MOUNT (same port); no
+//	                     # unix:; not an nbd, replication or cluster listen
+//	                     # address; default [":2049"]
+//	portmap = false      # also serve a portmapper (rpcbind) on the listen
+//	                     # addresses and on port 111 of their hosts
+//
 //	[replication]        # optional; defaults apply when absent
 //	cluster = "prod"     # required with peers; 1-63 of [a-z0-9-]; peers agree;
 //	                     # default cluster.name with [cluster]
@@ -107,6 +115,22 @@
 //	failover = "auto"            # only with [cluster]: "auto" or "manual"
 //	                             # (the cluster records a lost primary and
 //	                             # waits for blockctl promote)
+//
+//	[[volume.nfs]]               # zero or more, after a volume's keys: a
+//	                             # directory of its file system over NFS
+//	path = "htdocs"              # relative to the file system's root; ""
+//	                             # (default) is the root; no ".." above it
+//	export = "/vol0"             # the MOUNT path; absolute, clean, <= 1024
+//	                             # bytes, unique; default "/" + volume name
+//	id = 2001                    # export id in every file handle, 0 to
+//	                             # 4294967295, unique; never change it;
+//	                             # default DefaultNFSExportID(name, path)
+//	networks = ["10.0.0.0/24"]   # required, at least one CIDR, no host bits
+//	read_only = false            # refuse changes (NFS3ERR_ROFS)
+//	squash = "root_squash"       # or "no_root_squash", "all_squash"
+//	anonuid = 65534              # identity of squashed calls, 0 to
+//	anongid = 65534              # 4294967295; default 65534
+//	allow_auth_none = false      # admit AUTH_NONE calls as anonuid/anongid
 //
 //	[[volume]]                   # a volume on a local RAID array: raid_level
 //	name = "fast"                # and raid_members instead of path (exactly
