@@ -20,9 +20,9 @@ import (
 	nfsxdr "github.com/willscott/go-nfs-client/nfs/xdr"
 
 	"github.com/blockrep/blockrep/internal/syncbuf"
+	"github.com/blockrep/blockrep/internal/testfs"
 	"github.com/blockrep/blockrep/nfsexport/export"
 	"github.com/blockrep/blockrep/nfsexport/fh"
-	"github.com/blockrep/blockrep/nfsexport/internal/testfs"
 	"github.com/blockrep/blockrep/nfsexport/rpc"
 	"github.com/blockrep/blockrep/nfsexport/xdr"
 )
@@ -52,7 +52,7 @@ func prefixes(s ...string) []netip.Prefix {
 
 func newFixture(t *testing.T, maxMounts int) *fixture {
 	t.Helper()
-	root := testfs.Mount(t, "ext4")
+	root := testfs.New(t, "ext4").Dir
 	f := &fixture{fs: map[string]*fh.FS{}, logs: &syncbuf.Buffer{}}
 	opts := []*export.Options{
 		{ID: 1, Path: "/", Networks: prefixes("10.9.0.0/16")},
