@@ -73,3 +73,13 @@ func (s *Server) refused(r mount.Refusal) {
 	}
 	s.event(Event{Time: r.Time, Kind: KindRefused, Export: r.Path, Client: r.Client, Detail: detail})
 }
+
+// callRefused reports an NFS call refused for the client's address (a
+// client that skipped MOUNT, or kept a handle from when it was admitted).
+func (s *Server) callRefused(path string, client netip.Addr, err error, suppressed int) {
+	detail := fmt.Sprintf("NFS call: %v", err)
+	if suppressed > 0 {
+		detail += fmt.Sprintf(" (and %d more refusals of this client not reported since the last)", suppressed)
+	}
+	s.event(Event{Time: time.Now(), Kind: KindRefused, Export: path, Client: client, Detail: detail})
+}

@@ -124,6 +124,7 @@ func New(cfg Config) (*Server, error) {
 		Exports:  nfsExports,
 		Verifier: s.verf,
 		Seen:     func(id uint32, client netip.Addr) { s.clients.see(id, client, time.Now()) },
+		Refused:  s.callRefused,
 		Logger:   log,
 	})
 	if err != nil {

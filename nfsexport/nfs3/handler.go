@@ -39,9 +39,11 @@ import (
 	"net/netip"
 	"runtime"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/blockrep/blockrep/internal/lograte"
 	"github.com/blockrep/blockrep/nfsexport/export"
 	"github.com/blockrep/blockrep/nfsexport/fh"
 	"github.com/blockrep/blockrep/nfsexport/rpc"
@@ -65,15 +67,26 @@ type Config struct {
 	// Seen, if not nil, is called for every admitted call with the export's
 	// id and the client's address (for status: which clients use an export).
 	Seen func(exportID uint32, client netip.Addr)
+	// Refused, if not nil, is told of a call refused because the client
+	// is in none of the export's networks, at most once per client and
+	// export a minute (RefuseInterval), with the count of the refusals
+	// since the last one told. The log line has the same limit.
+	Refused func(exportPath string, client netip.Addr, err error, suppressed int)
 	// Logger receives server-side failures; nil means slog.Default().
 	Logger *slog.Logger
 }
+
+// RefuseInterval is how often a refused client is logged and reported per
+// export, so that a scanner costs a few log lines, not one per call.
+const RefuseInterval = time.Minute
 
 // Handler serves NFSv3. It is safe for concurrent use.
 type Handler struct {
 	exports map[uint32]*Export
 	verf    atomic.Pointer[[8]byte] // see resetVerifier
 	seen    func(uint32, netip.Addr)
+	refused func(string, netip.Addr, error, int)
+	refuses *lograte.Limiter
 	log     *slog.Logger
 	// groups are the process's supplementary groups, which a thread gets
 	// back after serving a call as a client.
@@ -82,7 +95,8 @@ type Handler struct {
 
 // NewHandler returns a Handler for cfg.
 func NewHandler(cfg Config) (*Handler, error) {
-	h := &Handler{exports: make(map[uint32]*Export), seen: cfg.Seen, log: cfg.Logger}
+	h := &Handler{exports: make(map[uint32]*Export), seen: cfg.Seen, refused: cfg.Refused,
+		refuses: lograte.New(RefuseInterval, 4096), log: cfg.Logger}
 	verf := cfg.Verifier
 	h.verf.Store(&verf)
 	if h.log == nil {
@@ -228,7 +242,12 @@ func (h *Handler) bind(c *call, b []byte, mutating bool) (fh.Handle, *Error, err
 		return hd, nil, nil
 	}
 	if err := exp.Opts.Admit(c.remote); err != nil {
-		h.log.Info("nfs: client refused", "client", c.remote, "export", exp.Opts.Path, "err", err)
+		if ok, suppressed := h.refuses.Allow(c.remote.String()+" "+exp.Opts.Path, time.Now()); ok {
+			h.log.Info("nfs: client refused", "client", c.remote, "export", exp.Opts.Path, "err", err, "suppressed", suppressed)
+			if h.refused != nil {
+				h.refused(exp.Opts.Path, c.remote, err, suppressed)
+			}
+		}
 		return hd, failStatus(ErrAcces, "admit", err), nil
 	}
 	id, err := exp.Opts.Identity(c.rpc.Cred)

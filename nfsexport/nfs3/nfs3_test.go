@@ -416,8 +416,8 @@ func TestPolicy(t *testing.T) {
 		})
 		wantStatus(t, fmt.Sprintf("proc %d from outside the networks", proc), status(d), ErrAcces)
 	}
-	if !strings.Contains(far.logs.String(), "client refused") {
-		t.Fatalf("no log line for the refused client:\n%s", far.logs.String())
+	if n := strings.Count(far.logs.String(), "client refused"); n != 1 {
+		t.Fatalf("%d log lines for 4 refused calls of one client, want 1 (rate-limited):\n%s", n, far.logs.String())
 	}
 
 	ro := serveDir(t, m.Dir, export.Options{ID: 9, ReadOnly: true, Squash: export.NoRootSquash})
