@@ -304,8 +304,9 @@ func (h *Handler) mnt(client netip.Addr, path string, reply *xdr.Encoder) {
 		reply.Uint32(1)
 		reply.Uint32(rpc.AuthSys)
 	}
-	entry := Entry{Client: client, Path: e.Opts.Path, Export: e.Opts.ID, Time: time.Now()}
+	entry := Entry{Client: client, Path: e.Opts.Path, Export: e.Opts.ID}
 	h.mu.Lock()
+	entry.Time = time.Now() // under the lock: the list is in time order
 	dropped := h.mounts.add(entry)
 	h.mu.Unlock()
 	for _, d := range dropped {
