@@ -508,7 +508,7 @@ func (t *nfsTarget) connect(ctx context.Context, conns int, o NFSOptions) error 
 		if err == nil {
 			break
 		}
-		if exited := t.proc.Exited(); exited != nil || time.Now().After(deadline) || ctx.Err() != nil {
+		if t.exited() != nil || time.Now().After(deadline) || ctx.Err() != nil {
 			return t.failed(err)
 		}
 		select {
@@ -556,13 +556,20 @@ func (t *nfsTarget) mount(ctx context.Context) error {
 	return err
 }
 
+// exited says how the server's process ended, nil while it runs (or when
+// the target has no process of its own, as in tests).
+func (t *nfsTarget) exited() error {
+	if t.proc == nil {
+		return nil
+	}
+	return t.proc.Exited()
+}
+
 // failed names the server in err and, if its process has exited, says
 // so with the end of its log.
 func (t *nfsTarget) failed(err error) error {
-	if t.proc != nil {
-		if exited := t.proc.Exited(); exited != nil {
-			return fmt.Errorf("bench: nfs: %s: %w (%v; log:\n%s)", t.name, err, exited, t.proc.LogTail(20))
-		}
+	if exited := t.exited(); exited != nil {
+		return fmt.Errorf("bench: nfs: %s: %w (%v; log:\n%s)", t.name, err, exited, t.proc.LogTail(20))
 	}
 	return fmt.Errorf("bench: nfs: %s: %w", t.name, err)
 }

@@ -87,7 +87,7 @@ const maxReplySize = 1<<20 + 64<<10
 var (
 	errProgUnavail  = errors.New("PROG_UNAVAIL")
 	errProgMismatch = errors.New("PROG_MISMATCH")
-	errProcUnavail  = errors.New("PROC_UNAVAIL")
+	errProcUnavail  = errors.New("PROC_UNAVAIL (the server does not implement the procedure)")
 	errGarbageArgs  = errors.New("GARBAGE_ARGS")
 	errSystemErr    = errors.New("SYSTEM_ERR")
 	errDenied       = errors.New("MSG_DENIED")
@@ -414,7 +414,7 @@ func decodeFattr(d *xdr.Decoder) (fattr, error) {
 	a.Type = binary.BigEndian.Uint32(b[0:])
 	a.Mode = binary.BigEndian.Uint32(b[4:])
 	a.Size = binary.BigEndian.Uint64(b[20:])
-	a.FileID = binary.BigEndian.Uint64(b[48:])
+	a.FileID = binary.BigEndian.Uint64(b[52:])
 	return a, nil
 }
 

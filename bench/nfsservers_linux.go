@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/blockrep/blockrep/config"
 	"github.com/blockrep/blockrep/internal/testtool"
 )
 
@@ -270,8 +271,8 @@ func RunNFS(ctx context.Context, o NFSOptions) (err error) {
 		if err := populate(ctx, fs.mnt, o); err != nil {
 			return fmt.Errorf("bench: nfs: write the files for %s: %w", name, err)
 		}
-		o.Progress("%s: %s of %d MiB on %s at %s, %d MiB file and %d small files written in %.1fs",
-			name, o.FSType, o.FSSize>>20, fs.dev, fs.mnt, o.FileSize>>20, o.Files, time.Since(start).Seconds())
+		o.Progress("%s: %s of %s on %s at %s, %s file and %d small files written in %.1fs",
+			name, o.FSType, config.FormatSize(o.FSSize), fs.dev, fs.mnt, config.FormatSize(o.FileSize), o.Files, time.Since(start).Seconds())
 
 		t := &nfsTarget{name: name, path: fs.mnt}
 		if name == NFSGanesha {
@@ -299,9 +300,9 @@ func RunNFS(ctx context.Context, o NFSOptions) (err error) {
 	for _, t := range targets {
 		names = append(names, t.name)
 	}
-	fmt.Fprintf(o.Out, "blockbench -nfs: %s; %d rows × %d rounds; %s of %d MiB per server in %s; a %d MiB file and %d files of %d–%d KiB in %d directories; %d connections × %d calls in flight; random rows %s; page cache dropped (sync + drop_caches=3) before the cold rows, one untimed pass before the warm row\n\n",
-		strings.Join(names, ", "), len(o.Rows), o.Rounds, o.FSType, o.FSSize>>20, o.Dir, o.FileSize>>20, o.Files,
-		o.MinFile>>10, o.MaxFile>>10, o.Dirs, o.Conns, o.Depth, o.Runtime)
+	fmt.Fprintf(o.Out, "blockbench -nfs: %s; %d rows × %d rounds; %s of %s per server in %s; a %s file and %d files of %s–%s in %d directories; %d connections × %d calls in flight; random rows %s; page cache dropped (sync + drop_caches=3) before the cold rows, one untimed pass before the warm row\n\n",
+		strings.Join(names, ", "), len(o.Rows), o.Rounds, o.FSType, config.FormatSize(o.FSSize), o.Dir, config.FormatSize(o.FileSize), o.Files,
+		config.FormatSize(int64(o.MinFile)), config.FormatSize(int64(o.MaxFile)), o.Dirs, o.Conns, o.Depth, o.Runtime)
 
 	runs := make(map[string][][]NFSResult) // server -> row -> runs
 	for _, t := range targets {
