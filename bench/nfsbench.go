@@ -82,12 +82,12 @@ var NFSRows = []NFSRow{
 
 // SelectNFSRows returns the NFSRows whose name contains (case-insensitive)
 // one of the comma-separated substrings of only; all of them when only is
-// empty.
+// empty, an empty (not nil) list when none matches.
 func SelectNFSRows(only string) []NFSRow {
 	if strings.TrimSpace(only) == "" {
 		return NFSRows
 	}
-	var out []NFSRow
+	out := []NFSRow{} // not nil: NFSOptions takes nil for all rows
 	for _, r := range NFSRows {
 		for _, sub := range strings.Split(only, ",") {
 			if sub = strings.TrimSpace(sub); sub != "" && strings.Contains(strings.ToLower(r.Name), strings.ToLower(sub)) {

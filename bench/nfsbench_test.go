@@ -59,8 +59,13 @@ func TestSelectNFSRows(t *testing.T) {
 	if got, want := names(SelectNFSRows("RANDOM, create")), "4K random read (cold cache)|4K random write (UNSTABLE + COMMIT)|small files CREATE+WRITE+COMMIT+REMOVE"; got != want {
 		t.Errorf("got %s, want %s", got, want)
 	}
-	if got := SelectNFSRows("nothing"); len(got) != 0 {
-		t.Errorf("no match: %s", names(got))
+	got := SelectNFSRows("nothing")
+	if got == nil || len(got) != 0 {
+		t.Errorf("no match: %#v, want an empty list (nil is all rows to NFSOptions)", got)
+	}
+	o := NFSOptions{Rows: got}.withDefaults()
+	if err := o.validate(); err == nil || !strings.Contains(err.Error(), "-rows selects no row") {
+		t.Errorf("options with no row: %v", err)
 	}
 }
 
