@@ -489,6 +489,10 @@ type nfsTarget struct {
 	conns     []*rpcConn
 	root, big []byte
 	dirs      [][]byte
+	// bufs are the write buffers of the call slots (conns × depth, 1 MiB
+	// each, filled by fillPattern outside the timing; a writer only
+	// restamps the part it sends).
+	bufs [][]byte
 }
 
 func (t *nfsTarget) close() {
@@ -501,7 +505,7 @@ func (t *nfsTarget) close() {
 // connect mounts the export (retrying while the server starts: ganesha
 // opens its MOUNT port after its NFS port), opens the connections and
 // looks up the big file and the directories.
-func (t *nfsTarget) connect(ctx context.Context, conns int, o NFSOptions) error {
+func (t *nfsTarget) connect(ctx context.Context, o NFSOptions) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		err := t.mount(ctx)
@@ -517,12 +521,17 @@ func (t *nfsTarget) connect(ctx context.Context, conns int, o NFSOptions) error 
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	for range conns {
+	for range o.Conns {
 		c, err := dialRPC(ctx, t.nfsAddr)
 		if err != nil {
 			return t.failed(err)
 		}
 		t.conns = append(t.conns, c)
+	}
+	for range o.Conns * o.Depth {
+		b := make([]byte, nfsBlock)
+		fillPattern(b, 0, 0)
+		t.bufs = append(t.bufs, b)
 	}
 	c := t.conns[0]
 	rtmax, wtmax, err := c.fsinfo(ctx, t.root)
@@ -662,9 +671,8 @@ func (t *nfsTarget) runWorkload(ctx context.Context, row NFSRow, o NFSOptions, s
 	case NFSSeqWrite, NFSSeqRead:
 		chunks := o.FileSize / nfsBlock
 		var next atomic.Int64
-		err = t.parallel(ctx, o.Depth, func(ctx context.Context, c *rpcConn, _ int) error {
-			buf := make([]byte, nfsBlock)
-			fillPattern(buf, 0, 0)
+		err = t.parallel(ctx, o.Depth, func(ctx context.Context, c *rpcConn, slot int) error {
+			buf := t.bufs[slot]
 			for {
 				k := next.Add(1) - 1
 				if k >= chunks {
@@ -697,8 +705,7 @@ func (t *nfsTarget) runWorkload(ctx context.Context, row NFSRow, o NFSOptions, s
 		deadline := time.Now().Add(o.Runtime)
 		err = t.parallel(ctx, o.Depth, func(ctx context.Context, c *rpcConn, slot int) error {
 			rng := rand.New(rand.NewPCG(seed, uint64(slot)))
-			buf := make([]byte, nfsSmallBlock)
-			fillPattern(buf, 0, 0)
+			buf := t.bufs[slot][:nfsSmallBlock]
 			for time.Now().Before(deadline) {
 				off := uint64(rng.Int64N(blocks) * nfsSmallBlock)
 				if row.Workload == NFSRandWrite {
@@ -725,9 +732,8 @@ func (t *nfsTarget) runWorkload(ctx context.Context, row NFSRow, o NFSOptions, s
 		}
 	case NFSSmallRead, NFSSmallCreate:
 		var next atomic.Int64
-		err = t.parallel(ctx, o.Depth, func(ctx context.Context, c *rpcConn, _ int) error {
-			buf := make([]byte, o.MaxFile)
-			fillPattern(buf, 0, 0)
+		err = t.parallel(ctx, o.Depth, func(ctx context.Context, c *rpcConn, slot int) error {
+			buf := t.bufs[slot][:o.MaxFile]
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= o.Files {

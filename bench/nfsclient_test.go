@@ -263,7 +263,7 @@ func TestRPCConnFailsClearly(t *testing.T) {
 	// FSINFO is PROC_UNAVAIL, and connect says so.
 	tg := &nfsTarget{name: "stub", nfsAddr: addr, mountAddr: addr, path: "/x"}
 	defer tg.close()
-	err = tg.connect(ctx, 2, NFSOptions{Dirs: 1})
+	err = tg.connect(ctx, NFSOptions{Conns: 2, Depth: 1, Dirs: 1})
 	if !errors.Is(err, errProcUnavail) || !strings.Contains(err.Error(), "stub: NFS FSINFO: PROC_UNAVAIL") {
 		t.Errorf("connect: %v, want stub: NFS FSINFO: PROC_UNAVAIL", err)
 	}

@@ -288,7 +288,7 @@ func RunNFS(ctx context.Context, o NFSOptions) (err error) {
 			undo.add(func() error { t.proc.Stop(); return nil })
 			t.mountAddr = t.nfsAddr // NFS and MOUNT on one listener
 		}
-		if err := t.connect(ctx, o.Conns, o); err != nil {
+		if err := t.connect(ctx, o); err != nil {
 			t.close()
 			return err
 		}
