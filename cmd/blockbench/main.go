@@ -17,12 +17,20 @@
 // store on the same file system, in-process (the array is not wired into
 // blockrepd yet): sequential 1 MiB and random 4 KiB reads and writes
 // through block.Device, rounds interleaved across the configurations.
+//
+// With -nfs it measures blockrep's NFSv3 server (nfsexport/) against
+// nfs-ganesha: each serves a loop-mounted file system of the same type and
+// size, and the same Go client (several connections, calls in flight)
+// runs sequential and random I/O on a big file and the web-host pattern on
+// many small files against both (root). blockrep's server runs in a
+// process of its own: blockbench started again with -nfs-serve-dir.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -62,6 +70,27 @@ func main() {
 	diskIOPS := flag.Int64("disk-iops", 0, "with -raid: put every file on its own loop device capped at this many read IOPS (separate disks of a known speed; root; read workloads only)")
 	diskMBps := flag.Int64("disk-mbps", 0, "with -raid: as -disk-iops, a cap of this many MB/s read per loop device")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof)")
+	nfsMode := flag.Bool("nfs", false, "measure NFS: blockrep's NFSv3 server against nfs-ganesha, each on a loop-mounted file system of -size (default: enough for the files), driven by the same Go client (root)")
+	nfsFS := flag.String("nfs-fs", "ext4", "with -nfs: the type of both file systems, ext4 or xfs")
+	nfsFileSize := sizeFlag(bench.DefaultNFSFileSize)
+	flag.Var(&nfsFileSize, "nfs-file-size", "with -nfs: the file of the sequential and random rows")
+	nfsFiles := flag.Int("nfs-files", bench.DefaultNFSFiles, "with -nfs: files of the small-file rows")
+	nfsDirs := flag.Int("nfs-dirs", bench.DefaultNFSDirs, "with -nfs: directories the small files are spread over")
+	nfsMinFile, nfsMaxFile := sizeFlag(bench.DefaultNFSMinFile), sizeFlag(bench.DefaultNFSMaxFile)
+	flag.Var(&nfsMinFile, "nfs-file-min", "with -nfs: smallest small file")
+	flag.Var(&nfsMaxFile, "nfs-file-max", "with -nfs: largest small file (sizes are spread uniformly in between)")
+	nfsConns := flag.Int("nfs-conns", bench.DefaultNFSConns, "with -nfs: TCP connections to each server")
+	nfsDepth := flag.Int("nfs-depth", bench.DefaultNFSDepth, "with -nfs: calls in flight on each connection")
+	nfsServers := flag.String("nfs-servers", bench.NFSGanesha+","+bench.NFSBlockrep, "with -nfs: the servers measured (comma-separated)")
+	nfsQuick := flag.Bool("nfs-quick", false, "with -nfs: a quick run, -nfs-file-size 64MiB -nfs-files 1000 -nfs-dirs 10 -runtime 1s -rounds 1 unless given")
+	nfsServerProfile := flag.String("nfs-server-cpuprofile", "", "with -nfs: blockrep's server process writes a CPU profile of its whole run to this file (go tool pprof)")
+	ganesha := flag.String("ganesha", "ganesha.nfsd", "with -nfs: the nfs-ganesha binary")
+	rpcbind := flag.String("rpcbind", "rpcbind", "with -nfs: the rpcbind binary, started if nothing serves port 111")
+	// The blockrep server process of -nfs; hidden from -help.
+	serveDir := flag.String(serveFlagPrefix+"dir", "", "internal: serve this directory over NFS (the -nfs server process)")
+	serveListen := flag.String(serveFlagPrefix+"listen", "", "internal: the -nfs server process's address")
+	serveProfile := flag.String(serveFlagPrefix+"cpuprofile", "", "internal: the -nfs server process's CPU profile")
+	flag.Usage = usage
 	flag.Parse()
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -79,15 +108,52 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	resyncSet, sizeSet := false, false
+	set := map[string]bool{}
 	flag.Visit(func(f *flag.Flag) {
 		resyncSet = resyncSet || f.Name == "resync-size"
 		sizeSet = sizeSet || f.Name == "size"
+		set[f.Name] = true
 	})
 	if !resyncSet {
 		resyncSize = min(resyncSize, size/2/(1<<20)*(1<<20))
 	}
 	var err error
-	if *raidMode {
+	if *serveDir != "" {
+		err = bench.ServeNFS(ctx, bench.NFSServeOptions{
+			Dir: *serveDir, Listen: *serveListen, CPUProfile: *serveProfile,
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		})
+	} else if *nfsMode {
+		if *nfsQuick {
+			quick := map[string]func(){
+				"nfs-file-size": func() { nfsFileSize = 64 << 20 },
+				"nfs-files":     func() { *nfsFiles = 1000 },
+				"nfs-dirs":      func() { *nfsDirs = 10 },
+				"runtime":       func() { *runtime = time.Second },
+				"rounds":        func() { *rounds = 1 },
+			}
+			for name, apply := range quick {
+				if !set[name] {
+					apply()
+				}
+			}
+		}
+		o := bench.NFSOptions{
+			Dir: *dir, FSType: *nfsFS, FileSize: int64(nfsFileSize),
+			Files: *nfsFiles, Dirs: *nfsDirs, MinFile: int(nfsMinFile), MaxFile: int(nfsMaxFile),
+			Runtime: *runtime, Rounds: *rounds, Conns: *nfsConns, Depth: *nfsDepth,
+			Servers: strings.Split(*nfsServers, ","), Rows: bench.SelectNFSRows(*only),
+			Ganesha: *ganesha, Rpcbind: *rpcbind, ServerCPUProfile: *nfsServerProfile,
+			Out: os.Stdout,
+			Progress: func(format string, args ...any) {
+				fmt.Fprintf(os.Stderr, "blockbench: %s %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+			},
+		}
+		if sizeSet {
+			o.FSSize = int64(size)
+		}
+		err = bench.RunNFS(ctx, o)
+	} else if *raidMode {
 		if !sizeSet {
 			size = 256 << 20
 		}
@@ -123,6 +189,24 @@ func main() {
 		fmt.Fprintln(os.Stderr, "blockbench:", err)
 		os.Exit(1)
 	}
+}
+
+// serveFlagPrefix starts the names of the flags of -nfs's server process,
+// which -help does not show.
+const serveFlagPrefix = "nfs-serve-"
+
+// usage prints the flags as flag.PrintDefaults does, without the internal
+// ones of -nfs's server process.
+func usage() {
+	visible := flag.NewFlagSet(os.Args[0], flag.ContinueOnError)
+	visible.SetOutput(flag.CommandLine.Output())
+	flag.VisitAll(func(f *flag.Flag) {
+		if !strings.HasPrefix(f.Name, serveFlagPrefix) {
+			visible.Var(f.Value, f.Name, f.Usage)
+		}
+	})
+	fmt.Fprintf(flag.CommandLine.Output(), "Usage of %s:\n", os.Args[0])
+	visible.PrintDefaults()
 }
 
 // sizeFlag is a size in bytes, given as a byte count or with a binary

@@ -9,19 +9,25 @@ import (
 )
 
 // benchFlags are blockbench's boolean flags (the others take a value).
-var benchFlags = map[string]bool{"-replication": true, "-failover": true, "-raid": true, "-warm": true}
+var benchFlags = map[string]bool{"-replication": true, "-failover": true, "-raid": true, "-warm": true, "-nfs": true, "-nfs-quick": true}
 
 // docBench shortens a documented blockbench command line: it appends
 // -rounds 1 -runtime 1s (250ms with -raid, which runs in-process)
 // -size 64MiB -dir DIR to every blockbench run (the Go flag package lets
-// the later flag win), before the "; done" of a loop. The runs then take
-// seconds instead of minutes and still go through every row.
+// the later flag win), before the "; done" of a loop; with -nfs, whose
+// -size is a file system's, -nfs-quick instead of -size (a 64 MiB file
+// and 1000 small files). The runs then take seconds instead of minutes and
+// still go through every row.
 func docBench(line, dir string) string {
 	runtime := "1s"
 	if strings.Contains(line, " -raid") {
 		runtime = "250ms"
 	}
-	short := " -rounds 1 -runtime " + runtime + " -size 64MiB -dir " + dir
+	size := " -size 64MiB"
+	if strings.Contains(line, " -nfs") {
+		size = " -nfs-quick"
+	}
+	short := " -rounds 1 -runtime " + runtime + size + " -dir " + dir
 	if strings.HasSuffix(line, "; done") {
 		return strings.TrimSuffix(line, "; done") + short + "; done"
 	}
@@ -68,6 +74,17 @@ func runBench(t *testing.T, f *docFixture, key string) {
 		}
 		needTools(t, "losetup")
 	}
+	if strings.Contains(key, "-nfs") {
+		// Loop mounts, drop_caches, nfs-ganesha.
+		if os.Geteuid() != 0 {
+			t.Skip("-nfs needs root (loop devices, mounts, drop_caches)")
+		}
+		mkfs := "mkfs.ext4"
+		if strings.Contains(key, "-nfs-fs xfs") {
+			mkfs = "mkfs.xfs"
+		}
+		needTools(t, "losetup", mkfs, "ganesha.nfsd", "rpcbind")
+	}
 	line := docBench(f.substitute(t, key, f.Vars), f.Vars["BENCHDIR"])
 	k := benchKey(line)
 	r, ok := f.Runs[k]
@@ -82,6 +99,10 @@ func runBench(t *testing.T, f *docFixture, key string) {
 	}
 	var want []string
 	switch {
+	case strings.Contains(line, "-nfs"):
+		want = []string{"1M sequential write (UNSTABLE + COMMIT)", "1M sequential read (cold cache)", "4K random read (cold cache)",
+			"4K random write (UNSTABLE + COMMIT)", "small files LOOKUP+GETATTR+READ (cold cache)",
+			"small files LOOKUP+GETATTR+READ (warm cache)", "small files CREATE+WRITE+COMMIT+REMOVE", "nfs-ganesha 4."}
 	case strings.Contains(line, "-raid"):
 		want = []string{"single file", "RAID1 ×2", "RAID10 4×2", "RAID5 ×3", "RAID6 ×4"}
 	case strings.Contains(line, "-failover"):
@@ -135,10 +156,21 @@ func benchGroup() docGroup {
 		"bin/blockbench -raid -rounds 3 -runtime 3s -size 2GiB",
 		"bin/blockbench -raid -warm -rounds 3 -runtime 3s",
 		"go build -o bin/ ./cmd/... && bin/blockbench -raid -disk-iops 1000 -disk-mbps 20 -rounds 3 -runtime 3s",
+		"go build -o bin/ ./cmd/... && bin/blockbench -nfs -rounds 3",
+		"blockbench -nfs",
+		"bin/blockbench -nfs -nfs-fs xfs -rounds 3",
+		"bin/blockbench -nfs -rounds 3 -nfs-server-cpuprofile /tmp/nfs-server.prof",
 	} {
 		steps = append(steps, docStep{k, runBench})
 	}
 	steps = append(steps,
+		// The profile the run above had blockrep's server write.
+		docStep{"go tool pprof -top -nodecount 25 bin/blockbench /tmp/nfs-server.prof", func(t *testing.T, f *docFixture, key string) {
+			r := f.mustShell(t, "", f.substitute(t, key, f.Vars))
+			if !strings.Contains(r.Stdout, "flat%") || !strings.Contains(r.Stdout, "cum%") {
+				t.Errorf("%s: no profile table:\n%s", r.Line, r.Stdout)
+			}
+		}},
 		docStep{"go test ./replica -run X -bench ReplicatedWriteQD1", func(t *testing.T, f *docFixture, key string) {
 			r := f.mustShell(t, "", key+" -benchtime 20x")
 			if !strings.Contains(r.Stdout, "BenchmarkReplicatedWriteQD1") || !strings.Contains(r.Stdout, "ns/op") {

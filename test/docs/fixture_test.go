@@ -469,7 +469,8 @@ func q(s string) string { return strconv.Quote(s) }
 
 // docPackages names the Debian package of each tool a runner needs beside
 // the project's own programs.
-var docPackages = map[string]string{"nbdinfo": "libnbd-bin", "nbdkit": "nbdkit", "fio": "fio", "git": "git", "losetup": "mount"}
+var docPackages = map[string]string{"nbdinfo": "libnbd-bin", "nbdkit": "nbdkit", "fio": "fio", "git": "git", "losetup": "mount",
+	"mkfs.ext4": "e2fsprogs", "mkfs.xfs": "xfsprogs", "ganesha.nfsd": "nfs-ganesha", "rpcbind": "rpcbind"}
 
 // needTools skips t when a tool is missing, or fails it when
 // BLOCKREP_REQUIRE_TOOLS=1 (scripts/test sets it once it has installed
