@@ -544,3 +544,17 @@ func (c *nbdClient) write(off uint64, data []byte) {
 }
 
 func (c *nbdClient) read(off uint64, n int) []byte { return c.request(cmdRead, off, uint32(n), nil) }
+
+// TestNFSExportRefused: until the serving stack exists, a volume with an
+// NFS export is refused at start with the key to remove, not ignored.
+func TestNFSExportRefused(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, dir, "[[volume.nfs]]\nnetworks = [\"10.0.0.0/24\"]\n")
+	_, err := New(cfg, testLogger(t))
+	if err == nil || !strings.Contains(err.Error(), "volume.0.nfs") || !strings.Contains(err.Error(), "not served yet") {
+		t.Fatalf("New with an NFS export: %v, want a refusal naming volume.0.nfs", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "meta.db")); !os.IsNotExist(err) {
+		t.Fatalf("the refused start wrote meta.db: %v", err)
+	}
+}

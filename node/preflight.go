@@ -53,6 +53,14 @@ func (n *Node) preflight() (preflight, error) {
 	if err := checkPorts(cfg); err != nil {
 		return p, err
 	}
+	for i, vc := range cfg.Volumes {
+		if len(vc.NFS) > 0 {
+			// Refused rather than ignored: an operator who wrote an export
+			// would otherwise believe it served.
+			return p, &config.Error{File: cfg.Source, Key: fmt.Sprintf("volume.%d.nfs", i),
+				Msg: fmt.Sprintf("volume.%d.nfs (volume %q): ", i, vc.Name) + "NFS exports are not served yet: this blockrepd does not mount volumes (the serving stack that attaches, mounts and exports them on the primary is not built); remove the [[volume.nfs]] tables"}
+		}
+	}
 	for _, vc := range cfg.Volumes {
 		if vc.RAID != nil {
 			continue // assembling an array is the check; openRAIDVolume refuses before it creates one
