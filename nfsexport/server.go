@@ -67,6 +67,7 @@ type Server struct {
 	nfsPort int
 	rpc     *rpc.Server
 	mount   *mount.Handler
+	nfs     *nfs3.Handler
 	clients *clientTable
 	onEvent func(Event)
 
@@ -120,7 +121,8 @@ func New(cfg Config) (*Server, error) {
 		nfsExports[i] = nfs3.Export{FS: e.fs, Opts: &e.opts}
 		mountExports[i] = mount.Export{Opts: &e.opts, FS: e.fs}
 	}
-	nfs, err := nfs3.NewHandler(nfs3.Config{
+	var err error
+	s.nfs, err = nfs3.NewHandler(nfs3.Config{
 		Exports:  nfsExports,
 		Verifier: s.verf,
 		Seen:     func(id uint32, client netip.Addr) { s.clients.see(id, client, time.Now()) },
@@ -147,7 +149,7 @@ func New(cfg Config) (*Server, error) {
 		rc.Logger = log
 	}
 	s.rpc = rpc.NewServer(rc)
-	s.rpc.Register(nfs3.Program, nfs3.Version, nfs)
+	s.rpc.Register(nfs3.Program, nfs3.Version, s.nfs)
 	s.mount.Register(s.rpc)
 	if cfg.Portmap {
 		for v := uint32(2); v <= 4; v++ {
@@ -193,6 +195,9 @@ func checkExports(exports []ExportConfig) error {
 // closeFS closes the exports' directories; it runs once (from Close, or
 // from New when it fails).
 func (s *Server) closeFS() error {
+	if s.nfs != nil {
+		s.nfs.Close() // the files it keeps open, before their file systems
+	}
 	var errs []error
 	for i := range s.exports {
 		if fs := s.exports[i].fs; fs != nil {
@@ -204,8 +209,10 @@ func (s *Server) closeFS() error {
 	return errors.Join(errs...)
 }
 
-// Verifier returns the write verifier of this serving instance.
-func (s *Server) Verifier() [8]byte { return s.verf }
+// Verifier returns the write verifier of this serving instance: chosen at
+// random by New, and chosen anew when a write or sync fails (see package
+// nfs3), so that clients resend what they had not committed.
+func (s *Server) Verifier() [8]byte { return s.nfs.Verifier() }
 
 // Serve serves NFS, MOUNT and (with Config.Portmap) the portmapper on ln
 // until ctx ends or Close is called; it then closes ln, waits for the calls
@@ -226,8 +233,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer cancel()
 	defer context.AfterFunc(s.stopped, cancel)()
 
-	s.log.Info("nfs: serving", "addr", ln.Addr().String(), "verifier", fmt.Sprintf("%x", s.verf), "exports", len(s.exports))
-	s.event(Event{Kind: KindServing, Detail: fmt.Sprintf("listening on %s, write verifier %x", ln.Addr(), s.verf)})
+	verf := s.Verifier()
+	s.log.Info("nfs: serving", "addr", ln.Addr().String(), "verifier", fmt.Sprintf("%x", verf), "exports", len(s.exports))
+	s.event(Event{Kind: KindServing, Detail: fmt.Sprintf("listening on %s, write verifier %x", ln.Addr(), verf)})
 	err := s.rpc.Serve(ctx, ln)
 	s.log.Info("nfs: stopped serving", "addr", ln.Addr().String())
 	return err

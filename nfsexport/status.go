@@ -63,7 +63,7 @@ type ClientStatus struct {
 
 // Status returns the exports and their clients.
 func (s *Server) Status() Status {
-	st := Status{Verifier: fmt.Sprintf("%x", s.verf), Exports: make([]ExportStatus, len(s.exports))}
+	st := Status{Verifier: fmt.Sprintf("%x", s.Verifier()), Exports: make([]ExportStatus, len(s.exports))}
 	clients := make(map[uint32]map[netip.Addr]*ClientStatus)
 	get := func(id uint32, a netip.Addr) *ClientStatus {
 		m := clients[id]

@@ -194,13 +194,18 @@ func superblockUUIDOf(mnt MountInfo, dev uint64) (UUID, error) {
 	return SuperblockUUID(mnt.FSType, sb)
 }
 
-// Close closes the export root's fds.
+// Close closes the export root's fds; closing again does nothing.
 func (f *FS) Close() error {
+	if f.root < 0 {
+		return nil // closed already: closing the numbers again could close another file's
+	}
 	err := unix.Close(f.root)
+	f.root = -1
 	if f.mountFD >= 0 {
 		if err2 := unix.Close(f.mountFD); err == nil {
 			err = err2
 		}
+		f.mountFD = -1
 	}
 	return err
 }

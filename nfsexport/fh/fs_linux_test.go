@@ -418,13 +418,23 @@ func testKernelHandles(t *testing.T, fstype string) {
 	cp := filepath.Join(t.TempDir(), "copy.img")
 	run(t, "cp", "--sparse=always", img, cp)
 	dev2 := attach(t, cp)
-	// Mount IDs are reused; hold one with a tmpfs so that the copy's mount
-	// surely has another ID than the original's, as on another node.
-	testfs.MountDev(t, "tmpfs", "tmpfs")
-	m3 := testfs.MountDev(t, dev2, fstype)
-	f3 := openFS(t, filepath.Join(m3.Dir, "exp"), 1)
-	if f3.mountID == firstMountID {
-		t.Fatalf("the copy got the original's mount ID %d: the test cannot tell that handles omit it", firstMountID)
+	// Mount IDs are reused, by other tests' mounts too; until the copy's
+	// mount has another ID than the original's (as on another node), hold
+	// IDs with tmpfs mounts and mount it again.
+	var m3 *testfs.Mount
+	var f3 *FS
+	for try := 0; ; try++ {
+		m3 = testfs.MountDev(t, dev2, fstype)
+		f3 = openFS(t, filepath.Join(m3.Dir, "exp"), 1)
+		if f3.mountID != firstMountID {
+			break
+		}
+		if try == 10 {
+			t.Fatalf("the copy keeps getting the original's mount ID %d: the test cannot tell that handles omit it", firstMountID)
+		}
+		f3.Close()
+		m3.Unmount(t)
+		testfs.MountDev(t, "tmpfs", "tmpfs")
 	}
 	if f3.UUID() != fileH.FS {
 		t.Fatalf("the copy's UUID %s, the original's %s", f3.UUID(), fileH.FS)

@@ -85,6 +85,7 @@ func serveDir(t testing.TB, dir string, opts export.Options) *server {
 		case <-time.After(20 * time.Second):
 			t.Error("Serve did not return")
 		}
+		h.Close()
 		fs.Close()
 	})
 	t.Cleanup(func() {

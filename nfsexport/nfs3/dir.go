@@ -75,6 +75,20 @@ func (c *call) isRoot(st *unix.Stat_t) bool {
 	return rs.Dev == st.Dev && rs.Ino == st.Ino
 }
 
+// handleAt returns the wire handle of the entry name of dirfd, or "" if
+// there is none: what to evict from the fd cache once the entry is gone.
+func (c *call) handleAt(dirfd int, name string) string {
+	hd, err := c.exp.FS.HandleAt(dirfd, name)
+	if err != nil {
+		return ""
+	}
+	b, err := hd.Encode()
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
 // object is a file a procedure found or created: its handle and attributes
 // for the reply.
 type object struct {
@@ -111,9 +125,6 @@ func (h *Handler) lookup(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 		if err != nil {
 			return err
 		}
-	}
-	if dirfd >= 0 {
-		defer unix.Close(dirfd)
 	}
 	var obj object
 	var dirAttr *unix.Stat_t
@@ -215,7 +226,6 @@ func (h *Handler) inDir(c *call, b []byte, nerr *Error, fn func(dirfd int) *Erro
 	if err != nil || nerr != nil {
 		return w, nerr, err
 	}
-	defer unix.Close(dirfd)
 	w.before = fstat(dirfd)
 	nerr = fn(dirfd)
 	w.after = fstat(dirfd)
@@ -497,7 +507,12 @@ func (h *Handler) unlink(c *call, d *xdr.Decoder, e *xdr.Encoder, flags int) err
 		nerr = dotName(name, ErrInval)
 	}
 	w, nerr, err := h.inDir(c, b, nerr, func(dirfd int) *Error {
-		return c.runAs(fmt.Sprintf("remove %q", name), func() error { return unix.Unlinkat(dirfd, name, flags) })
+		gone := c.handleAt(dirfd, name)
+		nerr := c.runAs(fmt.Sprintf("remove %q", name), func() error { return unix.Unlinkat(dirfd, name, flags) })
+		if nerr == nil {
+			h.fds.evict(gone)
+		}
+		return nerr
 	})
 	if err != nil {
 		return err
@@ -528,9 +543,14 @@ func (h *Handler) rename(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	var toW wcc
 	fromW, nerr, err := h.inDir(c, fromB, nerr, func(fromfd int) *Error {
 		toW2, nerr, err := h.inDir(c, toB, nil, func(tofd int) *Error {
-			return c.runAs(fmt.Sprintf("rename %q to %q", fromName, toName), func() error {
+			replaced := c.handleAt(tofd, toName)
+			nerr := c.runAs(fmt.Sprintf("rename %q to %q", fromName, toName), func() error {
 				return unix.Renameat2(fromfd, fromName, tofd, toName, 0)
 			})
+			if nerr == nil {
+				h.fds.evict(replaced)
+			}
+			return nerr
 		})
 		if err != nil {
 			return failStatus(ErrServerFault, "rename", err)
@@ -569,9 +589,6 @@ func (h *Handler) link(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 		if err != nil {
 			return err
 		}
-	}
-	if fd >= 0 {
-		defer unix.Close(fd)
 	}
 	w, nerr, err := h.inDir(c, dirB, nerr, func(dirfd int) *Error {
 		st := fstat(fd)

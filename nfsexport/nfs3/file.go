@@ -21,7 +21,6 @@ func (h *Handler) getattr(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 		return err
 	}
 	if nerr == nil {
-		defer unix.Close(fd)
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil {
 			nerr = fail("fstat", err)
@@ -60,7 +59,6 @@ func (h *Handler) setattr(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	}
 	var w wcc
 	if nerr == nil {
-		defer unix.Close(fd)
 		w.before = fstat(fd)
 		switch {
 		case w.before == nil:
@@ -169,7 +167,6 @@ func (h *Handler) access(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 		putPostOp(e, nil, 0)
 		return nil
 	}
-	defer unix.Close(fd)
 	st := fstat(fd)
 	if st == nil {
 		h.status(c, e, fail("fstat", unix.EIO))
@@ -217,7 +214,6 @@ func (h *Handler) readlink(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	var st *unix.Stat_t
 	var target []byte
 	if nerr == nil {
-		defer unix.Close(fd)
 		st = fstat(fd)
 		switch {
 		case st == nil:
@@ -265,7 +261,6 @@ func (h *Handler) read(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 		putPostOp(e, nil, 0)
 		return nil
 	}
-	defer unix.Close(fd)
 	st := fstat(fd)
 	switch {
 	case st == nil:
@@ -381,7 +376,6 @@ func (h *Handler) write(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	}
 	var w wcc
 	if nerr == nil {
-		defer unix.Close(fd)
 		w.before = fstat(fd)
 		switch {
 		case w.before == nil:
@@ -449,7 +443,6 @@ func (h *Handler) commit(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	}
 	var w wcc
 	if nerr == nil {
-		defer unix.Close(fd)
 		w.before = fstat(fd)
 		if err := unix.Fsync(fd); err != nil {
 			nerr = fail("fsync", err)

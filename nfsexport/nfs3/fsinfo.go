@@ -30,7 +30,6 @@ func (h *Handler) statObject(c *call, d *xdr.Decoder) (int, *unix.Stat_t, *Error
 	}
 	st := fstat(fd)
 	if st == nil {
-		unix.Close(fd)
 		return -1, nil, fail("fstat", unix.EIO), nil
 	}
 	return fd, st, nil, nil
@@ -43,7 +42,6 @@ func (h *Handler) fsstat(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	}
 	var sfs unix.Statfs_t
 	if nerr == nil {
-		defer unix.Close(fd)
 		if err := unix.Fstatfs(fd, &sfs); err != nil {
 			nerr = fail("statfs", err)
 		}
@@ -65,12 +63,9 @@ func (h *Handler) fsstat(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 }
 
 func (h *Handler) fsinfo(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
-	fd, st, nerr, err := h.statObject(c, d)
+	_, st, nerr, err := h.statObject(c, d)
 	if err != nil {
 		return err
-	}
-	if nerr == nil {
-		unix.Close(fd)
 	}
 	h.status(c, e, nerr)
 	putPostOp(e, st, c.fsid)
@@ -98,7 +93,6 @@ func (h *Handler) pathconf(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	}
 	var sfs unix.Statfs_t
 	if nerr == nil {
-		defer unix.Close(fd)
 		if err := unix.Fstatfs(fd, &sfs); err != nil {
 			nerr = fail("statfs", err)
 		}

@@ -40,6 +40,7 @@ func FuzzProcedures(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	f.Cleanup(h.Close)
 	root := fs.RootBytes()
 	handleOf := func(name string) []byte {
 		hd, err := fs.HandleAt(fs.RootFD(), name)

@@ -72,6 +72,9 @@ type Config struct {
 	// export a minute (RefuseInterval), with the count of the refusals
 	// since the last one told. The log line has the same limit.
 	Refused func(exportPath string, client netip.Addr, err error, suppressed int)
+	// OpenFiles bounds the files kept open between calls (see fdCache);
+	// 0 means DefaultOpenFiles.
+	OpenFiles int
 	// Logger receives server-side failures; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -87,6 +90,7 @@ type Handler struct {
 	seen    func(uint32, netip.Addr)
 	refused func(string, netip.Addr, error, int)
 	refuses *lograte.Limiter
+	fds     *fdCache
 	log     *slog.Logger
 	// groups are the process's supplementary groups, which a thread gets
 	// back after serving a call as a client.
@@ -97,6 +101,10 @@ type Handler struct {
 func NewHandler(cfg Config) (*Handler, error) {
 	h := &Handler{exports: make(map[uint32]*Export), seen: cfg.Seen, refused: cfg.Refused,
 		refuses: lograte.New(RefuseInterval, 4096), log: cfg.Logger}
+	if cfg.OpenFiles <= 0 {
+		cfg.OpenFiles = DefaultOpenFiles
+	}
+	h.fds = newFDCache(cfg.OpenFiles)
 	verf := cfg.Verifier
 	h.verf.Store(&verf)
 	if h.log == nil {
@@ -122,6 +130,10 @@ func NewHandler(cfg Config) (*Handler, error) {
 	}
 	return h, nil
 }
+
+// Close closes the files the handler keeps open, so that the file system
+// can be unmounted. Call it after the last call returned.
+func (h *Handler) Close() { h.fds.close() }
 
 // Verifier returns the write verifier WRITE and COMMIT answer now. It is
 // Config.Verifier until a write or sync fails (see resetVerifier).
@@ -164,6 +176,7 @@ func (h *Handler) ServeRPC(ctx context.Context, rc *rpc.Call, reply *xdr.Encoder
 		return rpc.ErrProcUnavail
 	}
 	c := &call{ctx: ctx, rpc: rc, h: h, remote: addrOf(rc.Remote)}
+	defer c.releaseFDs()
 	return procs[rc.Proc](h, c, &rc.Args, reply)
 }
 
@@ -176,6 +189,17 @@ type call struct {
 	exp    *Export
 	id     export.Identity
 	fsid   uint64
+	held   []*cachedFD // from the fd cache, released when the call ends
+	opened []int       // opened for this call alone, closed when it ends
+}
+
+func (c *call) releaseFDs() {
+	for _, e := range c.held {
+		c.h.fds.release(e)
+	}
+	for _, fd := range c.opened {
+		unix.Close(fd)
+	}
 }
 
 func addrOf(a net.Addr) netip.Addr {
@@ -264,11 +288,23 @@ func (h *Handler) bind(c *call, b []byte, mutating bool) (fh.Handle, *Error, err
 	return hd, nil, nil
 }
 
-// open binds the call to b's export and opens b with flags (as root).
+// open binds the call to b's export and opens b with flags (as root),
+// from the fd cache when it can. The fd belongs to the call: the caller
+// must not close it. A file whose last link is gone is STALE.
 func (h *Handler) open(c *call, b []byte, flags int, mutating bool) (int, *Error, error) {
 	hd, nerr, err := h.bind(c, b, mutating)
 	if nerr != nil || err != nil {
 		return -1, nerr, err
+	}
+	k := fdKey{string(b), flags}
+	if cacheable(flags) {
+		if e, ok := h.fds.get(k); ok {
+			c.held = append(c.held, e)
+			if nerr := h.checkLinked(e); nerr != nil {
+				return -1, nerr, nil
+			}
+			return e.fd, nil, nil
+		}
 	}
 	fd, err := c.exp.FS.Open(hd, flags)
 	if err != nil {
@@ -278,7 +314,7 @@ func (h *Handler) open(c *call, b []byte, flags int, mutating bool) (int, *Error
 				return -1, failStatus(ErrNotDir, "open", err), nil
 			}
 			if errors.As(err, &errno) && errno == unix.ELOOP {
-				// O_NOFOLLOW met a symlink opened for data or as a directory.
+				// O_NOFOLLOW met a symlink opened for data.
 				return -1, failStatus(ErrInval, "open", err), nil
 			}
 			if errors.As(err, &errno) && errno == unix.ENOTDIR {
@@ -288,7 +324,31 @@ func (h *Handler) open(c *call, b []byte, flags int, mutating bool) (int, *Error
 		}
 		return -1, fail("open by handle", err), nil
 	}
-	return fd, nil, nil
+	if !cacheable(flags) {
+		c.opened = append(c.opened, fd)
+		return fd, nil, nil
+	}
+	e := h.fds.add(k, fd)
+	c.held = append(c.held, e)
+	if nerr := h.checkLinked(e); nerr != nil {
+		return -1, nerr, nil
+	}
+	return e.fd, nil, nil
+}
+
+// checkLinked answers STALE for a file whose last name was removed (an
+// open file, or one still in the inode cache, outlives its names) and
+// drops it from the cache.
+func (h *Handler) checkLinked(e *cachedFD) *Error {
+	var st unix.Stat_t
+	if err := unix.Fstat(e.fd, &st); err != nil {
+		return fail("fstat", err)
+	}
+	if st.Nlink == 0 {
+		h.fds.evictEntry(e)
+		return failStatus(ErrStale, "open", errors.New("the file was removed"))
+	}
+	return nil
 }
 
 // asClient runs fn with the calling thread's fsuid, fsgid and

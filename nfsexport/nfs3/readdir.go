@@ -59,7 +59,6 @@ func (h *Handler) listDir(c *call, d *xdr.Decoder, e *xdr.Encoder, plus bool) er
 		putPostOp(e, nil, 0)
 		return nil
 	}
-	defer unix.Close(fd)
 	st := fstat(fd)
 	if st == nil {
 		h.status(c, e, fail("fstat", unix.EIO))
