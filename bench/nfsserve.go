@@ -58,6 +58,11 @@ func ServeNFS(ctx context.Context, o NFSServeOptions) (err error) {
 			err = errors.Join(err, f.Close())
 		}()
 	}
+	// As blockrepd will: room for the fd cache (ganesha raises its limit
+	// too).
+	if _, err := nfsexport.RaiseOpenFileLimit(); err != nil {
+		return fmt.Errorf("bench: nfs server: %w", err)
+	}
 	srv, err := nfsexport.New(nfsexport.Config{
 		Exports: []nfsexport.ExportConfig{{Dir: o.Dir, Options: NFSExportOptions(o.Dir)}},
 		Logger:  o.Logger,

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ import (
 
 	nfsrpc "github.com/willscott/go-nfs-client/nfs/rpc"
 	nfsxdr "github.com/willscott/go-nfs-client/nfs/xdr"
+	"golang.org/x/sys/unix"
 
 	"github.com/blockrep/blockrep/internal/syncbuf"
 	"github.com/blockrep/blockrep/internal/testfs"
@@ -631,4 +633,49 @@ func TestLibnfs(t *testing.T) {
 	if err != nil || !strings.Contains(out, "hello-web.txt") {
 		t.Errorf("nfs-ls /web: %v\n%s", err, out)
 	}
+}
+
+// TestRaiseOpenFileLimit: with CAP_SYS_RESOURCE the limit rises to
+// fs.nr_open, without it to the hard limit; calling again changes nothing.
+func TestRaiseOpenFileLimit(t *testing.T) {
+	var before unix.Rlimit
+	unix.Getrlimit(unix.RLIMIT_NOFILE, &before)
+	t.Cleanup(func() { unix.Setrlimit(unix.RLIMIT_NOFILE, &before) })
+	got, err := RaiseOpenFileLimit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := before.Max
+	if hasCapability(t, unix.CAP_SYS_RESOURCE) {
+		b, _ := os.ReadFile("/proc/sys/fs/nr_open")
+		want, _ = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	}
+	var now unix.Rlimit
+	unix.Getrlimit(unix.RLIMIT_NOFILE, &now)
+	if got != want || now.Cur != want {
+		t.Fatalf("limit %d (rlimit %d/%d), want %d", got, now.Cur, now.Max, want)
+	}
+	if again, err := RaiseOpenFileLimit(); err != nil || again != want {
+		t.Fatalf("again: %d, %v", again, err)
+	}
+}
+
+// hasCapability reports whether the process has capability c in its
+// effective set (/proc/self/status CapEff).
+func hasCapability(t *testing.T, c int) bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return mask&(1<<c) != 0
+		}
+	}
+	t.Fatal("no CapEff in /proc/self/status")
+	return false
 }

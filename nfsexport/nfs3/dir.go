@@ -166,8 +166,15 @@ func (c *call) lookupEntry(dirfd int, dirAttr *unix.Stat_t, name string) (object
 	if nerr != nil {
 		return object{}, nerr
 	}
-	defer unix.Close(fd)
-	return c.objectOf(fd)
+	obj, nerr := c.objectOf(fd)
+	if nerr != nil {
+		unix.Close(fd)
+		return object{}, nerr
+	}
+	// A client that looked a file up uses its handle next (GETATTR,
+	// ACCESS, READ): keep the fd for it.
+	c.h.fds.release(c.h.fds.add(fdKey{string(obj.fh), unix.O_PATH}, fd))
+	return obj, nil
 }
 
 // created finishes a CREATE, MKDIR, SYMLINK or MKNOD: it opens the new

@@ -8,8 +8,10 @@ import (
 )
 
 // DefaultOpenFiles is how many files the handler keeps open between calls
-// (Config.OpenFiles).
-const DefaultOpenFiles = 4096
+// (Config.OpenFiles), less if the process's limit of open files
+// (RLIMIT_NOFILE) is lower: a web host's working set of small files should
+// fit, or a scan of it evicts everything before its next round.
+const DefaultOpenFiles = 65536
 
 // fdCache keeps the files that calls opened by handle open for the next
 // calls on the same handle, least recently used closed first, as
@@ -51,18 +53,40 @@ func newFDCache(max int) *fdCache {
 	return &fdCache{max: max, entries: make(map[fdKey]*list.Element)}
 }
 
-// get returns the cached fd of k, held for the caller.
-func (c *fdCache) get(k fdKey) (*cachedFD, bool) {
+// usable lists, for a mode a call wants, the cached modes whose fd serves
+// it, best first: any open file answers fstat and the *at calls, a
+// read-write one reads. One fd per file then covers a LOOKUP, GETATTR and
+// READ, so that a working set fits the cache once, not once per mode.
+var usable = map[int][]int{
+	unix.O_PATH:                    {unix.O_PATH, unix.O_RDONLY, unix.O_RDWR, unix.O_PATH | unix.O_DIRECTORY},
+	unix.O_PATH | unix.O_DIRECTORY: {unix.O_PATH | unix.O_DIRECTORY, unix.O_PATH},
+	unix.O_RDONLY:                  {unix.O_RDONLY, unix.O_RDWR},
+	unix.O_RDWR:                    {unix.O_RDWR},
+}
+
+// superseded lists the cached modes an fd of a mode makes useless.
+var superseded = map[int][]int{
+	unix.O_RDONLY: {unix.O_PATH},
+	unix.O_RDWR:   {unix.O_PATH, unix.O_RDONLY},
+}
+
+// get returns a cached fd of handle that serves flags (see usable), held
+// for the caller. An O_PATH fd returned for O_PATH|O_DIRECTORY may be of a
+// non-directory: the caller checks.
+func (c *fdCache) get(handle string, flags int) (*cachedFD, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	el, ok := c.entries[k]
-	if !ok {
-		return nil, false
+	for _, f := range usable[flags] {
+		el, ok := c.entries[fdKey{handle, f}]
+		if !ok {
+			continue
+		}
+		c.lru.MoveToFront(el)
+		e := el.Value.(*cachedFD)
+		e.refs++
+		return e, true
 	}
-	c.lru.MoveToFront(el)
-	e := el.Value.(*cachedFD)
-	e.refs++
-	return e, true
+	return nil, false
 }
 
 // add caches fd as k and returns it held for the caller. If another call
@@ -79,6 +103,11 @@ func (c *fdCache) add(k fdKey, fd int) *cachedFD {
 		e.refs++
 		c.lru.MoveToFront(el)
 		return e
+	}
+	for _, f := range superseded[k.flags] {
+		if el, ok := c.entries[fdKey{k.handle, f}]; ok {
+			c.dropLocked(el)
+		}
 	}
 	e := &cachedFD{key: k, fd: fd, refs: 1}
 	c.entries[k] = c.lru.PushFront(e)
@@ -146,11 +175,4 @@ func (c *fdCache) close() {
 // which concurrent READDIRs must not share.
 var cachedFlags = []int{unix.O_PATH, unix.O_PATH | unix.O_DIRECTORY, unix.O_RDONLY, unix.O_RDWR}
 
-func cacheable(flags int) bool {
-	for _, f := range cachedFlags {
-		if f == flags {
-			return true
-		}
-	}
-	return false
-}
+func cacheable(flags int) bool { _, ok := usable[flags]; return ok }

@@ -33,7 +33,7 @@ func TestFDCacheRefs(t *testing.T) {
 	a := c.add(fdKey{"a", unix.O_PATH}, open())
 	c.release(a)
 	b := c.add(fdKey{"b", unix.O_PATH}, open()) // held
-	if got, ok := c.get(fdKey{"a", unix.O_PATH}); !ok || got != a {
+	if got, ok := c.get("a", unix.O_PATH); !ok || got != a {
 		t.Fatal("a not cached")
 	} else {
 		c.release(got)
@@ -46,7 +46,7 @@ func TestFDCacheRefs(t *testing.T) {
 	}
 	cc := c.add(fdKey{"c", unix.O_PATH}, open()) // evicts b (least recent), which is held
 	c.release(cc)
-	if _, ok := c.get(fdKey{"b", unix.O_PATH}); ok {
+	if _, ok := c.get("b", unix.O_PATH); ok {
 		t.Fatal("b still cached beyond the bound")
 	}
 	if !isOpen(b.fd) {
@@ -97,4 +97,36 @@ func TestCachedFileRemoved(t *testing.T) {
 			t.Fatalf("removed (via NFS %v): READ %v, want STALE", viaNFS, st)
 		}
 	}
+}
+
+// TestFDCacheOneFDPerFile: a file read after its LOOKUP keeps one fd, the
+// readable one, which then serves GETATTR too; a directory's O_PATH fd
+// serves its directory operations.
+func TestFDCacheOneFDPerFile(t *testing.T) {
+	c := newFDCache(10)
+	open := func(flags int) int {
+		fd, err := unix.Open("/etc/hostname", flags|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fd
+	}
+	p := c.add(fdKey{"f", unix.O_PATH}, open(unix.O_PATH))
+	c.release(p)
+	r := c.add(fdKey{"f", unix.O_RDONLY}, open(unix.O_RDONLY))
+	c.release(r)
+	if isOpen(p.fd) || c.lru.Len() != 1 {
+		t.Fatalf("the O_PATH fd survived the readable one: %d entries", c.lru.Len())
+	}
+	for _, flags := range []int{unix.O_PATH, unix.O_RDONLY} {
+		if got, ok := c.get("f", flags); !ok || got != r {
+			t.Fatalf("get flags %#x: %v %v, want the O_RDONLY entry", flags, got, ok)
+		} else {
+			c.release(got)
+		}
+	}
+	if _, ok := c.get("f", unix.O_RDWR); ok {
+		t.Fatal("a read-only fd served a write")
+	}
+	c.close()
 }

@@ -21,14 +21,9 @@ func (h *Handler) getattr(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 		return err
 	}
 	if nerr == nil {
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			nerr = fail("fstat", err)
-		} else {
-			h.status(c, e, nil)
-			putFattr(e, &st, c.fsid)
-			return nil
-		}
+		h.status(c, e, nil)
+		putFattr(e, c.attrs(fd), c.fsid)
+		return nil
 	}
 	h.status(c, e, nerr)
 	return nil
@@ -59,7 +54,7 @@ func (h *Handler) setattr(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	}
 	var w wcc
 	if nerr == nil {
-		w.before = fstat(fd)
+		w.before = c.attrs(fd)
 		switch {
 		case w.before == nil:
 			nerr = fail("fstat", unix.EIO)
@@ -167,7 +162,7 @@ func (h *Handler) access(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 		putPostOp(e, nil, 0)
 		return nil
 	}
-	st := fstat(fd)
+	st := c.attrs(fd)
 	if st == nil {
 		h.status(c, e, fail("fstat", unix.EIO))
 		putPostOp(e, nil, 0)
@@ -214,7 +209,7 @@ func (h *Handler) readlink(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	var st *unix.Stat_t
 	var target []byte
 	if nerr == nil {
-		st = fstat(fd)
+		st = c.attrs(fd)
 		switch {
 		case st == nil:
 			nerr = fail("fstat", unix.EIO)
@@ -261,7 +256,7 @@ func (h *Handler) read(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 		putPostOp(e, nil, 0)
 		return nil
 	}
-	st := fstat(fd)
+	st := c.attrs(fd)
 	switch {
 	case st == nil:
 		nerr = fail("fstat", unix.EIO)
@@ -317,10 +312,10 @@ func (h *Handler) read(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	}
 	e.Truncate(dataAt + n)
 	e.Reserve(xdr.Pad(n))
-	after := fstat(fd)
-	if after == nil {
-		after = st
-	}
+	// The attributes from before the read: a READ changes none a client
+	// caches (the atime it may change is not one), so a second fstat
+	// would only cost.
+	after := st
 	eof := off+uint64(n) >= uint64(after.Size)
 	e.PutUint32At(dataAt-12, uint32(n))
 	if eof {
@@ -376,7 +371,7 @@ func (h *Handler) write(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	}
 	var w wcc
 	if nerr == nil {
-		w.before = fstat(fd)
+		w.before = c.attrs(fd)
 		switch {
 		case w.before == nil:
 			nerr = fail("fstat", unix.EIO)
@@ -443,7 +438,7 @@ func (h *Handler) commit(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	}
 	var w wcc
 	if nerr == nil {
-		w.before = fstat(fd)
+		w.before = c.attrs(fd)
 		if err := unix.Fsync(fd); err != nil {
 			nerr = fail("fsync", err)
 			h.resetVerifier(nerr)

@@ -28,7 +28,7 @@ func (h *Handler) statObject(c *call, d *xdr.Decoder) (int, *unix.Stat_t, *Error
 	if err != nil || nerr != nil {
 		return -1, nil, nerr, err
 	}
-	st := fstat(fd)
+	st := c.attrs(fd)
 	if st == nil {
 		return -1, nil, fail("fstat", unix.EIO), nil
 	}

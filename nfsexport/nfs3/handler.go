@@ -73,7 +73,8 @@ type Config struct {
 	// since the last one told. The log line has the same limit.
 	Refused func(exportPath string, client netip.Addr, err error, suppressed int)
 	// OpenFiles bounds the files kept open between calls (see fdCache);
-	// 0 means DefaultOpenFiles.
+	// 0 means DefaultOpenFiles. Either is cut to leave an eighth of
+	// RLIMIT_NOFILE (at least 1024) to the rest of the process.
 	OpenFiles int
 	// Logger receives server-side failures; nil means slog.Default().
 	Logger *slog.Logger
@@ -103,6 +104,15 @@ func NewHandler(cfg Config) (*Handler, error) {
 		refuses: lograte.New(RefuseInterval, 4096), log: cfg.Logger}
 	if cfg.OpenFiles <= 0 {
 		cfg.OpenFiles = DefaultOpenFiles
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil {
+		// Room for sockets and the rest of the process: an eighth of the
+		// limit, at least 1024.
+		room := int64(lim.Cur) - max(1024, int64(lim.Cur/8))
+		if room < int64(cfg.OpenFiles) {
+			cfg.OpenFiles = int(max(room, 16))
+		}
 	}
 	h.fds = newFDCache(cfg.OpenFiles)
 	verf := cfg.Verifier
@@ -175,7 +185,7 @@ func (h *Handler) ServeRPC(ctx context.Context, rc *rpc.Call, reply *xdr.Encoder
 	if int(rc.Proc) >= len(procs) {
 		return rpc.ErrProcUnavail
 	}
-	c := &call{ctx: ctx, rpc: rc, h: h, remote: addrOf(rc.Remote)}
+	c := &call{ctx: ctx, rpc: rc, h: h, remote: addrOf(rc.Remote), openFD: -1}
 	defer c.releaseFDs()
 	return procs[rc.Proc](h, c, &rc.Args, reply)
 }
@@ -191,6 +201,21 @@ type call struct {
 	fsid   uint64
 	held   []*cachedFD // from the fd cache, released when the call ends
 	opened []int       // opened for this call alone, closed when it ends
+	// openFD and openStat are the last fd open returned and its
+	// attributes, taken when it was checked (see attrs).
+	openFD   int
+	openStat unix.Stat_t
+}
+
+// attrs returns the attributes of fd: those open took if fd is what it
+// returned last (a call's "before" attributes), else fresh ones (nil if
+// they cannot be read).
+func (c *call) attrs(fd int) *unix.Stat_t {
+	if fd >= 0 && fd == c.openFD {
+		st := c.openStat
+		return &st
+	}
+	return fstat(fd)
 }
 
 func (c *call) releaseFDs() {
@@ -298,10 +323,14 @@ func (h *Handler) open(c *call, b []byte, flags int, mutating bool) (int, *Error
 	}
 	k := fdKey{string(b), flags}
 	if cacheable(flags) {
-		if e, ok := h.fds.get(k); ok {
+		if e, ok := h.fds.get(k.handle, flags); ok {
 			c.held = append(c.held, e)
-			if nerr := h.checkLinked(e); nerr != nil {
+			if nerr := c.checkLinked(e); nerr != nil {
 				return -1, nerr, nil
+			}
+			if flags&unix.O_DIRECTORY != 0 && c.openStat.Mode&unix.S_IFMT != unix.S_IFDIR {
+				c.openFD = -1
+				return -1, failStatus(ErrNotDir, "open", errNotDir), nil
 			}
 			return e.fd, nil, nil
 		}
@@ -326,11 +355,15 @@ func (h *Handler) open(c *call, b []byte, flags int, mutating bool) (int, *Error
 	}
 	if !cacheable(flags) {
 		c.opened = append(c.opened, fd)
+		if err := unix.Fstat(fd, &c.openStat); err != nil {
+			return -1, fail("fstat", err), nil
+		}
+		c.openFD = fd
 		return fd, nil, nil
 	}
 	e := h.fds.add(k, fd)
 	c.held = append(c.held, e)
-	if nerr := h.checkLinked(e); nerr != nil {
+	if nerr := c.checkLinked(e); nerr != nil {
 		return -1, nerr, nil
 	}
 	return e.fd, nil, nil
@@ -339,15 +372,15 @@ func (h *Handler) open(c *call, b []byte, flags int, mutating bool) (int, *Error
 // checkLinked answers STALE for a file whose last name was removed (an
 // open file, or one still in the inode cache, outlives its names) and
 // drops it from the cache.
-func (h *Handler) checkLinked(e *cachedFD) *Error {
-	var st unix.Stat_t
-	if err := unix.Fstat(e.fd, &st); err != nil {
+func (c *call) checkLinked(e *cachedFD) *Error {
+	if err := unix.Fstat(e.fd, &c.openStat); err != nil {
 		return fail("fstat", err)
 	}
-	if st.Nlink == 0 {
-		h.fds.evictEntry(e)
+	if c.openStat.Nlink == 0 {
+		c.h.fds.evictEntry(e)
 		return failStatus(ErrStale, "open", errors.New("the file was removed"))
 	}
+	c.openFD = e.fd
 	return nil
 }
 

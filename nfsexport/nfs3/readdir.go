@@ -59,7 +59,7 @@ func (h *Handler) listDir(c *call, d *xdr.Decoder, e *xdr.Encoder, plus bool) er
 		putPostOp(e, nil, 0)
 		return nil
 	}
-	st := fstat(fd)
+	st := c.attrs(fd)
 	if st == nil {
 		h.status(c, e, fail("fstat", unix.EIO))
 		putPostOp(e, nil, 0)
