@@ -191,6 +191,8 @@ func (s *Server) putBuf(p *[]byte) {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	work := &workers{tasks: make(chan func()), maxIdle: maxIdleWorkers, done: ctx.Done()}
+	defer work.wg.Wait()
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		<-ctx.Done()
@@ -209,7 +211,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			break
 		}
-		wg.Go(func() { s.serveConn(ctx, conn) })
+		wg.Go(func() { s.serveConn(ctx, conn, work) })
 	}
 	cancel()
 	wg.Wait()
@@ -228,9 +230,10 @@ type conn struct {
 	log      *slog.Logger
 	slots    chan struct{} // per-connection semaphore
 	replies  chan *[]byte  // whole records (marker included) for the writer
+	work     *workers      // the goroutines that run the calls
 }
 
-func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
+func (s *Server) serveConn(ctx context.Context, nc net.Conn, work *workers) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
@@ -242,6 +245,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		local:   nc.LocalAddr(),
 		remote:  nc.RemoteAddr(),
 		log:     s.log.With("remote", nc.RemoteAddr().String()),
+		work:    work,
 		slots:   make(chan struct{}, s.cfg.MaxCallsPerConn),
 		replies: make(chan *[]byte, s.cfg.MaxCallsPerConn),
 	}
@@ -298,7 +302,7 @@ func (c *conn) read(ctx context.Context) {
 			return
 		}
 		c.handlers.Add(1)
-		go c.serveCall(rb)
+		c.work.run(func() { c.serveCall(rb) })
 	}
 }
 
