@@ -367,13 +367,20 @@ func (h *Handler) mkdir(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	if sa.setMode {
 		mode = sa.mode & 0o7777
 	}
+	return h.makeEntry(c, e, b, name, nerr, "mkdir", func(dirfd int) error { return unix.Mkdirat(dirfd, name, mode) }, mode, true, sa)
+}
+
+// makeEntry serves MKDIR, SYMLINK and MKNOD: it runs mk (which makes the
+// entry name in dirfd) as the client, finishes the entry (created) and
+// appends the reply.
+func (h *Handler) makeEntry(c *call, e *xdr.Encoder, b []byte, name string, nerr *Error, op string, mk func(dirfd int) error, mode uint32, setMode bool, sa sattr) error {
 	var obj object
 	w, nerr, err := h.inDir(c, b, nerr, func(dirfd int) *Error {
-		if nerr := c.runAs(fmt.Sprintf("mkdir %q", name), func() error { return unix.Mkdirat(dirfd, name, mode) }); nerr != nil {
+		if nerr := c.runAs(fmt.Sprintf("%s %q", op, name), func() error { return mk(dirfd) }); nerr != nil {
 			return nerr
 		}
 		var nerr *Error
-		obj, nerr = h.created(c, dirfd, name, mode, true, sa)
+		obj, nerr = h.created(c, dirfd, name, mode, setMode, sa)
 		return nerr
 	})
 	if err != nil {
@@ -413,23 +420,10 @@ func (h *Handler) symlink(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 			}
 		}
 	}
-	var obj object
-	w, nerr, err := h.inDir(c, b, nerr, func(dirfd int) *Error {
-		// The target is stored as given: it is never followed by this
-		// server, whatever it points at.
-		if nerr := c.runAs(fmt.Sprintf("symlink %q", name), func() error { return unix.Symlinkat(string(target), dirfd, name) }); nerr != nil {
-			return nerr
-		}
-		sa.setMode = false
-		var nerr *Error
-		obj, nerr = h.created(c, dirfd, name, 0, false, sa)
-		return nerr
-	})
-	if err != nil {
-		return err
-	}
-	h.replyCreated(c, e, nerr, obj, w)
-	return nil
+	// The target is stored as given: it is never followed by this server,
+	// whatever it points at.
+	sa.setMode = false
+	return h.makeEntry(c, e, b, name, nerr, "symlink", func(dirfd int) error { return unix.Symlinkat(string(target), dirfd, name) }, 0, false, sa)
 }
 
 func (h *Handler) mknod(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
@@ -479,21 +473,8 @@ func (h *Handler) mknod(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	if sa.setMode {
 		mode = sa.mode & 0o7777
 	}
-	var obj object
-	w, nerr, err := h.inDir(c, b, nerr, func(dirfd int) *Error {
-		dev := int(unix.Mkdev(major, minor))
-		if nerr := c.runAs(fmt.Sprintf("mknod %q", name), func() error { return unix.Mknodat(dirfd, name, kind|mode, dev) }); nerr != nil {
-			return nerr
-		}
-		var nerr *Error
-		obj, nerr = h.created(c, dirfd, name, mode, true, sa)
-		return nerr
-	})
-	if err != nil {
-		return err
-	}
-	h.replyCreated(c, e, nerr, obj, w)
-	return nil
+	dev := int(unix.Mkdev(major, minor))
+	return h.makeEntry(c, e, b, name, nerr, "mknod", func(dirfd int) error { return unix.Mknodat(dirfd, name, kind|mode, dev) }, mode, true, sa)
 }
 
 func (h *Handler) remove(c *call, d *xdr.Decoder, e *xdr.Encoder) error {

@@ -18,38 +18,37 @@ const (
 // than an off_t holds only in theory).
 const maxFileSize = 1<<63 - 1
 
-// statObject binds the call and returns the attributes of handle b.
-func (h *Handler) statObject(c *call, d *xdr.Decoder) (int, *unix.Stat_t, *Error, error) {
+// fsReply serves what FSSTAT, FSINFO and PATHCONF share: it opens the
+// handle, appends the status and the object's attributes, and reports
+// whether the call succeeded, with the file system's statfs if withStatfs.
+func (h *Handler) fsReply(c *call, d *xdr.Decoder, e *xdr.Encoder, withStatfs bool) (*unix.Statfs_t, bool, error) {
 	b, err := getHandle(d, "fsroot")
 	if err != nil {
-		return -1, nil, nil, err
+		return nil, false, err
 	}
 	fd, nerr, err := h.open(c, b, unix.O_PATH, false)
-	if err != nil || nerr != nil {
-		return -1, nil, nerr, err
-	}
-	st := c.attrs(fd)
-	if st == nil {
-		return -1, nil, fail("fstat", unix.EIO), nil
-	}
-	return fd, st, nil, nil
-}
-
-func (h *Handler) fsstat(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
-	fd, st, nerr, err := h.statObject(c, d)
 	if err != nil {
-		return err
+		return nil, false, err
 	}
+	var st *unix.Stat_t
 	var sfs unix.Statfs_t
 	if nerr == nil {
-		if err := unix.Fstatfs(fd, &sfs); err != nil {
-			nerr = fail("statfs", err)
+		st = c.attrs(fd)
+		if withStatfs {
+			if err := unix.Fstatfs(fd, &sfs); err != nil {
+				nerr = fail("statfs", err)
+			}
 		}
 	}
 	h.status(c, e, nerr)
 	putPostOp(e, st, c.fsid)
-	if nerr != nil {
-		return nil
+	return &sfs, nerr == nil, nil
+}
+
+func (h *Handler) fsstat(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
+	sfs, ok, err := h.fsReply(c, d, e, true)
+	if err != nil || !ok {
+		return err
 	}
 	bs := uint64(sfs.Bsize)
 	e.Uint64(sfs.Blocks * bs)
@@ -63,14 +62,8 @@ func (h *Handler) fsstat(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 }
 
 func (h *Handler) fsinfo(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
-	_, st, nerr, err := h.statObject(c, d)
-	if err != nil {
+	if _, ok, err := h.fsReply(c, d, e, false); err != nil || !ok {
 		return err
-	}
-	h.status(c, e, nerr)
-	putPostOp(e, st, c.fsid)
-	if nerr != nil {
-		return nil
 	}
 	e.Uint32(MaxData)  // rtmax
 	e.Uint32(PrefData) // rtpref
@@ -87,20 +80,9 @@ func (h *Handler) fsinfo(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 }
 
 func (h *Handler) pathconf(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
-	fd, st, nerr, err := h.statObject(c, d)
-	if err != nil {
+	sfs, ok, err := h.fsReply(c, d, e, true)
+	if err != nil || !ok {
 		return err
-	}
-	var sfs unix.Statfs_t
-	if nerr == nil {
-		if err := unix.Fstatfs(fd, &sfs); err != nil {
-			nerr = fail("statfs", err)
-		}
-	}
-	h.status(c, e, nerr)
-	putPostOp(e, st, c.fsid)
-	if nerr != nil {
-		return nil
 	}
 	linkMax := uint32(65000) // ext4's EXT4_LINK_MAX
 	if sfs.Type == unix.XFS_SUPER_MAGIC {
