@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -438,6 +439,12 @@ func (c *conn) write(cancel context.CancelFunc) {
 	failed := false
 	for out := range c.replies {
 		held = append(held[:0], out)
+		if len(c.replies) == 0 && len(c.slots) > 1 {
+			// Other calls are running: let them finish first, so that
+			// their replies go out in the same write (a write per reply
+			// was a third of the NFS server's CPU with 8 calls in flight).
+			runtime.Gosched()
+		}
 	more:
 		for len(held) < 64 {
 			select {
