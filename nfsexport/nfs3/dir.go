@@ -129,7 +129,7 @@ func (h *Handler) lookup(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	var obj object
 	var dirAttr *unix.Stat_t
 	if nerr == nil {
-		dirAttr = fstat(dirfd)
+		dirAttr = c.attrs(dirfd)
 		obj, nerr = c.lookupEntry(dirfd, dirAttr, name)
 	}
 	h.status(c, e, nerr)

@@ -89,20 +89,25 @@ func (c *fdCache) get(handle string, flags int) (*cachedFD, bool) {
 	return nil, false
 }
 
-// add caches fd as k and returns it held for the caller. If another call
-// cached k meanwhile, fd is closed and that entry returned instead.
+// add caches fd as k and returns it held for the caller. If the handle
+// has a cached fd that serves k's mode (another call cached it meanwhile,
+// or it is open in a better mode), fd is closed and that entry returned.
 func (c *fdCache) add(k fdKey, fd int) *cachedFD {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return &cachedFD{key: k, fd: fd, refs: 1, evicted: true}
 	}
-	if el, ok := c.entries[k]; ok {
-		unix.Close(fd)
-		e := el.Value.(*cachedFD)
-		e.refs++
-		c.lru.MoveToFront(el)
-		return e
+	for _, f := range usable[k.flags] {
+		// Cached meanwhile, or already open in a mode that serves this
+		// one (a LOOKUP of a file being read): one fd per file.
+		if el, ok := c.entries[fdKey{k.handle, f}]; ok {
+			unix.Close(fd)
+			e := el.Value.(*cachedFD)
+			e.refs++
+			c.lru.MoveToFront(el)
+			return e
+		}
 	}
 	for _, f := range superseded[k.flags] {
 		if el, ok := c.entries[fdKey{k.handle, f}]; ok {

@@ -128,5 +128,11 @@ func TestFDCacheOneFDPerFile(t *testing.T) {
 	if _, ok := c.get("f", unix.O_RDWR); ok {
 		t.Fatal("a read-only fd served a write")
 	}
+	again := open(unix.O_PATH)
+	if got := c.add(fdKey{"f", unix.O_PATH}, again); got != r || isOpen(again) || c.lru.Len() != 1 {
+		t.Fatalf("a LOOKUP's O_PATH fd of a file open for reading was cached beside it (%d entries)", c.lru.Len())
+	} else {
+		c.release(got)
+	}
 	c.close()
 }
