@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -523,4 +524,67 @@ func TestRetransmittedRemove(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(s.dir, "f")); !os.IsNotExist(err) {
 		t.Fatalf("the file is still there: %v", err)
 	}
+}
+
+// TestAttributes: atime, mtime and ctime are the file's own three times,
+// SETATTR sets times as the client asks, and WRITE's wcc_data carries the
+// size before and the attributes after.
+func TestAttributes(t *testing.T) {
+	s := newServer(t, "ext4", export.Options{Squash: export.NoRootSquash})
+	c := s.client(rpcclient.Root)
+	p := filepath.Join(s.dir, "f")
+	os.WriteFile(p, []byte("12345"), 0o640)
+	atime, mtime := time.Unix(1_000_000_000, 111), time.Unix(1_200_000_000, 222)
+	if err := os.Chtimes(p, atime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	_, h := c.lookup(s.root, "f")
+	st, a := c.getattr(h)
+	if st != OK || a.atime != (unix3Time{1_000_000_000, 111}) || a.mtime != (unix3Time{1_200_000_000, 222}) {
+		t.Fatalf("GETATTR times: atime %+v mtime %+v", a.atime, a.mtime)
+	}
+	if a.ctime.sec < uint32(time.Now().Unix())-60 || a.mode != 0o640 || a.ftype != typeReg || a.size != 5 {
+		t.Fatalf("GETATTR: ctime %+v (want the change just made), mode %o, type %d, size %d", a.ctime, a.mode, a.ftype, a.size)
+	}
+
+	d := c.call(ProcSetattr, func(e *xdr.Encoder) {
+		e.Opaque(h)
+		for range 4 {
+			e.Bool(false) // mode, uid, gid, size
+		}
+		e.Uint32(setToClientTime)
+		e.Uint32(1_300_000_000)
+		e.Uint32(5)
+		e.Uint32(setToServerTime)
+		e.Bool(false) // no guard
+	})
+	wantStatus(t, "SETATTR times", status(d), OK)
+	var fi unix.Stat_t
+	unix.Stat(p, &fi)
+	if fi.Atim.Sec != 1_300_000_000 || fi.Atim.Nsec != 5 || fi.Mtim.Sec < time.Now().Unix()-60 {
+		t.Fatalf("after SETATTR atime=client mtime=server: atime %v mtime %v", fi.Atim, fi.Mtim)
+	}
+
+	var e xdr.Encoder
+	e.Opaque(h)
+	e.Uint64(5)
+	e.Uint32(3)
+	e.Uint32(Unstable)
+	e.Opaque([]byte("678"))
+	d = c.call(ProcWrite, func(enc *xdr.Encoder) { enc.FixedOpaque(e.Bytes()) })
+	wantStatus(t, "WRITE", status(d), OK)
+	before, after := getWcc(d)
+	if before == nil || *before != 5 || after == nil || after.size != 8 {
+		t.Fatalf("WRITE wcc: before %v, after %+v; want size 5 before and 8 after", before, after)
+	}
+
+	// A guarded SETATTR whose ctime is not the file's is NOT_SYNC.
+	d = c.call(ProcSetattr, func(e *xdr.Encoder) {
+		e.Opaque(h)
+		sattrArgs(e, 0o600, -1)
+		e.Bool(true)
+		e.Uint32(1)
+		e.Uint32(2)
+	})
+	wantStatus(t, "guarded SETATTR with a stale ctime", status(d), ErrNotSync)
 }
