@@ -1,30 +1,18 @@
 package bench
 
-// This file is the NFSv3 client of blockbench -nfs: ONC RPC (RFC 5531) over
-// TCP with record marking, many calls in flight on one connection (each
-// call gets its own xid; replies are matched to callers by xid, in whatever
-// order the server sends them), and the few procedures of RFC 1813 the rows
-// use. It is written here rather than taken from go-nfs-client because that
-// client's rpc.Client hands replies over unbuffered channels with a 5 s
-// timeout (a COMMIT of a 1 GiB file can take longer: the reply is then
-// never read and the connection's reader blocks for good), can close a
-// reply channel twice when a connection fails with calls in flight (a
-// panic in its own goroutine, which no caller can recover), resends a call
-// on timeout, and encodes every message by reflection; its Target starts a
-// goroutine per mount that never stops. The client's own procedure numbers
-// and status names are kept here, independent of the server under test.
+// This file is the NFSv3 client of blockbench -nfs: the few procedures of
+// RFC 1813 the rows use, on internal/rpcclient's connections (many calls in
+// flight, WRITE data sent from the caller's buffer). The client's own
+// procedure numbers and status names are kept here, independent of the
+// server under test.
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"net"
-	"sync"
 	"time"
 
-	"github.com/blockrep/blockrep/nfsexport/rpc"
+	"github.com/blockrep/blockrep/internal/rpcclient"
 	"github.com/blockrep/blockrep/nfsexport/xdr"
 )
 
@@ -79,283 +67,27 @@ const (
 // writeback.
 const nfsCallTimeout = 3 * time.Minute
 
-// maxReplySize is the largest reply record accepted: a 1 MiB READ and its
-// header, with room to spare.
-const maxReplySize = 1<<20 + 64<<10
-
-// Errors of the RPC layer, wrapped with the call's name.
-var (
-	errProgUnavail  = errors.New("PROG_UNAVAIL")
-	errProgMismatch = errors.New("PROG_MISMATCH")
-	errProcUnavail  = errors.New("PROC_UNAVAIL (the server does not implement the procedure)")
-	errGarbageArgs  = errors.New("GARBAGE_ARGS")
-	errSystemErr    = errors.New("SYSTEM_ERR")
-	errDenied       = errors.New("MSG_DENIED")
-	errBadReply     = errors.New("malformed reply")
-)
-
-// acceptErrors maps accept_stat 1–5 to the errors above.
-var acceptErrors = [...]error{nil, errProgUnavail, errProgMismatch, errProcUnavail, errGarbageArgs, errSystemErr}
-
-// parseReply checks an RPC reply record (RFC 5531 section 9) and returns
-// its xid and the procedure's results. A reply that is not MSG_ACCEPTED
-// SUCCESS gives the error that says why; a record too short to hold an xid
-// gives errBadReply and xid 0.
-func parseReply(rec []byte) (xid uint32, results []byte, err error) {
-	d := xdr.NewDecoder(rec)
-	if xid, err = d.Uint32("xid"); err != nil {
-		return 0, nil, fmt.Errorf("%w: %v", errBadReply, err)
-	}
-	bad := func(err error) (uint32, []byte, error) { return xid, nil, fmt.Errorf("%w: %v", errBadReply, err) }
-	mtype, err := d.Uint32("msg_type")
-	if err != nil {
-		return bad(err)
-	}
-	if mtype != 1 {
-		return bad(fmt.Errorf("msg_type %d, want REPLY (1)", mtype))
-	}
-	stat, err := d.Uint32("reply_stat")
-	if err != nil {
-		return bad(err)
-	}
-	switch stat {
-	case 0: // MSG_ACCEPTED
-		if _, err := d.Uint32("verf.flavor"); err != nil {
-			return bad(err)
-		}
-		if _, err := d.Opaque("verf.body", 400); err != nil {
-			return bad(err)
-		}
-		as, err := d.Uint32("accept_stat")
-		if err != nil {
-			return bad(err)
-		}
-		switch {
-		case as == 0:
-			return xid, d.Rest(), nil
-		case as == 2:
-			lo, _ := d.Uint32("mismatch.low")
-			hi, _ := d.Uint32("mismatch.high")
-			return xid, nil, fmt.Errorf("%w (versions %d–%d)", errProgMismatch, lo, hi)
-		case int(as) < len(acceptErrors):
-			return xid, nil, acceptErrors[as]
-		}
-		return bad(fmt.Errorf("accept_stat %d", as))
-	case 1: // MSG_DENIED
-		rs, err := d.Uint32("reject_stat")
-		if err != nil {
-			return bad(err)
-		}
-		if rs == 0 {
-			lo, _ := d.Uint32("mismatch.low")
-			hi, _ := d.Uint32("mismatch.high")
-			return xid, nil, fmt.Errorf("%w: RPC_MISMATCH (versions %d–%d)", errDenied, lo, hi)
-		}
-		as, _ := d.Uint32("auth_stat")
-		return xid, nil, fmt.Errorf("%w: AUTH_ERROR (auth_stat %d)", errDenied, as)
-	}
-	return bad(fmt.Errorf("reply_stat %d", stat))
-}
-
-// rpcReply is a reply record handed from a connection's reader to the
-// caller waiting for it.
-type rpcReply struct {
-	buf *[]byte // the record, from the connection's pool
-	err error   // the connection failed before the reply came
-}
-
-// rpcConn is one TCP connection to an RPC server, safe for concurrent
-// calls. Its reader goroutine is stopped by close.
-type rpcConn struct {
-	nc   net.Conn
-	cred []byte // the encoded AUTH_SYS credential (flavor and body)
-
-	wmu sync.Mutex // one record written at a time
-
-	mu      sync.Mutex
-	xid     uint32
-	pending map[uint32]chan rpcReply
-	err     error // why the connection failed; every later call fails with it
-
-	bufs sync.Pool // *[]byte, reply records
-	done chan struct{}
-}
+// rpcConn is one connection of the client, with the procedures the rows
+// use.
+type rpcConn struct{ *rpcclient.Client }
 
 // dialRPC connects to addr. Calls carry an AUTH_SYS credential for uid and
 // gid 0 with no supplementary groups (the exports do not squash root).
 func dialRPC(ctx context.Context, addr string) (*rpcConn, error) {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	cred := rpcclient.Root
+	cred.Machine = "blockbench"
+	c, err := rpcclient.Dial(ctx, addr, rpcclient.Options{Cred: cred, Timeout: nfsCallTimeout, Name: procName})
 	if err != nil {
-		return nil, fmt.Errorf("bench: nfs: connect %s: %w", addr, err)
+		return nil, fmt.Errorf("bench: nfs: %w", err)
 	}
-	var cred xdr.Encoder
-	var body xdr.Encoder
-	body.Uint32(uint32(time.Now().Unix())) // stamp
-	body.String("blockbench")              // machine name
-	body.Uint32(0)                         // uid
-	body.Uint32(0)                         // gid
-	body.Uint32(0)                         // no supplementary groups
-	cred.Uint32(rpc.AuthSys)
-	cred.Opaque(body.Bytes())
-	c := &rpcConn{
-		nc: nc, cred: cred.Bytes(),
-		xid:     uint32(time.Now().UnixNano()),
-		pending: make(map[uint32]chan rpcReply),
-		done:    make(chan struct{}),
-	}
-	go c.receive()
-	return c, nil
+	return &rpcConn{c}, nil
 }
 
-// receive reads replies until the connection fails or is closed, then
-// fails every call still waiting.
-func (c *rpcConn) receive() {
-	defer close(c.done)
-	br := bufio.NewReaderSize(c.nc, 256<<10)
-	for {
-		p, _ := c.bufs.Get().(*[]byte)
-		if p == nil {
-			p = new([]byte)
-		}
-		rec, err := rpc.ReadRecord(br, *p, maxReplySize)
-		*p = rec
-		if err != nil {
-			c.fail(fmt.Errorf("reading a reply from %s: %w", c.nc.RemoteAddr(), err))
-			return
-		}
-		if len(rec) < 4 {
-			c.fail(fmt.Errorf("%w: a %d-byte record from %s", errBadReply, len(rec), c.nc.RemoteAddr()))
-			return
-		}
-		xid := binary.BigEndian.Uint32(rec)
-		c.mu.Lock()
-		ch, ok := c.pending[xid]
-		delete(c.pending, xid)
-		c.mu.Unlock()
-		if ok {
-			ch <- rpcReply{buf: p} // buffered: never blocks
-		} else {
-			// A call given up (its context ended): nobody waits.
-			c.release(p)
-		}
-	}
-}
-
-// fail records the connection's first error, closes it and fails every
-// waiting call.
-func (c *rpcConn) fail(err error) {
-	c.mu.Lock()
-	if c.err == nil {
-		c.err = err
-	}
-	pending := c.pending
-	c.pending = map[uint32]chan rpcReply{}
-	err = c.err
-	c.mu.Unlock()
-	c.nc.Close()
-	for _, ch := range pending {
-		ch <- rpcReply{err: err}
-	}
-}
-
-// close closes the connection and waits for its reader to stop.
-func (c *rpcConn) close() {
-	c.fail(net.ErrClosed)
-	<-c.done
-}
-
-func (c *rpcConn) release(p *[]byte) {
-	if p != nil && cap(*p) <= 2*maxReplySize {
-		c.bufs.Put(p)
-	}
-}
-
-// call sends one call and waits for its reply. args appends the
-// procedure's arguments; payload, if not empty, follows them as the body
-// of an opaque whose length args has written (a WRITE's data, sent from
-// the caller's buffer without a copy), padded here. On success, results
-// calls decode with the procedure's results, valid only during the call.
 func (c *rpcConn) call(ctx context.Context, prog, vers, proc uint32, args func(*xdr.Encoder), payload []byte, decode func(*xdr.Decoder) error) error {
-	name := procName(prog, proc)
-	ch := make(chan rpcReply, 1)
-	c.mu.Lock()
-	if c.err != nil {
-		err := c.err
-		c.mu.Unlock()
-		return fmt.Errorf("%s: connection failed before the call: %w", name, err)
-	}
-	c.xid++
-	xid := c.xid
-	c.pending[xid] = ch
-	c.mu.Unlock()
-
-	e := xdr.NewEncoder(make([]byte, 0, 256))
-	e.Uint32(0) // record mark, set below
-	e.Uint32(xid)
-	e.Uint32(0) // CALL
-	e.Uint32(2) // rpcvers
-	e.Uint32(prog)
-	e.Uint32(vers)
-	e.Uint32(proc)
-	e.FixedOpaque(c.cred)
-	e.Uint32(rpc.AuthNone) // verifier
-	e.Uint32(0)
-	if args != nil {
-		args(e)
-	}
-	hdr := e.Bytes()
-	pad := xdr.Pad(len(payload))
-	binary.BigEndian.PutUint32(hdr, uint32(len(hdr)-4+len(payload)+pad)|1<<31)
-	bufs := net.Buffers{hdr}
-	if len(payload) > 0 {
-		bufs = append(bufs, payload, make([]byte, pad))
-	}
-	c.wmu.Lock()
-	c.nc.SetWriteDeadline(time.Now().Add(nfsCallTimeout))
-	_, err := bufs.WriteTo(c.nc)
-	c.wmu.Unlock()
-	if err != nil {
-		// A record written in part leaves the stream unusable.
-		c.fail(fmt.Errorf("sending %s: %w", name, err))
-	}
-
-	timer := time.NewTimer(nfsCallTimeout)
-	defer timer.Stop()
-	var r rpcReply
-	select {
-	case r = <-ch:
-	case <-ctx.Done():
-		c.forget(xid)
-		return fmt.Errorf("%s: %w", name, ctx.Err())
-	case <-timer.C:
-		c.fail(fmt.Errorf("no reply to %s (xid %#x) in %s", name, xid, nfsCallTimeout))
-		r = <-ch
-	}
-	if r.err != nil {
-		return fmt.Errorf("%s: %w", name, r.err)
-	}
-	defer c.release(r.buf)
-	_, results, err := parseReply(*r.buf)
-	if err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	if decode == nil {
-		return nil
-	}
-	if err := decode(xdr.NewDecoder(results)); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	return nil
+	return c.Call(ctx, prog, vers, proc, args, payload, decode)
 }
 
-// forget removes a call nobody waits for any more; its reply, if it comes,
-// is dropped.
-func (c *rpcConn) forget(xid uint32) {
-	c.mu.Lock()
-	delete(c.pending, xid)
-	c.mu.Unlock()
-}
+func (c *rpcConn) close() { c.Close() }
 
 // nfsStatus is an nfsstat3 other than NFS3_OK.
 type nfsStatus uint32
@@ -556,7 +288,7 @@ func (c *rpcConn) read(ctx context.Context, fh []byte, off uint64, count uint32,
 			return err
 		}
 		if int(cnt) != len(data) {
-			return fmt.Errorf("%w: count %d, %d bytes of data", errBadReply, cnt, len(data))
+			return fmt.Errorf("%w: count %d, %d bytes of data", rpcclient.ErrBadReply, cnt, len(data))
 		}
 		n = len(data)
 		if check != nil {

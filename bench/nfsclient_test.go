@@ -10,46 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blockrep/blockrep/internal/rpcclient"
 	"github.com/blockrep/blockrep/nfsexport/rpc"
 	"github.com/blockrep/blockrep/nfsexport/xdr"
 )
-
-func TestParseReply(t *testing.T) {
-	accepted := func(stat uint32, rest ...uint32) []byte {
-		e := xdr.NewEncoder(nil)
-		for _, v := range append([]uint32{0x1234, 1, 0, 0, 0, stat}, rest...) {
-			e.Uint32(v)
-		}
-		return e.Bytes()
-	}
-	xid, res, err := parseReply(accepted(0, 7, 8))
-	if err != nil || xid != 0x1234 || !bytes.Equal(res, []byte{0, 0, 0, 7, 0, 0, 0, 8}) {
-		t.Fatalf("success: xid %#x, results %x, %v", xid, res, err)
-	}
-	for _, c := range []struct {
-		name string
-		rec  []byte
-		want error
-		text string
-	}{
-		{"prog unavail", accepted(1), errProgUnavail, "PROG_UNAVAIL"},
-		{"prog mismatch", accepted(2, 2, 4), errProgMismatch, "versions 2–4"},
-		{"proc unavail", accepted(3), errProcUnavail, "PROC_UNAVAIL"},
-		{"garbage", accepted(4), errGarbageArgs, "GARBAGE_ARGS"},
-		{"system err", accepted(5), errSystemErr, "SYSTEM_ERR"},
-		{"unknown accept_stat", accepted(9), errBadReply, "accept_stat 9"},
-		{"auth error", []byte{0, 0, 0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 5}, errDenied, "auth_stat 5"},
-		{"rpc mismatch", []byte{0, 0, 0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 2}, errDenied, "RPC_MISMATCH"},
-		{"a call", []byte{0, 0, 0x12, 0x34, 0, 0, 0, 0}, errBadReply, "msg_type 0"},
-		{"truncated", []byte{0, 0, 0x12, 0x34, 0, 0, 0, 1, 0, 0}, errBadReply, ""},
-		{"no xid", []byte{1, 2}, errBadReply, ""},
-	} {
-		_, _, err := parseReply(c.rec)
-		if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.text) {
-			t.Errorf("%s: %v, want %v containing %q", c.name, err, c.want, c.text)
-		}
-	}
-}
 
 // testRPCServer serves h (NFS) and a MOUNT MNT that answers root on a
 // loopback port, until the test ends.
@@ -234,7 +198,7 @@ func TestRPCConnFailsClearly(t *testing.T) {
 	defer c.close()
 
 	_, _, err = c.lookup(ctx, []byte("root"), "big")
-	if !errors.Is(err, errProcUnavail) || !strings.Contains(err.Error(), "NFS LOOKUP: PROC_UNAVAIL") {
+	if !errors.Is(err, rpcclient.ErrProcUnavail) || !strings.Contains(err.Error(), "NFS LOOKUP: PROC_UNAVAIL") {
 		t.Errorf("LOOKUP: %v, want NFS LOOKUP: PROC_UNAVAIL", err)
 	}
 	_, err = c.getattr(ctx, []byte("root"))
@@ -264,7 +228,7 @@ func TestRPCConnFailsClearly(t *testing.T) {
 	tg := &nfsTarget{name: "stub", nfsAddr: addr, mountAddr: addr, path: "/x"}
 	defer tg.close()
 	err = tg.connect(ctx, NFSOptions{Conns: 2, Depth: 1, Dirs: 1})
-	if !errors.Is(err, errProcUnavail) || !strings.Contains(err.Error(), "stub: NFS FSINFO: PROC_UNAVAIL") {
+	if !errors.Is(err, rpcclient.ErrProcUnavail) || !strings.Contains(err.Error(), "stub: NFS FSINFO: PROC_UNAVAIL") {
 		t.Errorf("connect: %v, want stub: NFS FSINFO: PROC_UNAVAIL", err)
 	}
 }

@@ -109,19 +109,21 @@ type rawNFS struct {
 
 func dialNFS(t *testing.T, addr string) *rawNFS {
 	t.Helper()
-	c, err := rpcclient.Dial(addr)
+	c, err := rpcclient.Dial(context.Background(), addr, rpcclient.Options{Cred: rpcclient.Root})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(c.Close)
 	return &rawNFS{t: t, c: c}
 }
 
 func (r *rawNFS) call(prog, vers, proc uint32, args func(e *xdr.Encoder)) *xdr.Decoder {
 	r.t.Helper()
-	var e xdr.Encoder
-	args(&e)
-	body, err := r.c.Call(prog, vers, proc, rpcclient.Root, e.Bytes())
+	var body []byte
+	err := r.c.Call(context.Background(), prog, vers, proc, args, nil, func(d *xdr.Decoder) error {
+		body = append([]byte(nil), d.Rest()...)
+		return nil
+	})
 	if err != nil {
 		r.t.Fatalf("call %d/%d/%d: %v", prog, vers, proc, err)
 	}

@@ -3,6 +3,7 @@
 package nfs3
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -31,7 +32,7 @@ func BenchmarkSmallFileRead(b *testing.B) {
 	s := benchServer(b, m.Dir)
 	conns := make([]*rpcclient.Client, 4)
 	for i := range conns {
-		c, err := rpcclient.Dial(s.addr)
+		c, err := rpcclient.Dial(context.Background(), s.addr, rpcclient.Options{Cred: rpcclient.Root})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -51,29 +52,24 @@ func BenchmarkSmallFileRead(b *testing.B) {
 				if i >= int64(b.N) {
 					return
 				}
-				var e xdr.Encoder
-				e.Opaque(s.root)
-				e.String(fmt.Sprintf("f%04d", i%files))
-				body, err := c.Call(Program, Version, ProcLookup, rpcclient.Root, e.Bytes())
+				var fh []byte
+				name := fmt.Sprintf("f%04d", i%files)
+				err := c.Call(context.Background(), Program, Version, ProcLookup,
+					func(e *xdr.Encoder) { e.Opaque(s.root); e.String(name) }, nil,
+					func(d *xdr.Decoder) error {
+						if status(d) != OK {
+							return fmt.Errorf("LOOKUP %s failed", name)
+						}
+						fh = append([]byte(nil), must(d.Opaque("fh", 64))...)
+						return nil
+					})
+				if err == nil {
+					err = c.Call(context.Background(), Program, Version, ProcGetattr, func(e *xdr.Encoder) { e.Opaque(fh) }, nil, nil)
+				}
+				if err == nil {
+					err = c.Call(context.Background(), Program, Version, ProcRead, func(e *xdr.Encoder) { e.Opaque(fh); e.Uint64(0); e.Uint32(64 << 10) }, nil, nil)
+				}
 				if err != nil {
-					b.Error(err)
-					return
-				}
-				d := xdr.NewDecoder(body)
-				if status(d) != OK {
-					b.Error("lookup failed")
-					return
-				}
-				fh := must(d.Opaque("fh", 64))
-				e.Reset(nil)
-				e.Opaque(fh)
-				if _, err := c.Call(Program, Version, ProcGetattr, rpcclient.Root, e.Bytes()); err != nil {
-					b.Error(err)
-					return
-				}
-				e.Uint64(0)
-				e.Uint32(64 << 10)
-				if _, err := c.Call(Program, Version, ProcRead, rpcclient.Root, e.Bytes()); err != nil {
 					b.Error(err)
 					return
 				}

@@ -106,11 +106,11 @@ type client struct {
 
 func (s *server) client(cred rpcclient.Cred) *client {
 	s.t.Helper()
-	c, err := rpcclient.Dial(s.addr)
+	c, err := rpcclient.Dial(context.Background(), s.addr, rpcclient.Options{Cred: cred})
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	s.t.Cleanup(func() { c.Close() })
+	s.t.Cleanup(c.Close)
 	return &client{t: s.t, c: c, cred: cred}
 }
 
@@ -126,15 +126,25 @@ func (c *client) call(proc uint32, args func(e *xdr.Encoder)) *xdr.Decoder {
 }
 
 func (c *client) callErr(proc uint32, args func(e *xdr.Encoder)) (*xdr.Decoder, error) {
-	var e xdr.Encoder
-	if args != nil {
-		args(&e)
-	}
-	body, err := c.c.Call(Program, Version, proc, c.cred, e.Bytes())
+	body, err := resultsOf(c.c, 0, proc, args)
 	if err != nil {
 		return nil, err
 	}
 	return xdr.NewDecoder(body), nil
+}
+
+// resultsOf makes an NFS call (with xid if not 0) and returns a copy of
+// its results.
+func resultsOf(c *rpcclient.Client, xid, proc uint32, args func(e *xdr.Encoder)) ([]byte, error) {
+	var body []byte
+	keep := func(d *xdr.Decoder) error { body = append([]byte(nil), d.Rest()...); return nil }
+	var err error
+	if xid != 0 {
+		err = c.CallXID(context.Background(), xid, Program, Version, proc, args, nil, keep)
+	} else {
+		err = c.Call(context.Background(), Program, Version, proc, args, nil, keep)
+	}
+	return body, err
 }
 
 // attr is the part of a fattr3 the tests look at.
@@ -452,14 +462,12 @@ func (c *client) readdirAll(dir []byte, count uint32, plus bool) []dirEntry {
 }
 
 func isReplyErr(err error, denied bool, stat uint32) bool {
-	var re *rpcclient.ReplyError
-	if !errors.As(err, &re) {
-		return false
-	}
 	if denied {
-		return re.Denied && uint32(re.AuthStat) == stat
+		var ae *rpcclient.AuthError
+		return errors.As(err, &ae) && uint32(ae.Stat) == stat
 	}
-	return !re.Denied && uint32(re.AcceptStat) == stat
+	want := map[rpc.AcceptStat]error{rpc.ProcUnavail: rpcclient.ErrProcUnavail, rpc.GarbageArgs: rpcclient.ErrGarbageArgs, rpc.SystemErr: rpcclient.ErrSystemErr}[rpc.AcceptStat(stat)]
+	return want != nil && errors.Is(err, want)
 }
 
 func benchServer(b *testing.B, dir string) *server {

@@ -4,6 +4,7 @@ package nfs3
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -504,15 +505,12 @@ func TestSymlinksNotFollowed(t *testing.T) {
 func TestRetransmittedRemove(t *testing.T) {
 	s := newServer(t, "ext4", export.Options{Squash: export.NoRootSquash})
 	os.WriteFile(filepath.Join(s.dir, "f"), nil, 0o644)
-	var e xdr.Encoder
-	e.Opaque(s.root)
-	e.String("f")
 	for i := range 2 {
-		c, err := rpcclient.Dial(s.addr)
+		c, err := rpcclient.Dial(context.Background(), s.addr, rpcclient.Options{Cred: rpcclient.Root})
 		if err != nil {
 			t.Fatal(err)
 		}
-		body, err := c.CallXID(77, Program, Version, ProcRemove, rpcclient.Root, e.Bytes())
+		body, err := resultsOf(c, 77, ProcRemove, func(e *xdr.Encoder) { e.Opaque(s.root); e.String("f") })
 		c.Close()
 		if err != nil {
 			t.Fatal(err)
