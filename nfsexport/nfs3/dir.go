@@ -177,25 +177,36 @@ func (c *call) lookupEntry(dirfd int, dirAttr *unix.Stat_t, name string) (object
 	return obj, nil
 }
 
+// openEntryAs opens the entry name of dirfd as the client (openEntry) and
+// returns it with its attributes; the caller closes the fd.
+func (c *call) openEntryAs(dirfd int, name string) (int, *unix.Stat_t, *Error) {
+	var fd int
+	if nerr := c.runAs(fmt.Sprintf("lookup %q", name), func() error {
+		var err error
+		fd, err = openEntry(dirfd, name)
+		return err
+	}); nerr != nil {
+		return -1, nil, nerr
+	}
+	st := fstat(fd)
+	if st == nil {
+		unix.Close(fd)
+		return -1, nil, fail("fstat", unix.EIO)
+	}
+	return fd, st, nil
+}
+
 // created finishes a CREATE, MKDIR, SYMLINK or MKNOD: it opens the new
 // entry, gives it exactly the mode the client asked for (the kernel
 // applied the server's umask; knfsd runs with none), applies the other
 // attributes, and returns it for the reply. A failure after the entry
 // exists is reported, as knfsd does, but the entry stays.
 func (h *Handler) created(c *call, dirfd int, name string, mode uint32, setMode bool, sa sattr) (object, *Error) {
-	var fd int
-	if nerr := c.runAs("open new entry", func() error {
-		var err error
-		fd, err = openEntry(dirfd, name)
-		return err
-	}); nerr != nil {
+	fd, st, nerr := c.openEntryAs(dirfd, name)
+	if nerr != nil {
 		return object{}, nerr
 	}
 	defer unix.Close(fd)
-	st := fstat(fd)
-	if st == nil {
-		return object{}, fail("fstat", unix.EIO)
-	}
 	rest := sa
 	rest.setMode = false
 	if setMode && st.Mode&unix.S_IFMT != unix.S_IFLNK {
@@ -313,19 +324,11 @@ func (h *Handler) createFile(c *call, dirfd int, name string, how uint32, sa sat
 // createExisting answers UNCHECKED and EXCLUSIVE CREATE of a name that
 // exists.
 func (h *Handler) createExisting(c *call, dirfd int, name string, how uint32, sa sattr, verf []byte) (object, *Error) {
-	var fd int
-	if nerr := c.runAs(fmt.Sprintf("lookup %q", name), func() error {
-		var err error
-		fd, err = openEntry(dirfd, name)
-		return err
-	}); nerr != nil {
+	fd, st, nerr := c.openEntryAs(dirfd, name)
+	if nerr != nil {
 		return object{}, nerr
 	}
 	defer unix.Close(fd)
-	st := fstat(fd)
-	if st == nil {
-		return object{}, fail("fstat", unix.EIO)
-	}
 	exists := failStatus(ErrExist, fmt.Sprintf("create %q", name), unix.EEXIST)
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return object{}, exists
