@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"os/exec"
@@ -463,6 +464,9 @@ func TestHAFrozenPrimaryFenced(t *testing.T) {
 	if err := n1.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	// kill returns before every thread has stopped; a write sent before
+	// they have may still be replicated, and the test needs it queued.
+	waitStopped(t, n1.cmd.Process.Pid)
 	frozen := time.Now()
 	continued := false
 	cont := func() {
@@ -531,4 +535,35 @@ func TestHAFrozenPrimaryFenced(t *testing.T) {
 	n2.Stop()
 	c.W.Stop()
 	sameVolumes(t, n2, n1)
+}
+
+// waitStopped waits until every thread of process pid is stopped (state T
+// in /proc/PID/task/TID/stat), as SIGSTOP makes them, one by one.
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(haWait)
+	for {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			t.Fatalf("waiting for process %d to stop: %v", pid, err)
+		}
+		running := 0
+		for _, task := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			if err != nil {
+				continue // the thread exited
+			}
+			// The state follows the command name, which is in parentheses.
+			if i := bytes.LastIndexByte(b, ')'); i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+				running++
+			}
+		}
+		if running == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d: %d threads still not stopped %v after SIGSTOP", pid, running, haWait)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
