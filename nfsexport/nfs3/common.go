@@ -93,7 +93,7 @@ func (h *Handler) resetVerifier(reason error) {
 	h.log.Warn("nfs: write verifier changed after an I/O error; clients will resend uncommitted writes", "err", reason)
 }
 
-// errIsDir and friends give a reason to a status chosen by the protocol.
+// The reasons of statuses chosen by the protocol rather than by an errno.
 var (
 	errNotSymlink = errors.New("not a symbolic link")
 	errNotRegular = errors.New("not a regular file")

@@ -181,18 +181,19 @@ var procs = [...]procedure{
 }
 
 // ServeRPC implements rpc.Handler.
-func (h *Handler) ServeRPC(ctx context.Context, rc *rpc.Call, reply *xdr.Encoder) error {
+// The system calls of a call cannot be interrupted, so ctx is not used:
+// a call ends when its last system call returns.
+func (h *Handler) ServeRPC(_ context.Context, rc *rpc.Call, reply *xdr.Encoder) error {
 	if int(rc.Proc) >= len(procs) {
 		return rpc.ErrProcUnavail
 	}
-	c := &call{ctx: ctx, rpc: rc, h: h, remote: addrOf(rc.Remote), openFD: -1}
+	c := &call{rpc: rc, h: h, remote: addrOf(rc.Remote), openFD: -1}
 	defer c.releaseFDs()
 	return procs[rc.Proc](h, c, &rc.Args, reply)
 }
 
 // call is the state of one call as it is served.
 type call struct {
-	ctx    context.Context
 	rpc    *rpc.Call
 	h      *Handler
 	remote netip.Addr
