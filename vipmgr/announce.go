@@ -2,9 +2,9 @@
 // it adds them to their interfaces, announces them (gratuitous ARP for
 // IPv4, unsolicited neighbour advertisements with the override flag for
 // IPv6) so that clients' neighbour caches move to this node at once, and
-// removes them when the node stops serving. This file is the pure part:
-// what a VIP is, and when announcements are due, as keepalived schedules
-// them.
+// removes them when the node stops serving. What a VIP is and when
+// announcements are due (as keepalived schedules them) are pure functions;
+// Addrs adds and removes VIPs with netlink, verifying each change.
 package vipmgr
 
 import (
