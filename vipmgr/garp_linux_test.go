@@ -96,3 +96,72 @@ func TestGratuitousARP(t *testing.T) {
 	}
 	t.Fatalf("the client's entry for the VIP after the announcement: %q, want %s (was %s)", strings.TrimSpace(out), mac, oldMAC)
 }
+
+// TestNeighbourAdvertisement: as TestGratuitousARP, for an IPv6 VIP.
+func TestNeighbourAdvertisement(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: network namespaces")
+	}
+	ipTool := testtool.Need(t, "ip", "iproute2")
+	ip := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(ipTool, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	srv, cli := fmt.Sprintf("brna-s-%d", os.Getpid()), fmt.Sprintf("brna-c-%d", os.Getpid())
+	for _, n := range []string{srv, cli} {
+		ip("netns", "add", n)
+		t.Cleanup(func() { exec.Command(ipTool, "netns", "del", n).Run() })
+	}
+	ip("-n", srv, "link", "add", "s0", "type", "veth", "peer", "name", "c0", "netns", cli)
+	ip("-n", srv, "link", "set", "s0", "up")
+	ip("-n", cli, "addr", "add", "2001:2::2/64", "dev", "c0", "nodad")
+	ip("-n", cli, "link", "set", "c0", "up")
+	// A client receives multicast (ff02::1) only once its interface's
+	// link-local address passed duplicate address detection (the kernel
+	// adds the ff00::/8 route then); web hosts are long up.
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(ip("-n", cli, "-6", "route", "show", "table", "local"), "multicast ff00::/8 dev c0"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the client's interface never got its multicast route")
+		}
+	}
+	const oldMAC = "02:00:00:00:00:99"
+	ip("-n", cli, "-6", "neigh", "replace", "2001:2::10", "lladdr", oldMAC, "dev", "c0", "nud", "reachable")
+
+	ns, err := netns.GetFromName(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := newAddrsAt(h)
+	defer addrs.Close()
+	v, _ := ParseVIP("2001:2::10/64", "s0")
+	if err := addrs.Add(v); err != nil {
+		t.Fatal(err)
+	}
+	var a *NAAnnouncer
+	inNetns(t, ns, func() { a, err = NewNAAnnouncer(v) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	mac := a.mac.String()
+	if err := a.Announce(DefaultAnnounce.Repeat); err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		out = ip("-n", cli, "-6", "neigh", "show", "2001:2::10", "dev", "c0")
+		if strings.Contains(out, mac) {
+			return
+		}
+	}
+	t.Fatalf("the client's entry for the VIP after the advertisement: %q, want %s (was %s)", strings.TrimSpace(out), mac, oldMAC)
+}
