@@ -1,8 +1,12 @@
 package vipmgr
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"time"
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
@@ -60,4 +64,61 @@ func (a *ARPAnnouncer) Announce(v VIP, count int) error {
 		}
 	}
 	return nil
+}
+
+// ProbeWait is how long Probe waits for an answer after its last probe
+// (RFC 5227's ANNOUNCE_WAIT is 2 s for all probes; a host that answers
+// for the VIP answers within milliseconds).
+const ProbeWait = time.Second
+
+// Probe asks, before the VIP is taken, whether another host already
+// answers for v (RFC 5227 address probes: ARP requests for v with the
+// sender address 0.0.0.0, so that no client learns anything from them).
+// It returns the hardware address of a host that answered, or nil if none
+// did within wait after the last of probes probes. v must not be on a's
+// interface yet.
+func (a *ARPAnnouncer) Probe(v VIP, probes int, wait time.Duration) (net.HardwareAddr, error) {
+	ip := v.Prefix.Addr()
+	if !ip.Is4() {
+		return nil, fmt.Errorf("vipmgr: ARP probe for %v: not an IPv4 address", v)
+	}
+	p, err := arp.NewPacket(arp.OperationRequest, a.ifi.HardwareAddr, netip.IPv4Unspecified(), ethernet.Broadcast, ip)
+	if err != nil {
+		return nil, fmt.Errorf("vipmgr: ARP probe for %v: %w", v, err)
+	}
+	// Answers to an earlier probe may still be queued: they are not about
+	// now.
+	// (A deadline already passed would fail the reads before they look.)
+	a.c.SetReadDeadline(time.Now().Add(time.Millisecond))
+	for {
+		if _, _, err := a.c.Read(); err != nil {
+			break
+		}
+	}
+	for i := 0; i < probes; i++ {
+		if err := a.c.WriteTo(p, ethernet.Broadcast); err != nil {
+			return nil, fmt.Errorf("vipmgr: ARP probe for %v: %w", v, err)
+		}
+	}
+	defer a.c.SetReadDeadline(time.Time{})
+	if err := a.c.SetReadDeadline(time.Now().Add(wait)); err != nil {
+		return nil, fmt.Errorf("vipmgr: ARP probe for %v: %w", v, err)
+	}
+	for {
+		got, _, err := a.c.Read()
+		if err != nil {
+			var ne net.Error
+			switch {
+			case errors.As(err, &ne) && ne.Timeout():
+				return nil, nil // nobody answered
+			case errors.Is(err, arp.ErrInvalidHardwareAddr), errors.Is(err, arp.ErrInvalidIP):
+				continue // some host's malformed ARP: not an answer
+			}
+			return nil, fmt.Errorf("vipmgr: ARP probe for %v: %w", v, err)
+		}
+		// An answer, or another host's own probe or announcement of v.
+		if got.SenderIP == ip && !bytes.Equal(got.SenderHardwareAddr, a.ifi.HardwareAddr) {
+			return got.SenderHardwareAddr, nil
+		}
+	}
 }

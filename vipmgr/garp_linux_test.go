@@ -165,3 +165,53 @@ func TestNeighbourAdvertisement(t *testing.T) {
 	}
 	t.Fatalf("the client's entry for the VIP after the advertisement: %q, want %s (was %s)", strings.TrimSpace(out), mac, oldMAC)
 }
+
+// TestARPProbe: a host that already has the VIP answers the probe and is
+// named by its MAC; once it gave the VIP up, nobody answers.
+func TestARPProbe(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: network namespaces and packet sockets")
+	}
+	ipTool := testtool.Need(t, "ip", "iproute2")
+	ip := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(ipTool, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	srv, other := fmt.Sprintf("brprobe-s-%d", os.Getpid()), fmt.Sprintf("brprobe-o-%d", os.Getpid())
+	for _, n := range []string{srv, other} {
+		ip("netns", "add", n)
+		t.Cleanup(func() { exec.Command(ipTool, "netns", "del", n).Run() })
+	}
+	ip("-n", srv, "link", "add", "s0", "type", "veth", "peer", "name", "o0", "netns", other)
+	ip("-n", srv, "addr", "add", "198.18.0.1/24", "dev", "s0") // the node's own address
+	ip("-n", srv, "link", "set", "s0", "up")
+	ip("-n", other, "addr", "add", "198.18.0.10/24", "dev", "o0") // the VIP, taken by another host
+	ip("-n", other, "link", "set", "o0", "up")
+	otherMAC := strings.Fields(ip("-n", other, "-br", "link", "show", "o0"))[2]
+
+	ns, err := netns.GetFromName(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	var a *ARPAnnouncer
+	inNetns(t, ns, func() { a, err = NewARPAnnouncer("s0") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	v, _ := ParseVIP("198.18.0.10/24", "s0")
+	// The window bounds the wait for an answer that comes in milliseconds.
+	got, err := a.Probe(v, 3, 10*time.Second)
+	if err != nil || got.String() != otherMAC {
+		t.Fatalf("Probe with another host holding the VIP: %v, %v; want its MAC %s", got, err, otherMAC)
+	}
+	ip("-n", other, "addr", "del", "198.18.0.10/24", "dev", "o0")
+	if got, err := a.Probe(v, 3, 300*time.Millisecond); err != nil || got != nil {
+		t.Fatalf("Probe with nobody holding the VIP: %v, %v; want none", got, err)
+	}
+}
