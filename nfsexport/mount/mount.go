@@ -44,7 +44,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -233,17 +232,6 @@ func cleanPath(p string) string {
 	return p
 }
 
-// clientAddr returns the address of the call's client, IPv4-mapped
-// addresses as IPv4; the zero Addr (admitted by no export) if it has none.
-func clientAddr(a net.Addr) netip.Addr {
-	if t, ok := a.(*net.TCPAddr); ok {
-		if ip, ok := netip.AddrFromSlice(t.IP); ok {
-			return ip.Unmap()
-		}
-	}
-	return netip.Addr{}
-}
-
 type garbageErr struct{ err error }
 
 func (g garbageErr) Error() string   { return g.err.Error() }
@@ -251,7 +239,7 @@ func (g garbageErr) Unwrap() []error { return []error{rpc.ErrGarbageArgs, g.err}
 
 // ServeRPC implements rpc.Handler.
 func (h *Handler) ServeRPC(ctx context.Context, call *rpc.Call, reply *xdr.Encoder) error {
-	client := clientAddr(call.Remote)
+	client := call.Client()
 	switch call.Proc {
 	case ProcNull:
 		return nil

@@ -35,7 +35,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"runtime"
 	"sync/atomic"
@@ -187,7 +186,7 @@ func (h *Handler) ServeRPC(_ context.Context, rc *rpc.Call, reply *xdr.Encoder) 
 	if int(rc.Proc) >= len(procs) {
 		return rpc.ErrProcUnavail
 	}
-	c := &call{rpc: rc, h: h, remote: addrOf(rc.Remote), openFD: -1}
+	c := &call{rpc: rc, h: h, remote: rc.Client(), openFD: -1}
 	defer c.releaseFDs()
 	return procs[rc.Proc](h, c, &rc.Args, reply)
 }
@@ -226,15 +225,6 @@ func (c *call) releaseFDs() {
 	for _, fd := range c.opened {
 		unix.Close(fd)
 	}
-}
-
-func addrOf(a net.Addr) netip.Addr {
-	if t, ok := a.(*net.TCPAddr); ok {
-		if ip, ok := netip.AddrFromSlice(t.IP); ok {
-			return ip.Unmap()
-		}
-	}
-	return netip.Addr{}
 }
 
 // errGarbage wraps a decoding error as GARBAGE_ARGS.

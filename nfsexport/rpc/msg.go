@@ -3,6 +3,7 @@ package rpc
 import (
 	"fmt"
 	"net"
+	"net/netip"
 
 	"github.com/blockrep/blockrep/nfsexport/xdr"
 )
@@ -96,6 +97,18 @@ type Call struct {
 	Local, Remote net.Addr
 
 	gids [maxAuthSysGroup]uint32 // backing store of Cred.Sys.GIDs
+}
+
+// Client returns the address of the call's client, an IPv4-mapped IPv6
+// address as IPv4 (as export networks are written), or the zero Addr,
+// which no network contains, if the connection has none.
+func (c *Call) Client() netip.Addr {
+	if t, ok := c.Remote.(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(t.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	return netip.Addr{}
 }
 
 // headerVerdict says what to do with a record after its header is decoded.
