@@ -253,8 +253,8 @@ func TestNFSBad(t *testing.T) {
 }
 
 // TestExampleNFSParses uncomments the example's NFS settings (the "# key"
-// lines of the blocks that follow "# NFS (uncomment to use):" and "# NFS
-// exports of the volume (uncomment to use):") and checks what they document.
+// lines of the blocks that follow "# NFS (not served yet):" and "# NFS
+// exports of the volume (not served yet):") and checks what they document.
 func TestExampleNFSParses(t *testing.T) {
 	data, err := os.ReadFile("../docs/blockrepd.example.toml")
 	if err != nil {
@@ -274,8 +274,8 @@ func TestExampleNFSParses(t *testing.T) {
 		}
 		return strings.Join(lines, "\n") + "\n"
 	}
-	node := block("# NFS (uncomment to use):")
-	exports := block("# NFS exports of the volume (uncomment to use):")
+	node := block("# NFS (not served yet):")
+	exports := block("# NFS exports of the volume (not served yet):")
 	base := strings.Replace(nfsBase, `name = "web"`, `name = "vol0"`, 1)
 	cfg, err := Parse([]byte(base+exports+node), "example")
 	if err != nil {
