@@ -16,6 +16,7 @@ import (
 	gonfs "github.com/willscott/go-nfs-client/nfs"
 	nfsrpc "github.com/willscott/go-nfs-client/nfs/rpc"
 
+	"github.com/blockrep/blockrep/internal/gonfsdial"
 	"github.com/blockrep/blockrep/internal/testfs"
 	"github.com/blockrep/blockrep/internal/testtool"
 	"github.com/blockrep/blockrep/nfsexport/export"
@@ -40,11 +41,7 @@ func TestRealClients(t *testing.T) {
 }
 
 func goNFSClient(t *testing.T, s *testServer, root string) {
-	rc, err := nfsrpc.DialTCP("tcp", s.addr, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
+	rc := gonfsdial.Dial(t, s.addr)
 	m := &gonfs.Mount{Client: rc}
 	target, err := m.Mount("/srv", nfsrpc.NewAuthUnix("web1", 0, 0).Auth())
 	if err != nil {

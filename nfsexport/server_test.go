@@ -24,6 +24,7 @@ import (
 	nfsxdr "github.com/willscott/go-nfs-client/nfs/xdr"
 	"golang.org/x/sys/unix"
 
+	"github.com/blockrep/blockrep/internal/gonfsdial"
 	"github.com/blockrep/blockrep/internal/syncbuf"
 	"github.com/blockrep/blockrep/internal/testfs"
 	"github.com/blockrep/blockrep/internal/testtool"
@@ -133,12 +134,7 @@ type client struct {
 
 func dial(t *testing.T, addr string) *client {
 	t.Helper()
-	c, err := nfsrpc.DialTCP("tcp", addr, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return &client{t, c}
+	return &client{t, gonfsdial.Dial(t, addr)}
 }
 
 var authSys = nfsrpc.NewAuthUnix("client", 1000, 1000).Auth()

@@ -19,6 +19,7 @@ import (
 	nfsrpc "github.com/willscott/go-nfs-client/nfs/rpc"
 	nfsxdr "github.com/willscott/go-nfs-client/nfs/xdr"
 
+	"github.com/blockrep/blockrep/internal/gonfsdial"
 	"github.com/blockrep/blockrep/internal/syncbuf"
 	"github.com/blockrep/blockrep/internal/testfs"
 	"github.com/blockrep/blockrep/nfsexport/export"
@@ -489,11 +490,7 @@ func TestOverTCP(t *testing.T) {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	c, err := nfsrpc.DialTCP("tcp", ln.Addr().String(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := gonfsdial.Dial(t, ln.Addr().String())
 	auth := nfsrpc.NewAuthUnix("client", 0, 0).Auth()
 	type dirArgs struct {
 		nfsrpc.Header

@@ -17,6 +17,7 @@ import (
 	nfsrpc "github.com/willscott/go-nfs-client/nfs/rpc"
 	nfsxdr "github.com/willscott/go-nfs-client/nfs/xdr"
 
+	"github.com/blockrep/blockrep/internal/gonfsdial"
 	"github.com/blockrep/blockrep/internal/syncbuf"
 	"github.com/blockrep/blockrep/nfsexport/xdr"
 )
@@ -352,11 +353,7 @@ func TestServerGoNFSClient(t *testing.T) {
 		s.Register(testProg, 1, echoHandler)
 		s.Register(testProg, 2, h)
 	})
-	cl, err := nfsrpc.DialTCP("tcp", addr, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
+	cl := gonfsdial.Dial(t, addr)
 	auth := nfsrpc.NewAuthUnix("client7", 1234, 56).Auth()
 	type credCall struct {
 		nfsrpc.Header
