@@ -210,30 +210,3 @@ func TestSuperblockUUID(t *testing.T) {
 		}
 	}
 }
-
-func TestFindMount(t *testing.T) {
-	const info = `22 1 0:21 / / rw,relatime - overlay overlay rw
-36 35 98:0 /mnt1 /mnt\040two rw,noatime master:1 - ext3 /dev/root rw,errors=continue
-41 22 7:3 / /tmp/x rw,relatime shared:7 - xfs /dev/loop3 rw,attr2
-`
-	m, err := FindMount(info, 41)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if (m != MountInfo{ID: 41, Major: 7, Minor: 3, Root: "/", MountPoint: "/tmp/x", FSType: "xfs", Source: "/dev/loop3"}) {
-		t.Fatalf("FindMount(41) = %+v", m)
-	}
-	m, err = FindMount(info, 36)
-	if err != nil || m.MountPoint != "/mnt two" || m.Root != "/mnt1" || m.FSType != "ext3" {
-		t.Fatalf("FindMount(36) = %+v, %v", m, err)
-	}
-	if _, err := FindMount(info, 99); err == nil {
-		t.Fatal("FindMount(99): no error")
-	}
-	if _, err := FindMount("1 2 x / / rw - ext4 /dev/a rw\n", 1); err == nil {
-		t.Fatal("malformed device: no error")
-	}
-	if _, err := FindMount("1 2 0:1 / / rw\n", 1); err == nil {
-		t.Fatal("no separator: no error")
-	}
-}

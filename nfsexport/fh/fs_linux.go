@@ -10,6 +10,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/blockrep/blockrep/internal/mountinfo"
 )
 
 // ErrOutsideExport is wrapped (inside an [*Error] of kind [Stale]) by
@@ -77,11 +79,11 @@ func (f *FS) init(path string) error {
 		return fmt.Errorf("export root %q: name_to_handle_at: %w", path, err)
 	}
 	f.mountID = mountID
-	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	text, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return fmt.Errorf("export root %q: %w", path, err)
 	}
-	mnt, err := FindMount(string(mountinfo), mountID)
+	mnt, err := mountinfo.ByID(string(text), mountID)
 	if err != nil {
 		return fmt.Errorf("export root %q: %w", path, err)
 	}
@@ -106,7 +108,7 @@ func (f *FS) init(path string) error {
 
 // isFSRoot reports whether the directory fd (with stat st) is the root of
 // its file system: the root of a mount whose root is the file system's "/".
-func isFSRoot(fd int, mnt MountInfo, st *unix.Stat_t) (bool, error) {
+func isFSRoot(fd int, mnt mountinfo.Mount, st *unix.Stat_t) (bool, error) {
 	if mnt.Root != "/" {
 		return false, nil
 	}
@@ -129,7 +131,7 @@ func isFSRoot(fd int, mnt MountInfo, st *unix.Stat_t) (bool, error) {
 // 6.5+, the superblock's UUID as the file system reports it), or, on older
 // kernels, the superblock read from the mount's block device. It returns
 // the UUID and a description of where it came from.
-func fsUUID(fd int, mnt MountInfo, dev uint64) (UUID, string, error) {
+func fsUUID(fd int, mnt mountinfo.Mount, dev uint64) (UUID, string, error) {
 	u, err := ioctlFSUUID(fd)
 	if err == nil {
 		return u, "FS_IOC_GETFSUUID", nil
@@ -171,7 +173,7 @@ func ioctlFSUUID(fd int) (UUID, error) {
 
 // superblockUUIDOf reads the UUID from the superblock on the block device
 // of mount mnt, checking that the device is the one with number dev.
-func superblockUUIDOf(mnt MountInfo, dev uint64) (UUID, error) {
+func superblockUUIDOf(mnt mountinfo.Mount, dev uint64) (UUID, error) {
 	if !strings.HasPrefix(mnt.Source, "/") {
 		return UUID{}, fmt.Errorf("mount %d: source %q is not a device path", mnt.ID, mnt.Source)
 	}

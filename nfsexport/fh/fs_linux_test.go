@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/blockrep/blockrep/internal/mountinfo"
 	"github.com/blockrep/blockrep/internal/testfs"
 	"github.com/blockrep/blockrep/internal/testtool"
 )
@@ -196,7 +197,7 @@ func testKernelHandles(t *testing.T, fstype string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mnt, err := FindMount(string(mi), f.mountID)
+	mnt, err := mountinfo.ByID(string(mi), f.mountID)
 	if err != nil {
 		t.Fatal(err)
 	}

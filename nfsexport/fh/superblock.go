@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"strconv"
-	"strings"
 )
 
 // SuperblockReadSize is how many bytes from the start of a block device
@@ -58,93 +56,4 @@ func SuperblockUUID(fstype string, sb []byte) (UUID, error) {
 		return u, fmt.Errorf("%s superblock: the UUID is all zeros", fstype)
 	}
 	return u, nil
-}
-
-// MountInfo is one line of /proc/self/mountinfo (the fields this package
-// uses).
-type MountInfo struct {
-	// ID is the mount ID (as name_to_handle_at returns it).
-	ID int
-	// Major and Minor are the st_dev of files on the mount.
-	Major, Minor uint32
-	// Root is the path of the mount's root within its file system.
-	Root string
-	// MountPoint is where it is mounted.
-	MountPoint string
-	// FSType is the file system type (ext4, xfs, ...).
-	FSType string
-	// Source is the mount source (the block device for ext4/xfs).
-	Source string
-}
-
-// FindMount returns the line of mountinfo (the text of
-// /proc/self/mountinfo) whose mount ID is id.
-func FindMount(mountinfo string, id int) (MountInfo, error) {
-	for line := range strings.SplitSeq(mountinfo, "\n") {
-		if line == "" {
-			continue
-		}
-		m, err := parseMountInfoLine(line)
-		if err != nil {
-			return MountInfo{}, err
-		}
-		if m.ID == id {
-			return m, nil
-		}
-	}
-	return MountInfo{}, fmt.Errorf("mountinfo: no mount with ID %d", id)
-}
-
-// parseMountInfoLine parses one line as proc(5) describes it:
-// "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue".
-func parseMountInfoLine(line string) (MountInfo, error) {
-	var m MountInfo
-	f := strings.Fields(line)
-	sep := -1
-	for i := 6; i < len(f); i++ {
-		if f[i] == "-" {
-			sep = i
-			break
-		}
-	}
-	if len(f) < 6 || sep < 0 || sep+2 >= len(f) {
-		return m, fmt.Errorf("mountinfo: malformed line %q", line)
-	}
-	id, err := strconv.Atoi(f[0])
-	if err != nil {
-		return m, fmt.Errorf("mountinfo: mount ID %q: %w", f[0], err)
-	}
-	maj, min, ok := strings.Cut(f[2], ":")
-	if !ok {
-		return m, fmt.Errorf("mountinfo: device %q is not major:minor", f[2])
-	}
-	ma, err1 := strconv.ParseUint(maj, 10, 32)
-	mi, err2 := strconv.ParseUint(min, 10, 32)
-	if err1 != nil || err2 != nil {
-		return m, fmt.Errorf("mountinfo: device %q is not major:minor", f[2])
-	}
-	m.ID, m.Major, m.Minor = id, uint32(ma), uint32(mi)
-	m.Root, m.MountPoint = unescapeMountInfo(f[3]), unescapeMountInfo(f[4])
-	m.FSType, m.Source = f[sep+1], unescapeMountInfo(f[sep+2])
-	return m, nil
-}
-
-// unescapeMountInfo undoes the kernel's octal escapes (\040 for a space,
-// \011, \012, \134) in mountinfo paths.
-func unescapeMountInfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
