@@ -7,7 +7,10 @@
 // every outgoing connection: on a busy machine one of those may take the
 // port before the program binds it, which then fails with "address already
 // in use". Pick takes ports from below the ephemeral range instead, where
-// only another Pick can choose the same port, at random among thousands.
+// only another Pick can choose the same port, at random among thousands;
+// and a Pick skips the ports any Pick on this machine chose in the last two
+// minutes (a file per port in $TMPDIR/blockrep-freeport), since with many
+// test processes choosing at once the same choice did happen.
 package freeport
 
 import (
@@ -15,9 +18,48 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
+
+// reserveDir holds a file per port picked in the last reserveFor, by any
+// process of this machine: Pick skips those ports, so that two test
+// processes (or a test and blockbench) do not both choose one before
+// either has bound it.
+var reserveDir = filepath.Join(os.TempDir(), "blockrep-freeport")
+
+// reserveFor is how long a picked port stays reserved: long enough for
+// the program told it to start and bind it.
+const reserveFor = 2 * time.Minute
+
+// reserve records port as picked now in dir, and reports false if
+// another pick reserved it less than reserveFor ago. Without a usable
+// directory it reserves nothing and reports true (the listen check still
+// applies).
+func reserve(dir string, port int, now time.Time) bool {
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return true
+	}
+	name := filepath.Join(dir, strconv.Itoa(port))
+	for range 2 {
+		f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o666)
+		if err == nil {
+			f.Close()
+			return true
+		}
+		if !os.IsExist(err) {
+			return true
+		}
+		fi, err := os.Stat(name)
+		if err != nil || now.Sub(fi.ModTime()) < reserveFor {
+			return false
+		}
+		os.Remove(name) // stale: reserved long ago
+	}
+	return false
+}
 
 // Low is the lowest port Pick returns: above the ports that blockrep's
 // documentation fixes (10809, 7789-7793) and the well-known services.
@@ -30,7 +72,8 @@ const ephemeralRange = "/proc/sys/net/ipv4/ip_local_port_range"
 const defaultEphemeralLow = 32768
 
 // Pick returns n distinct ports that 127.0.0.1 could listen on a moment
-// ago, each below the ephemeral range (see the package doc). Where that
+// ago, each below the ephemeral range (see the package doc) and picked by
+// no other Pick on this machine in the last two minutes. Where that
 // range leaves too little room below it, Pick falls back to ports the
 // kernel chooses.
 func Pick(n int) ([]int, error) {
@@ -53,6 +96,10 @@ func Pick(n int) ([]int, error) {
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 		if err != nil {
 			continue // in use
+		}
+		if !reserve(reserveDir, p, time.Now()) {
+			l.Close()
+			continue // picked by another process a moment ago
 		}
 		held = append(held, l)
 		ports = append(ports, p)

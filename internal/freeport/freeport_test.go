@@ -2,8 +2,11 @@ package freeport
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // Pick's ports are distinct, below the ephemeral range, and free.
@@ -65,5 +68,29 @@ func TestPickSkipsPortsInUse(t *testing.T) {
 		if inUse[p] {
 			t.Errorf("port %d is in use but was picked", p)
 		}
+	}
+}
+
+// TestReserve: a port reserved a moment ago is refused to the next pick,
+// by this process or another; a reservation older than reserveFor is
+// stale and taken over.
+func TestReserve(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	if !reserve(dir, 25000, now) {
+		t.Fatal("first reservation refused")
+	}
+	if reserve(dir, 25000, now.Add(time.Second)) {
+		t.Fatal("a port reserved a second ago was reserved again")
+	}
+	if !reserve(dir, 25001, now) {
+		t.Fatal("another port refused")
+	}
+	old := now.Add(-2 * reserveFor)
+	if err := os.Chtimes(filepath.Join(dir, "25000"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	if !reserve(dir, 25000, now) {
+		t.Fatal("a stale reservation was not taken over")
 	}
 }
