@@ -88,7 +88,7 @@ func (h *Handler) applySattr(c *call, fd int, st *unix.Stat_t, sa sattr) *Error 
 		return typeError("setattr size", st, unix.S_IFREG)
 	}
 	// The writable fd for truncation is opened as root; the identity's
-	// right to truncate is checked below, with the owner override.
+	// right to truncate is checked as the client, with the owner override.
 	rw := -1
 	if sa.setSize {
 		var err error
@@ -96,11 +96,14 @@ func (h *Handler) applySattr(c *call, fd int, st *unix.Stat_t, sa sattr) *Error 
 			return fail("open for truncate", err)
 		}
 		defer unix.Close(rw)
-		if nerr := c.checkAccess(fd, st, unix.W_OK, true); nerr != nil {
-			return nerr
-		}
 	}
 	return c.runAs("setattr", func() error {
+		if sa.setSize {
+			// Checked first, so that a refused truncation changes nothing.
+			if err := c.mayAccess(fd, st, unix.W_OK, true); err != nil {
+				return fmt.Errorf("truncate: %w", err)
+			}
+		}
 		if sa.setUID || sa.setGID {
 			uid, gid := -1, -1
 			if sa.setUID {
@@ -264,11 +267,14 @@ func (h *Handler) read(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 		nerr = typeError("read", st, unix.S_IFREG)
 	default:
 		// knfsd lets a client read a file it may only execute: the client
-		// needs its contents to run it.
-		if nerr = c.checkAccess(fd, st, unix.R_OK, true); nerr != nil {
-			if c.checkAccess(fd, st, unix.X_OK, false) == nil {
-				nerr = nil
-			}
+		// needs its contents to run it. Both tests under one switch.
+		if st.Uid != c.id.UID {
+			nerr = c.runAs("access check", func() error {
+				if err := c.mayAccess(fd, st, unix.R_OK, false); err == nil {
+					return nil
+				}
+				return c.mayAccess(fd, st, unix.X_OK, false)
+			})
 		}
 	}
 	if nerr != nil {
@@ -379,13 +385,16 @@ func (h *Handler) write(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 			nerr = typeError("write", w.before, unix.S_IFREG)
 		case off+uint64(len(data)) > 1<<63-1:
 			nerr = failStatus(ErrFBig, "write", fmt.Errorf("offset %d + %d bytes", off, len(data)))
-		default:
-			nerr = c.checkAccess(fd, w.before, unix.W_OK, true)
 		}
 		if nerr == nil {
-			// The write itself runs as the client so that the kernel clears
-			// set-uid and set-gid bits as it does for a local writer.
+			// The write itself runs as the client, after its access check
+			// under the same switch, so that the kernel clears set-uid and
+			// set-gid bits as it does for a local writer.
+			var denied error
 			nerr = c.runAs("write", func() error {
+				if denied = c.mayAccess(fd, w.before, unix.W_OK, true); denied != nil {
+					return nil
+				}
 				for n := 0; n < len(data); {
 					m, err := unix.Pwrite(fd, data[n:], int64(off)+int64(n))
 					if err == unix.EINTR {
@@ -404,8 +413,11 @@ func (h *Handler) write(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 				}
 				return nil
 			})
-			if nerr != nil {
-				h.resetVerifier(nerr)
+			switch {
+			case denied != nil:
+				nerr = fail("access check", denied)
+			case nerr != nil:
+				h.resetVerifier(nerr) // the data may be lost: clients must resend
 			}
 		}
 		w.after = fstat(fd)

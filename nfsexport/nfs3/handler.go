@@ -92,9 +92,10 @@ type Handler struct {
 	refuses *lograte.Limiter
 	fds     *fdCache
 	log     *slog.Logger
-	// groups are the process's supplementary groups, which a thread gets
-	// back after serving a call as a client.
-	groups []int
+	// euid, egid and groups are the process's, which a thread gets back
+	// after serving a call as a client.
+	euid, egid int
+	groups     []int
 }
 
 // NewHandler returns a Handler for cfg.
@@ -123,7 +124,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nfs3: getgroups: %w", err)
 	}
-	h.groups = groups
+	h.groups, h.euid, h.egid = groups, unix.Geteuid(), unix.Getegid()
 	for i := range cfg.Exports {
 		e := &cfg.Exports[i]
 		if e.FS == nil || e.Opts == nil {
@@ -424,18 +425,20 @@ func (c *call) asClient(fn func() error) error {
 	return err
 }
 
-// restoreCreds gives the thread back the process's credentials (fsuid and
-// fsgid follow the effective ids; the supplementary groups are re-read).
+// restoreCreds gives the thread back the process's credentials: fsuid and
+// fsgid its effective ids, and its supplementary groups, as NewHandler
+// found them.
 func (c *call) restoreCreds() error {
-	unix.Setfsuid(unix.Geteuid())
-	unix.Setfsgid(unix.Getegid())
-	if got, _ := unix.SetfsuidRetUid(-1); got != unix.Geteuid() {
-		return fmt.Errorf("fsuid is %d, not %d", got, unix.Geteuid())
+	h := c.h
+	unix.Setfsuid(h.euid)
+	unix.Setfsgid(h.egid)
+	if got, _ := unix.SetfsuidRetUid(-1); got != h.euid {
+		return fmt.Errorf("fsuid is %d, not %d", got, h.euid)
 	}
-	if got, _ := unix.SetfsgidRetGid(-1); got != unix.Getegid() {
-		return fmt.Errorf("fsgid is %d, not %d", got, unix.Getegid())
+	if got, _ := unix.SetfsgidRetGid(-1); got != h.egid {
+		return fmt.Errorf("fsgid is %d, not %d", got, h.egid)
 	}
-	return unix.Setgroups(c.h.groups)
+	return unix.Setgroups(h.groups)
 }
 
 // CacheReply implements rpc.ReplyCacher: the procedures that change the
