@@ -37,6 +37,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -91,6 +92,7 @@ type Handler struct {
 	refused func(string, netip.Addr, error, int)
 	refuses *lograte.Limiter
 	fds     *fdCache
+	dirents sync.Pool // *[]byte of direntBufSize, getdents64 buffers
 	log     *slog.Logger
 	// euid, egid and groups are the process's, which a thread gets back
 	// after serving a call as a client.
@@ -115,6 +117,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 		}
 	}
 	h.fds = newFDCache(cfg.OpenFiles)
+	h.dirents.New = func() any { b := make([]byte, direntBufSize); return &b }
 	verf := cfg.Verifier
 	h.verf.Store(&verf)
 	if h.log == nil {

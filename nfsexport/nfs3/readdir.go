@@ -109,7 +109,9 @@ func (l *lister) list(cookie uint64) error {
 			return failStatus(ErrBadCookie, "readdir", fmt.Errorf("seek to cookie %d: %w", cookie, err))
 		}
 	}
-	buf := make([]byte, direntBufSize)
+	bp := l.c.h.dirents.Get().(*[]byte)
+	defer l.c.h.dirents.Put(bp)
+	buf := *bp
 	for {
 		n, err := unix.Getdents(l.dirfd, buf)
 		if err == unix.EINTR {
