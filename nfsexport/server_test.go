@@ -637,6 +637,12 @@ func TestRaiseOpenFileLimit(t *testing.T) {
 	var before unix.Rlimit
 	unix.Getrlimit(unix.RLIMIT_NOFILE, &before)
 	t.Cleanup(func() { unix.Setrlimit(unix.RLIMIT_NOFILE, &before) })
+	// Start below the hard limit (allowed without privileges), so that a
+	// RaiseOpenFileLimit that did nothing fails.
+	low := unix.Rlimit{Cur: before.Max / 2, Max: before.Max}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
 	got, err := RaiseOpenFileLimit()
 	if err != nil {
 		t.Fatal(err)
