@@ -61,7 +61,7 @@ func dotName(name string, s Status) *Error {
 }
 
 // openDir binds the call and opens the directory handle b as an O_PATH fd.
-func (h *Handler) openDir(c *call, b []byte, mutating bool) (int, *Error, error) {
+func (h *Handler) openDir(c *call, b []byte, mutating bool) (int, *unix.Stat_t, *Error, error) {
 	return h.open(c, b, unix.O_PATH|unix.O_DIRECTORY, mutating)
 }
 
@@ -119,18 +119,17 @@ func (h *Handler) lookup(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	if err != nil {
 		return err
 	}
-	dirfd := -1
-	if nerr == nil {
-		dirfd, nerr, err = h.openDir(c, b, false)
-		if err != nil {
-			return err
-		}
-	}
 	var obj object
 	var dirAttr *unix.Stat_t
 	if nerr == nil {
-		dirAttr = c.attrs(dirfd)
-		obj, nerr = c.lookupEntry(dirfd, dirAttr, name)
+		var dirfd int
+		dirfd, dirAttr, nerr, err = h.openDir(c, b, false)
+		if err != nil {
+			return err
+		}
+		if nerr == nil {
+			obj, nerr = c.lookupEntry(dirfd, dirAttr, name)
+		}
 	}
 	h.status(c, e, nerr)
 	if nerr == nil {
@@ -145,9 +144,6 @@ func (h *Handler) lookup(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 // directory and ".." its parent, or the directory itself at the export
 // root (as knfsd answers, so that no client walks out of an export).
 func (c *call) lookupEntry(dirfd int, dirAttr *unix.Stat_t, name string) (object, *Error) {
-	if dirAttr == nil {
-		return object{}, fail("fstat", unix.EIO)
-	}
 	if name == "." || (name == ".." && c.isRoot(dirAttr)) {
 		// Search permission is still needed, as for any lookup.
 		if err := c.asClient(func() error {
@@ -240,11 +236,11 @@ func (h *Handler) inDir(c *call, b []byte, nerr *Error, fn func(dirfd int) *Erro
 	if nerr != nil {
 		return w, nerr, nil
 	}
-	dirfd, nerr, err := h.openDir(c, b, true)
+	dirfd, before, nerr, err := h.openDir(c, b, true)
 	if err != nil || nerr != nil {
 		return w, nerr, err
 	}
-	w.before = fstat(dirfd)
+	w.before = before
 	nerr = fn(dirfd)
 	w.after = fstat(dirfd)
 	return w, nerr, nil
@@ -575,17 +571,14 @@ func (h *Handler) link(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 		nerr = dotName(name, ErrExist)
 	}
 	fd := -1
+	var st *unix.Stat_t
 	if nerr == nil {
-		fd, nerr, err = h.open(c, b, unix.O_PATH, true)
+		fd, st, nerr, err = h.open(c, b, unix.O_PATH, true)
 		if err != nil {
 			return err
 		}
 	}
 	w, nerr, err := h.inDir(c, dirB, nerr, func(dirfd int) *Error {
-		st := fstat(fd)
-		if st == nil {
-			return fail("fstat", unix.EIO)
-		}
 		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
 			// linkat through /proc with AT_SYMLINK_FOLLOW would follow the
 			// link's target; AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, which

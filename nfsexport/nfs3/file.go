@@ -16,16 +16,13 @@ func (h *Handler) getattr(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	if err != nil {
 		return err
 	}
-	fd, nerr, err := h.open(c, b, unix.O_PATH, false)
+	_, st, nerr, err := h.open(c, b, unix.O_PATH, false)
 	if err != nil {
 		return err
 	}
-	if nerr == nil {
-		h.status(c, e, nil)
-		putFattr(e, c.attrs(fd), c.fsid)
-		return nil
+	if !h.status(c, e, nerr) {
+		putFattr(e, st, c.fsid)
 	}
-	h.status(c, e, nerr)
 	return nil
 }
 
@@ -48,16 +45,13 @@ func (h *Handler) setattr(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 			return errGarbage(err)
 		}
 	}
-	fd, nerr, err := h.open(c, b, unix.O_PATH, true)
+	fd, before, nerr, err := h.open(c, b, unix.O_PATH, true)
 	if err != nil {
 		return err
 	}
-	var w wcc
+	w := wcc{before: before}
 	if nerr == nil {
-		w.before = c.attrs(fd)
 		switch {
-		case w.before == nil:
-			nerr = fail("fstat", unix.EIO)
 		case check && (uint32(w.before.Ctim.Sec) != uint32(guard.Sec) || uint32(w.before.Ctim.Nsec) != uint32(guard.Nsec)):
 			nerr = failStatus(ErrNotSync, "setattr guard", fmt.Errorf("ctime %d.%09d, guard %d.%09d", w.before.Ctim.Sec, w.before.Ctim.Nsec, guard.Sec, guard.Nsec))
 		default:
@@ -156,18 +150,12 @@ func (h *Handler) access(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	if err != nil {
 		return errGarbage(err)
 	}
-	fd, nerr, err := h.open(c, b, unix.O_PATH, false)
+	fd, st, nerr, err := h.open(c, b, unix.O_PATH, false)
 	if err != nil {
 		return err
 	}
 	if nerr != nil {
 		h.status(c, e, nerr)
-		putPostOp(e, nil, 0)
-		return nil
-	}
-	st := c.attrs(fd)
-	if st == nil {
-		h.status(c, e, fail("fstat", unix.EIO))
 		putPostOp(e, nil, 0)
 		return nil
 	}
@@ -205,17 +193,13 @@ func (h *Handler) readlink(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	if err != nil {
 		return err
 	}
-	fd, nerr, err := h.open(c, b, unix.O_PATH, false)
+	fd, st, nerr, err := h.open(c, b, unix.O_PATH, false)
 	if err != nil {
 		return err
 	}
-	var st *unix.Stat_t
 	var target []byte
 	if nerr == nil {
-		st = c.attrs(fd)
 		switch {
-		case st == nil:
-			nerr = fail("fstat", unix.EIO)
 		case st.Mode&unix.S_IFMT != unix.S_IFLNK:
 			nerr = typeError("readlink", st, unix.S_IFLNK)
 		default:
@@ -250,19 +234,12 @@ func (h *Handler) read(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 		return errGarbage(err)
 	}
 	count = min(count, MaxData)
-	fd, nerr, err := h.open(c, b, unix.O_RDONLY, false)
+	fd, st, nerr, err := h.open(c, b, unix.O_RDONLY, false)
 	if err != nil {
 		return err
 	}
-	if nerr != nil {
-		h.status(c, e, nerr)
-		putPostOp(e, nil, 0)
-		return nil
-	}
-	st := c.attrs(fd)
 	switch {
-	case st == nil:
-		nerr = fail("fstat", unix.EIO)
+	case nerr != nil:
 	case st.Mode&unix.S_IFMT != unix.S_IFREG:
 		nerr = typeError("read", st, unix.S_IFREG)
 	default:
@@ -371,16 +348,13 @@ func (h *Handler) write(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 		return errGarbage(fmt.Errorf("count %d but %d bytes of data", count, len(data)))
 	}
 	data = data[:count]
-	fd, nerr, err := h.open(c, b, unix.O_RDWR, true)
+	fd, before, nerr, err := h.open(c, b, unix.O_RDWR, true)
 	if err != nil {
 		return err
 	}
-	var w wcc
+	w := wcc{before: before}
 	if nerr == nil {
-		w.before = c.attrs(fd)
 		switch {
-		case w.before == nil:
-			nerr = fail("fstat", unix.EIO)
 		case w.before.Mode&unix.S_IFMT != unix.S_IFREG:
 			nerr = typeError("write", w.before, unix.S_IFREG)
 		case off+uint64(len(data)) > 1<<63-1:
@@ -444,13 +418,12 @@ func (h *Handler) commit(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 	if _, err := d.Uint32("count"); err != nil {
 		return errGarbage(err)
 	}
-	fd, nerr, err := h.open(c, b, unix.O_RDONLY, false)
+	fd, before, nerr, err := h.open(c, b, unix.O_RDONLY, false)
 	if err != nil {
 		return err
 	}
-	var w wcc
+	w := wcc{before: before}
 	if nerr == nil {
-		w.before = c.attrs(fd)
 		if err := unix.Fsync(fd); err != nil {
 			nerr = fail("fsync", err)
 			h.resetVerifier(nerr)

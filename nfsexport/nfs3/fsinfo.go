@@ -26,18 +26,14 @@ func (h *Handler) fsReply(c *call, d *xdr.Decoder, e *xdr.Encoder, withStatfs bo
 	if err != nil {
 		return nil, false, err
 	}
-	fd, nerr, err := h.open(c, b, unix.O_PATH, false)
+	fd, st, nerr, err := h.open(c, b, unix.O_PATH, false)
 	if err != nil {
 		return nil, false, err
 	}
-	var st *unix.Stat_t
 	var sfs unix.Statfs_t
-	if nerr == nil {
-		st = c.attrs(fd)
-		if withStatfs {
-			if err := unix.Fstatfs(fd, &sfs); err != nil {
-				nerr = fail("statfs", err)
-			}
+	if nerr == nil && withStatfs {
+		if err := unix.Fstatfs(fd, &sfs); err != nil {
+			nerr = fail("statfs", err)
 		}
 	}
 	h.status(c, e, nerr)

@@ -190,7 +190,7 @@ func (h *Handler) ServeRPC(_ context.Context, rc *rpc.Call, reply *xdr.Encoder) 
 	if int(rc.Proc) >= len(procs) {
 		return rpc.ErrProcUnavail
 	}
-	c := &call{rpc: rc, h: h, remote: rc.Client(), openFD: -1}
+	c := &call{rpc: rc, h: h, remote: rc.Client()}
 	defer c.releaseFDs()
 	return procs[rc.Proc](h, c, &rc.Args, reply)
 }
@@ -205,21 +205,6 @@ type call struct {
 	fsid   uint64
 	held   []*cachedFD // from the fd cache, released when the call ends
 	opened []int       // opened for this call alone, closed when it ends
-	// openFD and openStat are the last fd open returned and its
-	// attributes, taken when it was checked (see attrs).
-	openFD   int
-	openStat unix.Stat_t
-}
-
-// attrs returns the attributes of fd: those open took if fd is what it
-// returned last (a call's "before" attributes), else fresh ones (nil if
-// they cannot be read).
-func (c *call) attrs(fd int) *unix.Stat_t {
-	if fd >= 0 && fd == c.openFD {
-		st := c.openStat
-		return &st
-	}
-	return fstat(fd)
 }
 
 func (c *call) releaseFDs() {
@@ -309,52 +294,39 @@ func (h *Handler) bind(c *call, b []byte, mutating bool) (fh.Handle, *Error, err
 }
 
 // open binds the call to b's export and opens b with flags (as root),
-// from the fd cache when it can. The fd belongs to the call: the caller
-// must not close it. A file whose last link is gone is STALE.
-func (h *Handler) open(c *call, b []byte, flags int, mutating bool) (int, *Error, error) {
+// from the fd cache when it can, and returns the file's attributes. The fd
+// belongs to the call: the caller must not close it. A file whose last
+// link is gone is STALE.
+func (h *Handler) open(c *call, b []byte, flags int, mutating bool) (int, *unix.Stat_t, *Error, error) {
 	hd, nerr, err := h.bind(c, b, mutating)
 	if nerr != nil || err != nil {
-		return -1, nerr, err
+		return -1, nil, nerr, err
 	}
 	k := fdKey{string(b), flags}
 	if cacheable(flags) {
 		if e, ok := h.fds.get(k.handle, flags); ok {
 			c.held = append(c.held, e)
-			if nerr := c.checkLinked(e); nerr != nil {
-				return -1, nerr, nil
+			st, nerr := c.checkLinked(e)
+			if nerr == nil && flags&unix.O_DIRECTORY != 0 && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				nerr = failStatus(ErrNotDir, "open", errNotDir) // an O_PATH fd of a non-directory served
 			}
-			if flags&unix.O_DIRECTORY != 0 && c.openStat.Mode&unix.S_IFMT != unix.S_IFDIR {
-				c.openFD = -1
-				return -1, failStatus(ErrNotDir, "open", errNotDir), nil
+			if nerr != nil {
+				return -1, nil, nerr, nil
 			}
-			return e.fd, nil, nil
+			return e.fd, st, nil, nil
 		}
 	}
 	fd, err := c.exp.FS.Open(hd, flags)
 	if err != nil {
-		if !errors.Is(err, fh.ErrStale) && !errors.Is(err, fh.ErrBadHandle) {
-			var errno unix.Errno
-			if errors.As(err, &errno) && errno == unix.ELOOP && flags&unix.O_DIRECTORY != 0 {
-				return -1, failStatus(ErrNotDir, "open", err), nil
-			}
-			if errors.As(err, &errno) && errno == unix.ELOOP {
-				// O_NOFOLLOW met a symlink opened for data.
-				return -1, failStatus(ErrInval, "open", err), nil
-			}
-			if errors.As(err, &errno) && errno == unix.ENOTDIR {
-				return -1, failStatus(ErrNotDir, "open", err), nil
-			}
-			h.log.Warn("nfs: open by handle", "export", c.exp.Opts.Path, "err", err)
-		}
-		return -1, fail("open by handle", err), nil
+		return -1, nil, h.openError(c, flags, err), nil
 	}
 	if !cacheable(flags) {
 		c.opened = append(c.opened, fd)
-		if err := unix.Fstat(fd, &c.openStat); err != nil {
-			return -1, fail("fstat", err), nil
+		st := new(unix.Stat_t)
+		if err := unix.Fstat(fd, st); err != nil {
+			return -1, nil, fail("fstat", err), nil
 		}
-		c.openFD = fd
-		return fd, nil, nil
+		return fd, st, nil, nil
 	}
 	if flags == unix.O_RDONLY {
 		// A client's READs of a file arrive many at once and a little out
@@ -366,25 +338,44 @@ func (h *Handler) open(c *call, b []byte, flags int, mutating bool) (int, *Error
 	}
 	e := h.fds.add(k, fd)
 	c.held = append(c.held, e)
-	if nerr := c.checkLinked(e); nerr != nil {
-		return -1, nerr, nil
+	st, nerr := c.checkLinked(e)
+	if nerr != nil {
+		return -1, nil, nerr, nil
 	}
-	return e.fd, nil, nil
+	return e.fd, st, nil, nil
 }
 
-// checkLinked answers STALE for a file whose last name was removed (an
-// open file, or one still in the inode cache, outlives its names) and
-// drops it from the cache.
-func (c *call) checkLinked(e *cachedFD) *Error {
-	if err := unix.Fstat(e.fd, &c.openStat); err != nil {
-		return fail("fstat", err)
+// openError chooses the status of a failed open by handle: the handle's
+// (BADHANDLE, STALE), a symlink met with O_NOFOLLOW (INVAL, or NOTDIR
+// where a directory was wanted), or the server's own trouble, logged.
+func (h *Handler) openError(c *call, flags int, err error) *Error {
+	var errno unix.Errno
+	errors.As(err, &errno)
+	switch {
+	case errors.Is(err, fh.ErrStale), errors.Is(err, fh.ErrBadHandle):
+	case errno == unix.ENOTDIR, errno == unix.ELOOP && flags&unix.O_DIRECTORY != 0:
+		return failStatus(ErrNotDir, "open", err)
+	case errno == unix.ELOOP:
+		return failStatus(ErrInval, "open", err)
+	default:
+		h.log.Warn("nfs: open by handle", "export", c.exp.Opts.Path, "err", err)
 	}
-	if c.openStat.Nlink == 0 {
+	return fail("open by handle", err)
+}
+
+// checkLinked returns the attributes of a cached file, or STALE for one
+// whose last name was removed (an open file, or one still in the inode
+// cache, outlives its names), which it drops from the cache.
+func (c *call) checkLinked(e *cachedFD) (*unix.Stat_t, *Error) {
+	st := new(unix.Stat_t)
+	if err := unix.Fstat(e.fd, st); err != nil {
+		return nil, fail("fstat", err)
+	}
+	if st.Nlink == 0 {
 		c.h.fds.evictEntry(e)
-		return failStatus(ErrStale, "open", errors.New("the file was removed"))
+		return nil, failStatus(ErrStale, "open", errors.New("the file was removed"))
 	}
-	c.openFD = e.fd
-	return nil
+	return st, nil
 }
 
 // asClient runs fn with the calling thread's fsuid, fsgid and

@@ -50,18 +50,12 @@ func (h *Handler) listDir(c *call, d *xdr.Decoder, e *xdr.Encoder, plus bool) er
 		}
 	}
 	maxcount = min(maxcount, maxDirReply)
-	fd, nerr, err := h.open(c, b, unix.O_RDONLY|unix.O_DIRECTORY, false)
+	fd, st, nerr, err := h.open(c, b, unix.O_RDONLY|unix.O_DIRECTORY, false)
 	if err != nil {
 		return err
 	}
 	if nerr != nil {
 		h.status(c, e, nerr)
-		putPostOp(e, nil, 0)
-		return nil
-	}
-	st := c.attrs(fd)
-	if st == nil {
-		h.status(c, e, fail("fstat", unix.EIO))
 		putPostOp(e, nil, 0)
 		return nil
 	}
