@@ -223,6 +223,9 @@ func (f *FS) UUID() UUID { return f.uuid }
 // "superblock of /dev/...".
 func (f *FS) UUIDSource() string { return f.uuidFrom }
 
+// IsRoot reports whether st (a file's attributes) is the export root's.
+func (f *FS) IsRoot(st *unix.Stat_t) bool { return st.Dev == f.dev && st.Ino == f.ino }
+
 // RootFD returns the export root's O_PATH directory fd, owned by f (valid
 // until Close), for the *at calls.
 func (f *FS) RootFD() int { return f.root }

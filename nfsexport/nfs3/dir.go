@@ -65,16 +65,6 @@ func (h *Handler) openDir(c *call, b []byte, mutating bool) (int, *unix.Stat_t, 
 	return h.open(c, b, unix.O_PATH|unix.O_DIRECTORY, mutating)
 }
 
-// isRoot reports whether fd is the export root.
-func (c *call) isRoot(st *unix.Stat_t) bool {
-	root := c.exp.FS.RootFD()
-	var rs unix.Stat_t
-	if unix.Fstat(root, &rs) != nil {
-		return false
-	}
-	return rs.Dev == st.Dev && rs.Ino == st.Ino
-}
-
 // handleAt returns the wire handle of the entry name of dirfd, or "" if
 // there is none: what to evict from the fd cache once the entry is gone.
 func (c *call) handleAt(dirfd int, name string) string {
@@ -144,7 +134,7 @@ func (h *Handler) lookup(c *call, d *xdr.Decoder, e *xdr.Encoder) error {
 // directory and ".." its parent, or the directory itself at the export
 // root (as knfsd answers, so that no client walks out of an export).
 func (c *call) lookupEntry(dirfd int, dirAttr *unix.Stat_t, name string) (object, *Error) {
-	if name == "." || (name == ".." && c.isRoot(dirAttr)) {
+	if name == "." || (name == ".." && c.exp.FS.IsRoot(dirAttr)) {
 		// Search permission is still needed, as for any lookup.
 		if err := c.asClient(func() error {
 			return unix.Faccessat2(dirfd, "", unix.X_OK, unix.AT_EMPTY_PATH|unix.AT_EACCESS)

@@ -63,7 +63,7 @@ func (h *Handler) listDir(c *call, d *xdr.Decoder, e *xdr.Encoder, plus bool) er
 	h.status(c, e, nil)
 	putPostOp(e, st, c.fsid)
 	e.FixedOpaque(make([]byte, 8)) // cookieverf
-	l := lister{c: c, e: e, dirfd: fd, dir: st, plus: plus, atRoot: c.isRoot(st),
+	l := lister{c: c, e: e, dirfd: fd, dir: st, plus: plus, atRoot: c.exp.FS.IsRoot(st),
 		limit: start + int(maxcount) - 8, dirLimit: int(dircount)}
 	nerr = c.runAs("readdir", func() error {
 		if err := unix.Faccessat2(fd, "", unix.R_OK, unix.AT_EMPTY_PATH|unix.AT_EACCESS); err != nil {
