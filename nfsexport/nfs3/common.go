@@ -47,25 +47,14 @@ func fstat(fd int) *unix.Stat_t {
 // linkat reach a file that is open only as an O_PATH fd.
 func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
-// checkAccess checks, as the call's identity, that it may access the file
-// fd with mode (unix.R_OK, W_OK, X_OK). With ownerOverride the owner of
-// the file is allowed whatever its mode bits (knfsd's
-// NFSD_MAY_OWNER_OVERRIDE for READ, WRITE and truncation: the client
-// checked the mode when it opened the file, which may have been chmodded
-// since). Root (not squashed) is allowed by the kernel's own rules.
-func (c *call) checkAccess(fd int, st *unix.Stat_t, mode uint32, ownerOverride bool) *Error {
-	if ownerOverride && st != nil && st.Uid == c.id.UID {
-		return nil
-	}
-	if err := c.asClient(func() error { return c.mayAccess(fd, st, mode, ownerOverride) }); err != nil {
-		return fail("access check", err)
-	}
-	return nil
-}
-
-// mayAccess is checkAccess's test, on a thread already running as the
+// mayAccess checks that the call's identity may access the file fd with
+// mode (unix.R_OK, W_OK, X_OK). It runs on a thread already running as the
 // client (inside asClient), so that a procedure checks and acts under one
-// switch of the thread's credentials.
+// switch of the thread's credentials. With ownerOverride the owner of the
+// file is allowed whatever its mode bits (knfsd's NFSD_MAY_OWNER_OVERRIDE
+// for READ, WRITE and truncation: the client checked the mode when it
+// opened the file, which may have been chmodded since). Root (not
+// squashed) is allowed by the kernel's own rules.
 func (c *call) mayAccess(fd int, st *unix.Stat_t, mode uint32, ownerOverride bool) error {
 	if ownerOverride && st != nil && st.Uid == c.id.UID {
 		return nil
